@@ -1,0 +1,17 @@
+//! # normstyle
+//!
+//! Neural style transfer on [Candle](https://github.com/huggingface/candle) with normalization
+//! layers you can swap: the AdaIN model (Huang & Belongie, ICCV 2017) and the Magenta arbitrary-
+//! style and 26-style networks (Ghiasi et al. 2017; Dumoulin et al. 2017), each runnable with its
+//! instance-norm statistics replaced by batch-, layer- or group-norm statistics.
+//!
+//! - [`norm`]: BatchNorm2d, LayerNorm, GroupNorm, InstanceNorm2d and statistics alignment
+//!   (AdaIN, Ada-BN/LN/GN), PyTorch semantics.
+//! - [`weights`]: checkpoint tensors by name, checked for dtype and shape.
+
+pub mod error;
+pub mod norm;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use norm::NormKind;

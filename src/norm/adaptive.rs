@@ -1,0 +1,196 @@
+//! Statistics alignment: Adaptive Instance Normalization (Huang & Belongie, ICCV 2017) and its
+//! batch-, layer- and group-norm counterparts.
+//!
+//! AdaIN(c, s) = σ(s)·(c − μ(c))/σ(c) + μ(s), with μ, σ per sample and channel over (H, W). The
+//! reference (naoto0804/pytorch-AdaIN `function.py::calc_mean_std`) takes σ = sqrt(var + ε) with
+//! the **unbiased** variance; the swap variants pool μ, σ as their [`NormKind`] says:
+//! - `bn`: per channel over every pixel of every content image of the batch (images may differ in
+//!   size); each style image is its own batch of one, so its statistics are its IN statistics;
+//! - `ln`: one μ, σ per image over (C, H, W) — per-channel style is not transferred;
+//! - `gn:G`: per image over gcd(G, C) groups of channels — between the two.
+//!
+//! The same [`align`] with target statistics (γ as σ, β as μ) is conditional instance norm.
+
+use candle::Tensor;
+
+use super::stats::{affine_planes, Moments, PlaneAffine, Variance};
+use super::{NormKind, DEFAULT_EPS};
+use crate::{Error, Result};
+
+const WHAT: &str = "statistics alignment";
+
+/// Mean and standard deviation per (sample, channel) of a batch of feature maps, pooled as a
+/// [`NormKind`] says (entries of one pool repeat the same values), in f64.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureStats {
+    channels: usize,
+    /// Indexed `sample · channels + channel`.
+    mean: Vec<f64>,
+    /// Indexed like `mean`; σ = sqrt(var + ε).
+    std: Vec<f64>,
+}
+
+impl FeatureStats {
+    /// Statistics of a batch given as tensors of shape (Nᵢ, C, Hᵢ, Wᵢ) (the same C; sizes may
+    /// differ). Samples are numbered across the tensors in order. σ = sqrt(var + `eps`) with the
+    /// given estimator; every pool must hold at least two values for the unbiased one.
+    pub fn of_batch(xs: &[&Tensor], kind: NormKind, var: Variance, eps: f64) -> Result<Self> {
+        let Some(first) = xs.first() else {
+            return Err(Error::input(WHAT, "no feature maps given"));
+        };
+        let channels = dims4(first)?.1;
+        // Plane-or-group moments of every tensor, and which pool each plane reads.
+        let mut moments = Moments::default();
+        let mut pool_of_plane = Vec::new();
+        for x in xs {
+            let (n, c, h, w) = dims4(x)?;
+            if c != channels {
+                return Err(Error::input(WHAT, format!("feature maps with {channels} and {c} channels in one batch")));
+            }
+            if n * h * w == 0 {
+                return Err(Error::input(WHAT, format!("empty feature map of shape {:?}", x.dims())));
+            }
+            let groups = kind.groups(c);
+            let per_group = c / groups;
+            let row_len = if kind == NormKind::Bn { h * w } else { per_group * h * w };
+            let base = moments.len();
+            moments.extend(&Moments::of_rows(x, row_len)?);
+            for p in 0..n * c {
+                pool_of_plane.push(match kind {
+                    NormKind::Bn => p % c,
+                    _ => base + (p / c) * groups + (p % c) / per_group,
+                });
+            }
+        }
+        if kind == NormKind::Bn {
+            moments = moments.merge_by(channels, |i| i % channels);
+        }
+        let mut mean = Vec::with_capacity(pool_of_plane.len());
+        let mut std = Vec::with_capacity(pool_of_plane.len());
+        for &k in &pool_of_plane {
+            if var == Variance::Unbiased && moments.count[k] < 2.0 {
+                return Err(Error::input(
+                    WHAT,
+                    format!("a `{kind}` pool of the feature maps holds a single value; the image is too small"),
+                ));
+            }
+            mean.push(moments.mean[k]);
+            std.push((moments.variance(k, var) + eps).sqrt());
+        }
+        Ok(FeatureStats { channels, mean, std })
+    }
+
+    /// Statistics given directly (e.g. conditional-IN β as `mean` and γ as `std`): `samples ·
+    /// channels` values each, sample-major.
+    pub fn from_parts(channels: usize, mean: Vec<f64>, std: Vec<f64>) -> Result<Self> {
+        if channels == 0 || mean.len() != std.len() || mean.is_empty() || mean.len() % channels != 0 {
+            return Err(Error::input(
+                WHAT,
+                format!("{} means and {} deviations for {channels} channels", mean.len(), std.len()),
+            ));
+        }
+        Ok(FeatureStats { channels, mean, std })
+    }
+
+    /// Channels C.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+    /// Samples N.
+    pub fn samples(&self) -> usize {
+        self.mean.len() / self.channels
+    }
+    /// Means, `samples · channels` values, sample-major.
+    pub fn mean(&self) -> &[f64] {
+        &self.mean
+    }
+    /// Standard deviations sqrt(var + ε), laid out like [`mean`](Self::mean).
+    pub fn std(&self) -> &[f64] {
+        &self.std
+    }
+    /// The statistics of sample `i` alone.
+    pub fn sample(&self, i: usize) -> Result<FeatureStats> {
+        if i >= self.samples() {
+            return Err(Error::input(WHAT, format!("sample {i} of {}", self.samples())));
+        }
+        let r = i * self.channels..(i + 1) * self.channels;
+        Ok(FeatureStats { channels: self.channels, mean: self.mean[r.clone()].to_vec(), std: self.std[r].to_vec() })
+    }
+}
+
+/// Aligns x's statistics: y = (x − μ_from)/σ_from · σ_to + μ_to per plane.
+///
+/// `x`: (N, C, H, W), any float dtype; `from`: N samples (x's own statistics, however pooled);
+/// `to`: 1 sample (broadcast) or N → same shape and dtype as `x`.
+pub fn align(x: &Tensor, from: &FeatureStats, to: &FeatureStats) -> Result<Tensor> {
+    let (n, c, h, w) = dims4(x)?;
+    if from.channels != c || to.channels != c {
+        return Err(Error::input(
+            WHAT,
+            format!("feature map has {c} channels, statistics have {} and {}", from.channels, to.channels),
+        ));
+    }
+    if from.samples() != n || (to.samples() != 1 && to.samples() != n) {
+        return Err(Error::input(
+            WHAT,
+            format!("{n} feature maps, {} source and {} target statistics", from.samples(), to.samples()),
+        ));
+    }
+    let mut ab = PlaneAffine::with_capacity(n * c);
+    for p in 0..n * c {
+        let q = if to.samples() == 1 { p % c } else { p };
+        ab.push(from.mean[p], to.std[q] / from.std[p], to.mean[q]);
+    }
+    affine_planes(x, h * w, &ab)
+}
+
+/// AdaIN exactly as pytorch-AdaIN's `adaptive_instance_normalization`.
+///
+/// `content`: (N, C, H, W); `style`: (1 or N, C, H', W') → (N, C, H, W), content's dtype.
+pub fn adain(content: &Tensor, style: &Tensor) -> Result<Tensor> {
+    adaptive_norm(content, style, NormKind::In)
+}
+
+/// Statistics alignment with `kind`'s statistics (unbiased variance + 1e-5, as the reference).
+/// The content batch is `content`'s N samples (pooled together for `bn`); each style sample is
+/// its own batch of one.
+///
+/// `content`: (N, C, H, W); `style`: (1 or N, C, H', W') → (N, C, H, W).
+pub fn adaptive_norm(content: &Tensor, style: &Tensor, kind: NormKind) -> Result<Tensor> {
+    let from = FeatureStats::of_batch(&[content], kind, Variance::Unbiased, DEFAULT_EPS)?;
+    let to = style_stats(style, kind)?;
+    align(content, &from, &to)
+}
+
+/// [`adaptive_norm`] for content images of different sizes that form one batch (for `bn`,
+/// every pixel of every image is pooled). Each `contents[i]`: (1, C, Hᵢ, Wᵢ) → the same shapes.
+pub fn adaptive_norm_batch(contents: &[Tensor], style: &Tensor, kind: NormKind) -> Result<Vec<Tensor>> {
+    let refs: Vec<&Tensor> = contents.iter().collect();
+    let from = FeatureStats::of_batch(&refs, kind, Variance::Unbiased, DEFAULT_EPS)?;
+    let to = style_stats(style, kind)?;
+    let mut first = 0;
+    let mut out = Vec::with_capacity(contents.len());
+    for x in contents {
+        let n = dims4(x)?.0;
+        let own = FeatureStats {
+            channels: from.channels,
+            mean: from.mean[first * from.channels..(first + n) * from.channels].to_vec(),
+            std: from.std[first * from.channels..(first + n) * from.channels].to_vec(),
+        };
+        out.push(align(x, &own, &to)?);
+        first += n;
+    }
+    Ok(out)
+}
+
+/// Statistics of style feature maps: every sample is its own batch of one, so `bn` reduces to
+/// per-image statistics (equal to IN's).
+pub fn style_stats(style: &Tensor, kind: NormKind) -> Result<FeatureStats> {
+    let per_sample = if kind == NormKind::Bn { NormKind::In } else { kind };
+    FeatureStats::of_batch(&[style], per_sample, Variance::Unbiased, DEFAULT_EPS)
+}
+
+fn dims4(x: &Tensor) -> Result<(usize, usize, usize, usize)> {
+    x.dims4()
+        .map_err(|_| Error::input(WHAT, format!("expected (N, C, H, W) feature maps, found shape {:?}", x.dims())))
+}

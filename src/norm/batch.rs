@@ -1,0 +1,221 @@
+//! Batch normalization over (N, H, W) per channel, with PyTorch's `nn.BatchNorm2d` semantics
+//! (Ioffe & Szegedy 2015).
+
+use candle::{Device, Module, Tensor};
+
+use super::stats::{affine_planes, Moments, Variance};
+use super::{
+    affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, load_param, plane_affine, DEFAULT_EPS,
+};
+use crate::weights::TensorMap;
+use crate::{Error, Result};
+
+const LAYER: &str = "BatchNorm2d";
+
+/// Hyper-parameters of [`BatchNorm2d`]; the defaults are PyTorch's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNorm2dConfig {
+    /// Added to the variance before the square root. Default 1e-5.
+    pub eps: f64,
+    /// Weight of the new batch in the running statistics; `None` = cumulative average
+    /// (1 / batches seen). Default `Some(0.1)`.
+    pub momentum: Option<f64>,
+    /// Learnable γ, β per channel. Default true.
+    pub affine: bool,
+    /// Keep running mean and variance for eval mode. Default true.
+    pub track_running_stats: bool,
+}
+
+impl Default for BatchNorm2dConfig {
+    fn default() -> Self {
+        BatchNorm2dConfig { eps: DEFAULT_EPS, momentum: Some(0.1), affine: true, track_running_stats: true }
+    }
+}
+
+/// `nn.BatchNorm2d`: x (N, C, H, W) → same shape and dtype.
+///
+/// Train mode normalizes each channel with the biased variance of the batch and updates the
+/// running statistics (the variance with the unbiased estimate); eval mode uses the running
+/// statistics. Without running statistics both modes use the batch's.
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d {
+    num_features: usize,
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    running_mean: Option<Tensor>,
+    running_var: Option<Tensor>,
+    num_batches_tracked: u64,
+    cfg: BatchNorm2dConfig,
+}
+
+impl BatchNorm2d {
+    /// A fresh layer as PyTorch initializes it: γ = 1, β = 0, running mean 0, running var 1.
+    pub fn new(num_features: usize, cfg: BatchNorm2dConfig, device: &Device) -> Result<Self> {
+        let c = num_features;
+        let ones = || filled(c, 1.0, device);
+        let zeros = || filled(c, 0.0, device);
+        Self::from_tensors(
+            num_features,
+            cfg.affine.then(ones).transpose()?,
+            cfg.affine.then(zeros).transpose()?,
+            cfg.track_running_stats.then(zeros).transpose()?,
+            cfg.track_running_stats.then(ones).transpose()?,
+            cfg,
+        )
+    }
+
+    /// A layer from tensors of shape (C,): γ and β are required when `cfg.affine`, the running
+    /// statistics when `cfg.track_running_stats`, and must be absent otherwise.
+    pub fn from_tensors(
+        num_features: usize,
+        weight: Option<Tensor>,
+        bias: Option<Tensor>,
+        running_mean: Option<Tensor>,
+        running_var: Option<Tensor>,
+        cfg: BatchNorm2dConfig,
+    ) -> Result<Self> {
+        if num_features == 0 {
+            return Err(Error::config(LAYER, "num_features must be at least 1"));
+        }
+        check_eps(LAYER, cfg.eps)?;
+        if let Some(m) = cfg.momentum {
+            if !(0.0..=1.0).contains(&m) {
+                return Err(Error::config(LAYER, format!("momentum must be in [0, 1] or None, got {m}")));
+            }
+        }
+        let shape = [num_features];
+        check_pair(LAYER, &weight, &bias, cfg.affine, "weight and bias (affine)")?;
+        check_pair(LAYER, &running_mean, &running_var, cfg.track_running_stats, "running_mean and running_var")?;
+        Ok(BatchNorm2d {
+            num_features,
+            weight: check_param(LAYER, "weight", weight, &shape)?,
+            bias: check_param(LAYER, "bias", bias, &shape)?,
+            running_mean: check_param(LAYER, "running_mean", running_mean, &shape)?,
+            running_var: check_param(LAYER, "running_var", running_var, &shape)?,
+            num_batches_tracked: 0,
+            cfg,
+        })
+    }
+
+    /// Loads `prefix.{weight,bias,running_mean,running_var}` as configured; `num_batches_tracked`
+    /// may be present and is ignored.
+    pub fn load(map: &TensorMap, prefix: &str, num_features: usize, cfg: BatchNorm2dConfig) -> Result<Self> {
+        let s = [num_features];
+        let p = |name: &str, wanted: bool| load_param(map, prefix, name, &s, wanted);
+        Self::from_tensors(
+            num_features,
+            p("weight", cfg.affine)?,
+            p("bias", cfg.affine)?,
+            p("running_mean", cfg.track_running_stats)?,
+            p("running_var", cfg.track_running_stats)?,
+            cfg,
+        )
+    }
+
+    /// Training-mode forward: normalizes with the batch statistics and, when tracking, updates
+    /// the running statistics. x: (N, C, H, W) with N·H·W > 1.
+    pub fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, hw) = self.check_input(x)?;
+        if n * hw <= 1 {
+            return Err(Error::input(
+                LAYER,
+                format!("expected more than 1 value per channel when training, got input size {:?}", x.dims()),
+            ));
+        }
+        let per_channel = Moments::of_rows(x, hw)?.merge_by(c, |i| i % c);
+        if let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) {
+            self.num_batches_tracked += 1;
+            let m = match self.cfg.momentum {
+                Some(m) => m,
+                None => 1.0 / self.num_batches_tracked as f64,
+            };
+            let (rm_old, rv_old) = affine_vectors(Some(rm), Some(rv), c)?;
+            let device = rm.device().clone();
+            let upd = |old: &[f64], new: &dyn Fn(usize) -> f64| -> Result<Tensor> {
+                let v: Vec<f32> = (0..c).map(|k| ((1.0 - m) * old[k] + m * new(k)) as f32).collect();
+                Ok(Tensor::from_vec(v, c, &device)?)
+            };
+            self.running_mean = Some(upd(&rm_old, &|k| per_channel.mean[k])?);
+            self.running_var = Some(upd(&rv_old, &|k| per_channel.variance(k, Variance::Unbiased))?);
+        }
+        self.normalize(x, n, c, hw, |ch| (per_channel.mean[ch], per_channel.variance(ch, Variance::Biased)))
+    }
+
+    /// Eval-mode forward: normalizes with the running statistics (or, without them, with the
+    /// batch's, as PyTorch does). x: (N, C, H, W).
+    pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, hw) = self.check_input(x)?;
+        match (&self.running_mean, &self.running_var) {
+            (Some(rm), Some(rv)) => {
+                let (mean, var) = affine_vectors(Some(rm), Some(rv), c)?;
+                self.normalize(x, n, c, hw, |ch| (mean[ch], var[ch]))
+            }
+            _ => self.clone().forward_train(x),
+        }
+    }
+
+    /// [`forward_train`](Self::forward_train) when `train`, else [`forward_eval`](Self::forward_eval).
+    pub fn forward_t(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            self.forward_train(x)
+        } else {
+            self.forward_eval(x)
+        }
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<(usize, usize, usize)> {
+        let (n, c, hw) = dims_ncs(LAYER, x, 4, 4)?;
+        if c != self.num_features {
+            return Err(Error::input(
+                LAYER,
+                format!("expected {} channels, found {c} in input of shape {:?}", self.num_features, x.dims()),
+            ));
+        }
+        if n * hw == 0 {
+            return Err(Error::input(LAYER, format!("empty input of shape {:?}", x.dims())));
+        }
+        Ok((n, c, hw))
+    }
+
+    fn normalize(&self, x: &Tensor, n: usize, c: usize, hw: usize, stat: impl Fn(usize) -> (f64, f64)) -> Result<Tensor> {
+        let (gamma, beta) = affine_vectors(self.weight.as_ref(), self.bias.as_ref(), c)?;
+        let ab = plane_affine(n * c, c, |p| stat(p % c), &gamma, &beta, self.cfg.eps);
+        affine_planes(x, hw, &ab)
+    }
+
+    /// Channels C.
+    pub fn num_features(&self) -> usize {
+        self.num_features
+    }
+    /// γ, shape (C,) f32, when affine.
+    pub fn weight(&self) -> Option<&Tensor> {
+        self.weight.as_ref()
+    }
+    /// β, shape (C,) f32, when affine.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+    /// Running mean, shape (C,) f32, when tracked.
+    pub fn running_mean(&self) -> Option<&Tensor> {
+        self.running_mean.as_ref()
+    }
+    /// Running (unbiased) variance, shape (C,) f32, when tracked.
+    pub fn running_var(&self) -> Option<&Tensor> {
+        self.running_var.as_ref()
+    }
+    /// Training batches seen since construction (PyTorch's `num_batches_tracked`).
+    pub fn num_batches_tracked(&self) -> u64 {
+        self.num_batches_tracked
+    }
+    /// The configuration.
+    pub fn config(&self) -> &BatchNorm2dConfig {
+        &self.cfg
+    }
+}
+
+/// Eval mode, so the layer composes with `Tensor::apply`.
+impl Module for BatchNorm2d {
+    fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
+        self.forward_eval(xs).map_err(candle::Error::wrap)
+    }
+}
