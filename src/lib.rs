@@ -9,8 +9,11 @@
 //!   (AdaIN, Ada-BN/LN/GN), PyTorch semantics.
 //! - [`weights`]: checkpoint tensors by name, checked for dtype and shape.
 
+pub mod cli;
 pub mod error;
+pub mod model;
 pub mod norm;
+pub mod ops;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -1,1 +1,25 @@
-fn main() {}
+//! The `normstyle` command line: parse, run, print errors as one line with their full chain.
+
+#[cfg(feature = "accelerate")]
+extern crate accelerate_src;
+#[cfg(feature = "mkl")]
+extern crate intel_mkl_src;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = normstyle::cli::Cli::parse();
+    match normstyle::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed stdout (e.g. `| head`) is not an error worth reporting.
+            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

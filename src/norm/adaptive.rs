@@ -71,7 +71,7 @@ impl FeatureStats {
             if var == Variance::Unbiased && moments.count[k] < 2.0 {
                 return Err(Error::input(
                     WHAT,
-                    format!("a `{kind}` pool of the feature maps holds a single value; the image is too small"),
+                    format!("`{kind}` statistics would pool a single value; the image is too small"),
                 ));
             }
             mean.push(moments.mean[k]);

@@ -3,9 +3,9 @@
 
 use candle::{Device, Module, Tensor};
 
-use super::stats::{affine_planes, Moments, Variance};
+use super::stats::normalize_rows;
 use super::{
-    affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, load_param, plane_affine, DEFAULT_EPS,
+    affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, load_param, DEFAULT_EPS,
 };
 use crate::weights::TensorMap;
 use crate::{Error, Result};
@@ -107,21 +107,8 @@ impl GroupNorm {
             return Err(Error::input(LAYER, format!("empty input of shape {:?}", x.dims())));
         }
         let per_group = c / self.num_groups;
-        let m = Moments::of_rows(x, per_group * spatial)?;
         let (gamma, beta) = affine_vectors(self.weight.as_ref(), self.bias.as_ref(), c)?;
-        // Plane p = s·C + ch belongs to row s·G + ch / (C/G).
-        let ab = plane_affine(
-            n * c,
-            c,
-            |p| {
-                let row = p / per_group;
-                (m.mean[row], m.variance(row, Variance::Biased))
-            },
-            &gamma,
-            &beta,
-            self.cfg.eps,
-        );
-        affine_planes(x, spatial, &ab)
+        normalize_rows(x, per_group * spatial, spatial, self.cfg.eps, &gamma, &beta, None)
     }
 
     /// Groups G.

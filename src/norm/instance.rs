@@ -3,7 +3,7 @@
 
 use candle::{Device, Module, Tensor};
 
-use super::stats::{affine_planes, Moments, Variance};
+use super::stats::{affine_planes, normalize_rows, Moments, Variance};
 use super::{
     affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, load_param, plane_affine, DEFAULT_EPS,
 };
@@ -110,24 +110,26 @@ impl InstanceNorm2d {
     /// Training-mode forward (instance statistics; updates running statistics when tracked).
     pub fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
         let (n, c, hw) = self.check_input(x)?;
+        let (gamma, beta) = affine_vectors(self.weight.as_ref(), self.bias.as_ref(), c)?;
+        let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) else {
+            return normalize_rows(x, hw, hw, self.cfg.eps, &gamma, &beta, None);
+        };
         let m = Moments::of_rows(x, hw)?;
-        if let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) {
-            let mom = self.cfg.momentum;
-            let (rm_old, rv_old) = affine_vectors(Some(rm), Some(rv), c)?;
-            let device = rm.device().clone();
-            // ATen repeats the running stats per sample, updates each, then averages over N.
-            let upd = |old: &[f64], stat: &dyn Fn(usize) -> f64| -> Result<Tensor> {
-                let v: Vec<f32> = (0..c)
-                    .map(|k| {
-                        let avg = (0..n).map(|s| stat(s * c + k)).sum::<f64>() / n as f64;
-                        ((1.0 - mom) * old[k] + mom * avg) as f32
-                    })
-                    .collect();
-                Ok(Tensor::from_vec(v, c, &device)?)
-            };
-            self.running_mean = Some(upd(&rm_old, &|p| m.mean[p])?);
-            self.running_var = Some(upd(&rv_old, &|p| m.variance(p, Variance::Unbiased))?);
-        }
+        let mom = self.cfg.momentum;
+        let (rm_old, rv_old) = affine_vectors(Some(rm), Some(rv), c)?;
+        let device = rm.device().clone();
+        // ATen repeats the running stats per sample, updates each, then averages over N.
+        let upd = |old: &[f64], stat: &dyn Fn(usize) -> f64| -> Result<Tensor> {
+            let v: Vec<f32> = (0..c)
+                .map(|k| {
+                    let avg = (0..n).map(|s| stat(s * c + k)).sum::<f64>() / n as f64;
+                    ((1.0 - mom) * old[k] + mom * avg) as f32
+                })
+                .collect();
+            Ok(Tensor::from_vec(v, c, &device)?)
+        };
+        self.running_mean = Some(upd(&rm_old, &|p| m.mean[p])?);
+        self.running_var = Some(upd(&rv_old, &|p| m.variance(p, Variance::Unbiased))?);
         self.normalize(x, n, c, hw, |p| (m.mean[p], m.variance(p, Variance::Biased)))
     }
 

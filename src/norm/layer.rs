@@ -3,7 +3,7 @@
 
 use candle::{Device, Module, Tensor};
 
-use super::stats::{affine_planes, affine_rows_elementwise, Moments, PlaneAffine, Variance};
+use super::stats::normalize_rows;
 use super::{check_eps, check_pair, check_param, load_param, DEFAULT_EPS};
 use crate::weights::TensorMap;
 use crate::{Error, Result};
@@ -100,15 +100,11 @@ impl LayerNorm {
             return Err(Error::input(LAYER, format!("empty input of shape {dims:?}")));
         }
         let row_len: usize = self.normalized_shape.iter().product();
-        let m = Moments::of_rows(x, row_len)?;
-        let mut ab = PlaneAffine::with_capacity(m.len());
-        for r in 0..m.len() {
-            ab.push(m.mean[r], 1.0 / (m.variance(r, Variance::Biased) + self.cfg.eps).sqrt(), 0.0);
-        }
-        match (&self.weight, &self.bias) {
-            (Some(g), Some(b)) => affine_rows_elementwise(x, row_len, &ab, g, b),
-            _ => affine_planes(x, row_len, &ab),
-        }
+        let ew = match (&self.weight, &self.bias) {
+            (Some(g), Some(b)) => Some((g, b)),
+            _ => None,
+        };
+        normalize_rows(x, row_len, row_len, self.cfg.eps, &[1.0], &[0.0], ew)
     }
 
     /// The trailing shape normalized over.

@@ -1,4 +1,7 @@
-//! Weights I/O: named tensors from checkpoints, checked for presence, dtype and shape.
+//! Weights I/O: named tensors from checkpoints, checked for presence, dtype and shape, and the
+//! ONNX import of the Magenta weights ([`onnx`]).
+
+pub mod onnx;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -64,4 +67,52 @@ impl TensorMap {
     pub fn insert(&mut self, key: impl Into<String>, t: Tensor) {
         self.tensors.insert(key.into(), t);
     }
+}
+
+/// Writes float32 tensors to a safetensors file atomically (a temporary file in the same folder,
+/// then a rename), with `metadata` in the header. Tensors are written sorted by name.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, onnx::FloatTensor)],
+    metadata: std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            // safetensors is little-endian, like every target Candle supports.
+            let bytes: &[u8] = bytemuck::cast_slice(&t.data);
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::Parse { what: name.clone(), msg: e.to_string() })
+        })
+        .collect::<Result<_>>()?;
+    let meta: HashMap<String, String> = metadata.into_iter().collect();
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::Parse { what: path.display().to_string(), msg: e.to_string() })?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
+/// reader never sees a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    // Temporary files are created private (0600); the result is an ordinary file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+    }
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// The lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,0 +1,42 @@
+//! Command-line interface: clap definitions, one module per subcommand.
+
+mod import_magenta;
+mod norms;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Neural style transfer with swappable normalization (IN, BN, LN, GN).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what each normalization normalizes over, or run one on a random tensor.
+    Norms(norms::Args),
+    /// Convert the Magenta ONNX files (int8 dequantized) to float32 safetensors.
+    ImportMagenta(import_magenta::Args),
+}
+
+/// Runs a parsed command line. Errors carry their context chain; `main` prints them.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Norms(args) => norms::run(args),
+        Command::ImportMagenta(args) => import_magenta::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
