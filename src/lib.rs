@@ -10,7 +10,9 @@
 //! - [`weights`]: checkpoint tensors by name, checked for dtype and shape.
 
 pub mod cli;
+pub mod device;
 pub mod error;
+pub mod imaging;
 pub mod model;
 pub mod norm;
 pub mod ops;

@@ -2,6 +2,7 @@
 
 mod import_magenta;
 mod norms;
+mod stylize;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Paint content photos in the style of a painting (or a built-in preset).
+    Stylize(stylize::Args),
     /// Show what each normalization normalizes over, or run one on a random tensor.
     Norms(norms::Args),
     /// Convert the Magenta ONNX files (int8 dequantized) to float32 safetensors.
@@ -26,6 +29,7 @@ enum Command {
 /// Runs a parsed command line. Errors carry their context chain; `main` prints them.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Stylize(args) => stylize::run(args),
         Command::Norms(args) => norms::run(args),
         Command::ImportMagenta(args) => import_magenta::run(args),
     }

@@ -1,1 +1,3 @@
 //! The style-transfer models.
+
+pub mod magenta;

@@ -110,10 +110,15 @@ impl FeatureStats {
     }
     /// The statistics of sample `i` alone.
     pub fn sample(&self, i: usize) -> Result<FeatureStats> {
-        if i >= self.samples() {
-            return Err(Error::input(WHAT, format!("sample {i} of {}", self.samples())));
+        self.samples_range(i, 1)
+    }
+
+    /// The statistics of samples `first .. first + n`.
+    pub fn samples_range(&self, first: usize, n: usize) -> Result<FeatureStats> {
+        if n == 0 || first + n > self.samples() {
+            return Err(Error::input(WHAT, format!("samples {first}..{} of {}", first + n, self.samples())));
         }
-        let r = i * self.channels..(i + 1) * self.channels;
+        let r = first * self.channels..(first + n) * self.channels;
         Ok(FeatureStats { channels: self.channels, mean: self.mean[r.clone()].to_vec(), std: self.std[r].to_vec() })
     }
 }
@@ -172,12 +177,35 @@ pub fn adaptive_norm_batch(contents: &[Tensor], style: &Tensor, kind: NormKind) 
     let mut out = Vec::with_capacity(contents.len());
     for x in contents {
         let n = dims4(x)?.0;
-        let own = FeatureStats {
-            channels: from.channels,
-            mean: from.mean[first * from.channels..(first + n) * from.channels].to_vec(),
-            std: from.std[first * from.channels..(first + n) * from.channels].to_vec(),
-        };
-        out.push(align(x, &own, &to)?);
+        out.push(align(x, &from.samples_range(first, n)?, &to)?);
+        first += n;
+    }
+    Ok(out)
+}
+
+/// Conditional normalization (conditional instance norm and its swaps, as in the Magenta
+/// networks): each map is normalized with `kind` statistics — **biased** variance, ε inside the
+/// square root — then scaled and shifted by its own per-channel γ, β.
+///
+/// `xs[i]`: (1, C, Hᵢ, Wᵢ) (for `bn` the statistics pool every map); `gamma_beta[i]`: (γ, β), C
+/// values each → maps of the same shapes.
+pub fn conditional_norm_batch(
+    xs: &[Tensor],
+    kind: NormKind,
+    gamma_beta: &[(Vec<f64>, Vec<f64>)],
+    eps: f64,
+) -> Result<Vec<Tensor>> {
+    if xs.len() != gamma_beta.len() {
+        return Err(Error::input(WHAT, format!("{} maps but {} (γ, β) pairs", xs.len(), gamma_beta.len())));
+    }
+    let refs: Vec<&Tensor> = xs.iter().collect();
+    let from = FeatureStats::of_batch(&refs, kind, Variance::Biased, eps)?;
+    let mut first = 0;
+    let mut out = Vec::with_capacity(xs.len());
+    for (x, (gamma, beta)) in xs.iter().zip(gamma_beta) {
+        let n = dims4(x)?.0;
+        let to = FeatureStats::from_parts(from.channels, beta.clone(), gamma.clone())?;
+        out.push(align(x, &from.samples_range(first, n)?, &to)?);
         first += n;
     }
     Ok(out)

@@ -26,7 +26,7 @@ use std::str::FromStr;
 use candle::{DType, Device, Tensor};
 
 
-pub use adaptive::{adain, adaptive_norm, adaptive_norm_batch, align, FeatureStats};
+pub use adaptive::{adain, adaptive_norm, adaptive_norm_batch, align, conditional_norm_batch, FeatureStats};
 pub use batch::{BatchNorm2d, BatchNorm2dConfig};
 pub use group::{GroupNorm, GroupNormConfig};
 pub use instance::{InstanceNorm2d, InstanceNorm2dConfig};

@@ -19,7 +19,7 @@ pub fn reflection_pad2d(x: &Tensor, pad: usize) -> Result<Tensor> {
     if pad == 0 {
         return Ok(x.clone());
     }
-    let y = x.index_select(&reflect_indices(h, pad, x.device())?, D::Minus2)?;
+    let y = x.contiguous()?.index_select(&reflect_indices(h, pad, x.device())?, D::Minus2)?;
     Ok(y.index_select(&reflect_indices(w, pad, x.device())?, D::Minus1)?)
 }
 

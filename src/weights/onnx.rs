@@ -155,7 +155,8 @@ pub fn import_magenta(bytes: &[u8], graph: MagentaGraph, what: &str) -> Result<V
             if name.is_empty() || (slot == 2 && tensor.data.iter().all(|&v| v == 0.0)) {
                 continue; // an all-zero bias: the models treat a missing bias as zero
             }
-            out.push((name, reshape_projection(tensor)));
+            let tensor = if is_linear(&name) { as_linear(tensor) } else { tensor };
+            out.push((name, tensor));
         }
     }
     if graph == MagentaGraph::Multistyle {
@@ -178,11 +179,16 @@ pub fn import_magenta(bytes: &[u8], graph: MagentaGraph, what: &str) -> Result<V
     Ok(out)
 }
 
-/// A 1×1 convolution applied to the [1, 100, 1, 1] style vector (or the 1280-d pooled features)
-/// is stored as a linear layer `[out, in]`.
-fn reshape_projection(t: FloatTensor) -> FloatTensor {
+/// Whether a weight is a 1×1 convolution on a vector (the style projections and the predictor's
+/// bottleneck), stored as a linear layer `[out, in]`.
+fn is_linear(name: &str) -> bool {
+    name.ends_with("_proj.weight") || name == "predictor.bottleneck.weight"
+}
+
+/// `[out, in, 1, 1]` → `[out, in]`.
+fn as_linear(t: FloatTensor) -> FloatTensor {
     match t.shape.as_slice() {
-        [o, i, 1, 1] if *i >= 100 && t.data.len() == o * i => FloatTensor { shape: vec![*o, *i], data: t.data },
+        [o, i, 1, 1] => FloatTensor { shape: vec![*o, *i], data: t.data },
         _ => t,
     }
 }

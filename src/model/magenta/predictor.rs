@@ -1,0 +1,97 @@
+//! The style predictor: MobileNetV2 (BatchNorm folded, TF 'SAME' zero padding, ReLU6), a global
+//! mean and a linear 1280 → 100 bottleneck (MAGENTA.md §2).
+
+use candle::{Device, Tensor, D};
+
+use super::{check_images, embedded, Conv, PREDICTOR_WEIGHTS};
+use crate::ops::same_pad2d;
+use crate::weights::TensorMap;
+use crate::Result;
+
+/// Length of the style vector.
+pub const STYLE_DIM: usize = 100;
+
+/// (expansion, output channels, stride) of the 17 inverted-residual blocks.
+const BLOCKS: [(usize, usize, usize); 17] = [
+    (1, 16, 1),
+    (6, 24, 2),
+    (6, 24, 1),
+    (6, 32, 2),
+    (6, 32, 1),
+    (6, 32, 1),
+    (6, 64, 2),
+    (6, 64, 1),
+    (6, 64, 1),
+    (6, 64, 1),
+    (6, 96, 1),
+    (6, 96, 1),
+    (6, 96, 1),
+    (6, 160, 2),
+    (6, 160, 1),
+    (6, 160, 1),
+    (6, 320, 1),
+];
+
+#[derive(Clone, Debug)]
+struct Block {
+    expand: Option<Conv>,
+    depthwise: Conv,
+    project: Conv,
+    residual: bool,
+}
+
+/// The style predictor: a style image → its 100-d style vector.
+#[derive(Clone, Debug)]
+pub struct StylePredictor {
+    stem: Conv,
+    blocks: Vec<Block>,
+    head: Conv,
+    /// (100, 1280).
+    bottleneck: Tensor,
+}
+
+impl StylePredictor {
+    /// The embedded pretrained predictor on `device`.
+    pub fn embedded(device: &Device) -> Result<Self> {
+        Self::load(&embedded(PREDICTOR_WEIGHTS, device)?)
+    }
+
+    /// Loads `predictor.*` tensors (names as `normstyle import-magenta` writes them).
+    pub fn load(map: &TensorMap) -> Result<Self> {
+        let stem = Conv::load(map, "predictor.stem", (3, 32, 3), 2, 1, true)?;
+        let mut blocks = Vec::with_capacity(BLOCKS.len());
+        let mut cin = 32;
+        for (i, &(t, cout, stride)) in BLOCKS.iter().enumerate() {
+            let p = format!("predictor.blocks.{i}");
+            let hidden = cin * t;
+            let expand = if t == 1 { None } else { Some(Conv::load(map, &format!("{p}.expand"), (cin, hidden, 1), 1, 1, true)?) };
+            let depthwise = Conv::load(map, &format!("{p}.depthwise"), (hidden, hidden, 3), stride, hidden, true)?;
+            let project = Conv::load(map, &format!("{p}.project"), (hidden, cout, 1), 1, 1, true)?;
+            blocks.push(Block { expand, depthwise, project, residual: stride == 1 && cin == cout });
+            cin = cout;
+        }
+        let head = Conv::load(map, "predictor.head", (320, 1280, 1), 1, 1, true)?;
+        let bottleneck = map.get("predictor.bottleneck.weight", &[STYLE_DIM, 1280])?;
+        Ok(StylePredictor { stem, blocks, head, bottleneck })
+    }
+
+    /// `style`: (1, 3, H, W) RGB in [0, 1] (the model was trained on 256×256 center crops) →
+    /// the style vector, (1, 100) f32.
+    pub fn forward(&self, style: &Tensor) -> Result<Tensor> {
+        check_images("style predictor", std::slice::from_ref(style), 16)?;
+        let relu6 = |x: Tensor| x.clamp(0f32, 6f32);
+        let mut x = relu6(self.stem.forward(&same_pad2d(style, 3, 2)?)?)?;
+        for b in &self.blocks {
+            let mut h = x.clone();
+            if let Some(e) = &b.expand {
+                h = relu6(e.forward(&h)?)?;
+            }
+            h = relu6(b.depthwise.forward(&same_pad2d(&h, 3, b.depthwise.stride)?)?)?;
+            h = b.project.forward(&h)?;
+            x = if b.residual { (x + h)? } else { h };
+        }
+        let x = relu6(self.head.forward(&x)?)?;
+        let pooled = x.mean(D::Minus1)?.mean(D::Minus1)?; // (1, 1280)
+        Ok(pooled.matmul(&self.bottleneck.t()?)?)
+    }
+}

@@ -1,0 +1,162 @@
+//! The arbitrary-style transformer (MAGENTA.md §3), and the encoder/decoder skeleton it shares
+//! with the 26-style network: contract (9×9, two stride-2 3×3), residual blocks, expand (nearest
+//! ×2 upsampling + convs, a final 9×9 conv and sigmoid). Every conv is reflection-padded.
+
+use candle::{Device, Tensor};
+
+use super::{check_images, cond_norm, crop_to, each, embedded, Conv, STYLE_DIM, TRANSFORMER_WEIGHTS};
+use crate::norm::NormKind;
+use crate::weights::TensorMap;
+use crate::{Error, Result};
+
+/// (γ, β) per image for one conditional-norm layer.
+pub(super) type GammaBeta = Vec<(Vec<f64>, Vec<f64>)>;
+
+/// The shared skeleton. Conditional-norm layers are numbered in forward order: the contract
+/// convs (when normalized), then two per residual block, then the three expand convs.
+#[derive(Clone, Debug)]
+pub(super) struct Skeleton {
+    pub contract: Vec<Conv>,
+    pub contract_norm: bool,
+    pub residual: Vec<(Conv, Conv)>,
+    pub expand: Vec<Conv>,
+}
+
+impl Skeleton {
+    /// Loads `{prefix}.contract.conv{1,2,3}`, `{prefix}.residual.{i}.conv{1,2}` and
+    /// `{prefix}.expand.conv{1,2,3}` with the given channel widths.
+    pub fn load(map: &TensorMap, prefix: &str, contract: [(usize, usize, usize); 3], blocks: usize, width: usize, expand: [(usize, usize, usize); 3], biases: bool) -> Result<Self> {
+        let stride = [1, 2, 2];
+        let contract = (0..3)
+            .map(|i| Conv::load(map, &format!("{prefix}.contract.conv{}", i + 1), contract[i], stride[i], 1, biases))
+            .collect::<Result<_>>()?;
+        let residual = (0..blocks)
+            .map(|i| {
+                let conv = |j| Conv::load(map, &format!("{prefix}.residual.{i}.conv{j}"), (width, width, 3), 1, 1, false);
+                Ok((conv(1)?, conv(2)?))
+            })
+            .collect::<Result<_>>()?;
+        let expand = (0..3)
+            .map(|i| Conv::load(map, &format!("{prefix}.expand.conv{}", i + 1), expand[i], 1, 1, false))
+            .collect::<Result<_>>()?;
+        Ok(Skeleton { contract, contract_norm: !biases, residual, expand })
+    }
+
+    /// The names (`….norm`) of the conditional-norm layers, in forward order.
+    pub fn norm_prefixes(&self, prefix: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.contract_norm {
+            v.extend((1..=3).map(|i| format!("{prefix}.contract.conv{i}.norm")));
+        }
+        for i in 0..self.residual.len() {
+            v.extend((1..=2).map(|j| format!("{prefix}.residual.{i}.conv{j}.norm")));
+        }
+        v.extend((1..=3).map(|i| format!("{prefix}.expand.conv{i}.norm")));
+        v
+    }
+
+    /// `xs`: (1, 3, Hᵢ, Wᵢ) images in [0, 1], one batch (for `bn`, statistics pool all of them);
+    /// `gb(k)`: (γ, β) per image of norm layer k → stylized images, cropped to the input sizes.
+    pub fn forward(&self, xs: &[Tensor], kind: NormKind, gb: &dyn Fn(usize) -> Result<GammaBeta>) -> Result<Vec<Tensor>> {
+        let mut k = 0;
+        let mut norm = |ys: Vec<Tensor>| -> Result<Vec<Tensor>> {
+            let r = cond_norm(&ys, kind, &gb(k)?);
+            k += 1;
+            r
+        };
+        let relu = |ys: Vec<Tensor>| each(&ys, |y| Ok(y.relu()?));
+        let mut x = xs.to_vec();
+        for conv in &self.contract {
+            x = each(&x, |t| conv.forward_reflect(t))?;
+            if self.contract_norm {
+                x = norm(x)?;
+            }
+            x = relu(x)?;
+        }
+        for (c1, c2) in &self.residual {
+            let h = relu(norm(each(&x, |t| c1.forward_reflect(t))?)?)?;
+            let h = norm(each(&h, |t| c2.forward_reflect(t))?)?;
+            x = x.iter().zip(&h).map(|(a, b)| Ok((a + b)?)).collect::<Result<_>>()?;
+        }
+        for (i, conv) in self.expand.iter().enumerate() {
+            if i < 2 {
+                x = each(&x, |t| {
+                    let (_, _, h, w) = t.dims4()?;
+                    Ok(t.upsample_nearest2d(2 * h, 2 * w)?)
+                })?;
+            }
+            x = norm(each(&x, |t| conv.forward_reflect(t))?)?;
+            x = if i < 2 { relu(x)? } else { each(&x, |t| Ok(((t.neg()?.exp()? + 1.0)?.recip())?))? };
+        }
+        crop_to(x, xs)
+    }
+}
+
+/// A style projection: γ or β = W·v + b with W (C, 100).
+#[derive(Clone, Debug)]
+struct Projection {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Projection {
+    fn load(map: &TensorMap, prefix: &str, c: usize) -> Result<Self> {
+        let weight = map.get(&format!("{prefix}.weight"), &[c, STYLE_DIM])?.flatten_all()?.to_vec1()?;
+        let bias = map.get(&format!("{prefix}.bias"), &[c])?.to_vec1()?;
+        Ok(Projection { weight, bias })
+    }
+
+    fn apply(&self, v: &[f32]) -> Vec<f64> {
+        self.bias
+            .iter()
+            .enumerate()
+            .map(|(o, &b)| {
+                let row = &self.weight[o * STYLE_DIM..(o + 1) * STYLE_DIM];
+                b as f64 + row.iter().zip(v).map(|(&w, &x)| w as f64 * x as f64).sum::<f64>()
+            })
+            .collect()
+    }
+}
+
+/// The arbitrary-style transformer: a content image and a style vector → the stylized image.
+#[derive(Clone, Debug)]
+pub struct Transformer {
+    net: Skeleton,
+    /// (γ projection, β projection) per conditional-IN layer, in forward order.
+    norms: Vec<(Projection, Projection)>,
+}
+
+impl Transformer {
+    /// The embedded pretrained transformer on `device`.
+    pub fn embedded(device: &Device) -> Result<Self> {
+        Self::load(&embedded(TRANSFORMER_WEIGHTS, device)?)
+    }
+
+    /// Loads `transformer.*` tensors.
+    pub fn load(map: &TensorMap) -> Result<Self> {
+        let net = Skeleton::load(map, "transformer", [(3, 8, 9), (8, 16, 3), (16, 32, 3)], 5, 32, [(32, 16, 3), (16, 8, 3), (8, 3, 9)], true)?;
+        let widths: Vec<usize> = std::iter::repeat_n(32, 10).chain([16, 8, 3]).collect();
+        let norms = net
+            .norm_prefixes("transformer")
+            .iter()
+            .zip(widths)
+            .map(|(p, c)| Ok((Projection::load(map, &format!("{p}.gamma_proj"), c)?, Projection::load(map, &format!("{p}.beta_proj"), c)?)))
+            .collect::<Result<_>>()?;
+        Ok(Transformer { net, norms })
+    }
+
+    /// `contents`: (1, 3, Hᵢ, Wᵢ) RGB in [0, 1], one batch (`bn` pools its statistics over all of
+    /// them, layer by layer); `vectors[i]`: the 100-d style vector for content i → stylized
+    /// (1, 3, Hᵢ, Wᵢ) in (0, 1).
+    pub fn forward(&self, contents: &[Tensor], vectors: &[Vec<f32>], kind: NormKind) -> Result<Vec<Tensor>> {
+        check_images("transformer", contents, 4)?;
+        if vectors.len() != contents.len() || vectors.iter().any(|v| v.len() != STYLE_DIM) {
+            return Err(Error::input("transformer", format!("expected {} style vectors of {STYLE_DIM} values", contents.len())));
+        }
+        let gb = |k: usize| -> Result<GammaBeta> {
+            let (g, b) = &self.norms[k];
+            Ok(vectors.iter().map(|v| (g.apply(v), b.apply(v))).collect())
+        };
+        self.net.forward(contents, kind, &gb)
+    }
+}

@@ -1,0 +1,126 @@
+//! End-to-end tests of the `normstyle` binary with the embedded Magenta model on tiny images.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_normstyle"));
+    c.env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    bin().current_dir(dir).args(args).output().unwrap()
+}
+
+/// A smooth color test image of `w`×`h` pixels.
+fn write_image(path: &Path, w: u32, h: u32, seed: u32) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let v = |k: u32| (((x * (3 + k + seed) + y * (5 + 2 * k)) * 7 + seed * 31) % 256) as u8;
+        image::Rgb([v(0), v(1), v(2)])
+    });
+    img.save(path).unwrap();
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_path_buf();
+    write_image(&p.join("photo.png"), 40, 30, 1);
+    write_image(&p.join("photo2.png"), 36, 44, 2);
+    write_image(&p.join("art.png"), 48, 48, 3);
+    (dir, p)
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn stylize_writes_an_image_of_the_content_size() {
+    let (_d, p) = setup();
+    let out = run(&p, &["stylize", "photo.png", "--style", "art.png", "-o", "out.png"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let img = image::open(p.join("out.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (40, 30));
+    // The default name when -o is omitted.
+    let out = run(&p, &["stylize", "photo2.png", "--style", "art.png", "-q"]);
+    assert!(out.status.success());
+    assert_eq!(image::open(p.join("photo2_stylized_art.png")).unwrap().height(), 44);
+}
+
+#[test]
+fn stdout_output_and_json() {
+    let (_d, p) = setup();
+    let out = run(&p, &["stylize", "photo.png", "--style", "art.png", "-o", "-", "-q"]);
+    assert!(out.status.success());
+    assert_eq!(&out.stdout[1..4], b"PNG");
+    let out = run(&p, &["stylize", "photo.png", "photo2.png", "--style", "art.png", "--norm", "bn", "-o", "outs", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["norm"], "bn");
+    assert_eq!(lines[1]["height"], 44);
+    assert_eq!(files(&p.join("outs")), ["photo2_stylized_art.png", "photo_stylized_art.png"]);
+}
+
+#[test]
+fn several_styles_make_pairs_or_one_blend_and_presets_work() {
+    let (_d, p) = setup();
+    write_image(&p.join("art2.png"), 30, 50, 4);
+    let out = run(&p, &["stylize", "photo.png", "--style", "art.png", "--style", "art2.png", "-o", "pairs", "-q"]);
+    assert!(out.status.success());
+    assert_eq!(files(&p.join("pairs")), ["photo_stylized_art.png", "photo_stylized_art2.png"]);
+    let out = run(&p, &["stylize", "photo.png", "--style", "art.png", "--style", "art2.png", "--style-weights", "1,3", "-o", "blend.png", "--alpha", "0.5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&p, &["stylize", "photo.png", "--preset", "3:0.5,12:0.5", "-o", "preset.png", "--norm", "gn:4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(image::open(p.join("preset.png")).unwrap().width(), 40);
+}
+
+/// Each bad input: exit code 1, one line on stderr starting `error:` that says what was wrong,
+/// nothing written.
+#[test]
+fn bad_inputs_fail_cleanly_without_writing() {
+    let (_d, p) = setup();
+    std::fs::write(p.join("broken.png"), b"\x89PNG\r\n\x1a\n garbage").unwrap();
+    std::fs::write(p.join("empty.jpg"), b"").unwrap();
+    std::fs::write(p.join("notes.txt"), b"hello").unwrap();
+    std::fs::create_dir(p.join("folder.png")).unwrap();
+    write_image(&p.join("exists.png"), 8, 8, 5);
+    let cases: &[(&[&str], &str)] = &[
+        (&["stylize", "missing.png", "--style", "art.png", "-o", "o.png"], "missing.png"),
+        (&["stylize", "broken.png", "--style", "art.png", "-o", "o.png"], "broken.png: cannot decode"),
+        (&["stylize", "empty.jpg", "--style", "art.png", "-o", "o.png"], "empty.jpg: empty file"),
+        (&["stylize", "notes.txt", "--style", "art.png", "-o", "o.png"], "notes.txt: not a recognized image format"),
+        (&["stylize", "folder.png", "--style", "art.png", "-o", "o.png"], "folder.png: is a folder, not an image"),
+        (&["stylize", "photo.png", "--style", "broken.png", "-o", "o.png"], "broken.png: cannot decode"),
+        (&["stylize", "photo.png", "--style", "art.png", "--alpha", "1.5", "-o", "o.png"], "--alpha: 1.5 is outside [0, 1]"),
+        (&["stylize", "photo.png", "--style", "art.png", "--alpha", "-0.1", "-o", "o.png"], "--alpha: -0.1 is outside [0, 1]"),
+        (&["stylize", "photo.png", "--style", "art.png", "--norm", "gn:0", "-o", "o.png"], "--norm: gn:0: the group count must be at least 1"),
+        (&["stylize", "photo.png", "--style", "art.png", "--norm", "xx", "-o", "o.png"], "--norm: unknown normalization `xx`"),
+        (&["stylize", "photo.png", "--style", "art.png", "--style", "exists.png", "--style-weights", "0,0", "-o", "o.png"], "--style-weights: the weights sum to 0"),
+        (&["stylize", "photo.png", "--style", "art.png", "--style-weights", "1,2", "-o", "o.png"], "--style-weights: 2 weights for 1 --style images"),
+        (&["stylize", "photo.png", "--style", "art.png", "--style", "exists.png", "--style-weights", "1,-1", "-o", "o.png"], "--style-weights: weight -1 is not a finite number ≥ 0"),
+        (&["stylize", "photo.png", "-o", "o.png"], "--style: give at least one style image"),
+        (&["stylize", "photo.png", "--preset", "26", "-o", "o.png"], "--preset: `26` is not a style number 0–25"),
+        (&["stylize", "photo.png", "--style", "art.png", "-o", "exists.png"], "exists.png: already exists (use --force to overwrite)"),
+        (&["stylize", "photo.png", "--style", "art.png", "-o", "photo.png", "--force"], "photo.png: the output would overwrite an input"),
+        (&["stylize", "photo.png", "--style", "art.png", "-o", "o.bmp"], "unsupported output extension"),
+        (&["stylize", "photo.png", "photo2.png", "--style", "art.png", "-o", "-"], "-o -: stdout takes one image, this call makes 2"),
+        (&["stylize", "photo.png", "--style", "art.png", "--device", "tpu", "-o", "o.png"], "--device: unknown device `tpu`"),
+        (&["stylize", "photo.png", "--style", "art.png", "--device", "cuda", "-o", "o.png"], "--device: cuda:"),
+    ];
+    let before = files(&p);
+    for (args, want) in cases {
+        let out = run(&p, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line, got {err}");
+        assert!(err.starts_with("error: ") && err.contains(want), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(files(&p), before, "{args:?} wrote something");
+    }
+}
