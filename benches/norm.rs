@@ -7,8 +7,8 @@
 use candle::{DType, Device, Tensor};
 use divan::Bencher;
 use normstyle::norm::{
-    adain, BatchNorm2d, BatchNorm2dConfig, GroupNorm, GroupNormConfig, InstanceNorm2d, InstanceNorm2dConfig,
-    LayerNorm, LayerNormConfig,
+    adain, BatchNorm2d, BatchNorm2dConfig, GroupNorm, GroupNormConfig, InstanceNorm2d,
+    InstanceNorm2dConfig, LayerNorm, LayerNormConfig,
 };
 
 const SHAPE: (usize, usize, usize, usize) = (8, 256, 64, 64);
@@ -38,7 +38,10 @@ fn batch_norm_eval(b: Bencher) {
 #[divan::bench(sample_count = 30)]
 fn instance_norm(b: Bencher) {
     let x = input();
-    let cfg = InstanceNorm2dConfig { affine: true, ..Default::default() };
+    let cfg = InstanceNorm2dConfig {
+        affine: true,
+        ..Default::default()
+    };
     let inn = InstanceNorm2d::new(SHAPE.1, cfg, &Device::Cpu).unwrap();
     b.bench_local(|| inn.forward_eval(&x).unwrap());
 }

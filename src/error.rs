@@ -64,10 +64,16 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub(crate) fn config(layer: &'static str, msg: impl Into<String>) -> Self {
-        Error::Config { layer, msg: msg.into() }
+        Error::Config {
+            layer,
+            msg: msg.into(),
+        }
     }
 
     pub(crate) fn input(layer: &'static str, msg: impl Into<String>) -> Self {
-        Error::Input { layer, msg: msg.into() }
+        Error::Input {
+            layer,
+            msg: msg.into(),
+        }
     }
 }

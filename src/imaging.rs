@@ -18,7 +18,10 @@ use crate::{Error, Result};
 pub const MAX_PIXELS: u64 = 100_000_000;
 
 fn img_err(path: &Path, msg: impl std::fmt::Display) -> Error {
-    Error::Parse { what: path.display().to_string(), msg: msg.to_string() }
+    Error::Parse {
+        what: path.display().to_string(),
+        msg: msg.to_string(),
+    }
 }
 
 /// Decodes an image file: EXIF orientation applied, any color type converted to RGB f32 in
@@ -27,7 +30,10 @@ pub fn load_rgb(path: &Path) -> Result<Rgb32FImage> {
     if path.is_dir() {
         return Err(img_err(path, "is a folder, not an image"));
     }
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if bytes.is_empty() {
         return Err(img_err(path, "empty file"));
     }
@@ -35,15 +41,24 @@ pub fn load_rgb(path: &Path) -> Result<Rgb32FImage> {
         .with_guessed_format()
         .map_err(|e| img_err(path, e))?;
     if reader.format().is_none() {
-        return Err(img_err(path, "not a recognized image format (PNG, JPEG or WebP)"));
+        return Err(img_err(
+            path,
+            "not a recognized image format (PNG, JPEG or WebP)",
+        ));
     }
-    let mut decoder = reader.into_decoder().map_err(|e| img_err(path, format!("cannot decode: {e}")))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| img_err(path, format!("cannot decode: {e}")))?;
     let (w, h) = decoder.dimensions();
     if u64::from(w) * u64::from(h) > MAX_PIXELS {
-        return Err(img_err(path, format!("{w}×{h} exceeds the limit of {MAX_PIXELS} pixels")));
+        return Err(img_err(
+            path,
+            format!("{w}×{h} exceeds the limit of {MAX_PIXELS} pixels"),
+        ));
     }
     let orientation = decoder.orientation().map_err(|e| img_err(path, e))?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| img_err(path, format!("cannot decode: {e}")))?;
+    let mut img = DynamicImage::from_decoder(decoder)
+        .map_err(|e| img_err(path, format!("cannot decode: {e}")))?;
     img.apply_orientation(orientation);
     Ok(to_rgb_on_white(&img))
 }
@@ -58,7 +73,11 @@ fn to_rgb_on_white(img: &DynamicImage) -> Rgb32FImage {
     Rgb32FImage::from_fn(w, h, |x, y| {
         let p = rgba.get_pixel(x, y).0;
         let a = p[3];
-        image::Rgb([p[0] * a + (1.0 - a), p[1] * a + (1.0 - a), p[2] * a + (1.0 - a)])
+        image::Rgb([
+            p[0] * a + (1.0 - a),
+            p[1] * a + (1.0 - a),
+            p[2] * a + (1.0 - a),
+        ])
     })
 }
 
@@ -70,7 +89,10 @@ pub fn cap_long_side(img: Rgb32FImage, max_side: u32) -> Rgb32FImage {
         return img;
     }
     let s = max_side as f64 / long as f64;
-    let (nw, nh) = (((w as f64 * s).round() as u32).max(1), ((h as f64 * s).round() as u32).max(1));
+    let (nw, nh) = (
+        ((w as f64 * s).round() as u32).max(1),
+        ((h as f64 * s).round() as u32).max(1),
+    );
     image::imageops::resize(&img, nw, nh, FilterType::Lanczos3)
 }
 
@@ -90,7 +112,10 @@ pub fn center_square(img: &Rgb32FImage, side: u32) -> Rgb32FImage {
 pub fn to_tensor(img: &Rgb32FImage, device: &Device) -> Result<Tensor> {
     let (w, h) = img.dimensions();
     let t = Tensor::from_slice(img.as_raw(), (h as usize, w as usize, 3), &Device::Cpu)?;
-    Ok(t.permute((2, 0, 1))?.contiguous()?.unsqueeze(0)?.to_device(device)?)
+    Ok(t.permute((2, 0, 1))?
+        .contiguous()?
+        .unsqueeze(0)?
+        .to_device(device)?)
 }
 
 /// (1, 3, H, W) (any float dtype, any device) → 8-bit RGB as torchvision's `save_image`
@@ -98,7 +123,10 @@ pub fn to_tensor(img: &Rgb32FImage, device: &Device) -> Result<Tensor> {
 pub fn to_rgb8(x: &Tensor) -> Result<image::RgbImage> {
     let (_, c, h, w) = x.dims4()?;
     if c != 3 {
-        return Err(Error::input("image output", format!("expected 3 channels, found {c}")));
+        return Err(Error::input(
+            "image output",
+            format!("expected 3 channels, found {c}"),
+        ));
     }
     let v: Vec<u8> = x
         .to_device(&Device::Cpu)?
@@ -110,17 +138,24 @@ pub fn to_rgb8(x: &Tensor) -> Result<image::RgbImage> {
         .into_iter()
         .map(|v| (v * 255.0 + 0.5).clamp(0.0, 255.0) as u8)
         .collect();
-    image::RgbImage::from_raw(w as u32, h as u32, v).ok_or_else(|| Error::input("image output", "buffer size mismatch"))
+    image::RgbImage::from_raw(w as u32, h as u32, v)
+        .ok_or_else(|| Error::input("image output", "buffer size mismatch"))
 }
 
 /// The output format for `path`'s extension (png, jpg/jpeg, webp).
 pub fn format_for(path: &Path) -> Result<ImageFormat> {
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     match ext.as_deref() {
         Some("png") => Ok(ImageFormat::Png),
         Some("jpg" | "jpeg") => Ok(ImageFormat::Jpeg),
         Some("webp") => Ok(ImageFormat::WebP),
-        _ => Err(img_err(path, "unsupported output extension (use .png, .jpg or .webp)")),
+        _ => Err(img_err(
+            path,
+            "unsupported output extension (use .png, .jpg or .webp)",
+        )),
     }
 }
 
@@ -129,7 +164,8 @@ pub fn encode(img: &image::RgbImage, format: ImageFormat, quality: u8) -> Result
     let mut buf = Cursor::new(Vec::new());
     let res = match format {
         ImageFormat::Jpeg => {
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality.clamp(1, 100)).encode_image(img)
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality.clamp(1, 100))
+                .encode_image(img)
         }
         f => img.write_to(&mut buf, f),
     };

@@ -5,7 +5,8 @@ use std::process::{Command, Output};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_normstyle"));
-    c.env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
+    c.env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
     c
 }
 
@@ -32,7 +33,10 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -40,43 +44,149 @@ fn files(dir: &Path) -> Vec<String> {
 #[test]
 fn stylize_writes_an_image_of_the_content_size() {
     let (_d, p) = setup();
-    let out = run(&p, &["stylize", "photo.png", "--style", "art.png", "-o", "out.png"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        &p,
+        &[
+            "stylize",
+            "photo.png",
+            "--style",
+            "art.png",
+            "-o",
+            "out.png",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let img = image::open(p.join("out.png")).unwrap();
     assert_eq!((img.width(), img.height()), (40, 30));
     // The default name when -o is omitted.
     let out = run(&p, &["stylize", "photo2.png", "--style", "art.png", "-q"]);
     assert!(out.status.success());
-    assert_eq!(image::open(p.join("photo2_stylized_art.png")).unwrap().height(), 44);
+    assert_eq!(
+        image::open(p.join("photo2_stylized_art.png"))
+            .unwrap()
+            .height(),
+        44
+    );
 }
 
 #[test]
 fn stdout_output_and_json() {
     let (_d, p) = setup();
-    let out = run(&p, &["stylize", "photo.png", "--style", "art.png", "-o", "-", "-q"]);
+    let out = run(
+        &p,
+        &[
+            "stylize",
+            "photo.png",
+            "--style",
+            "art.png",
+            "-o",
+            "-",
+            "-q",
+        ],
+    );
     assert!(out.status.success());
     assert_eq!(&out.stdout[1..4], b"PNG");
-    let out = run(&p, &["stylize", "photo.png", "photo2.png", "--style", "art.png", "--norm", "bn", "-o", "outs", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = run(
+        &p,
+        &[
+            "stylize",
+            "photo.png",
+            "photo2.png",
+            "--style",
+            "art.png",
+            "--norm",
+            "bn",
+            "-o",
+            "outs",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1]["norm"], "bn");
     assert_eq!(lines[1]["height"], 44);
-    assert_eq!(files(&p.join("outs")), ["photo2_stylized_art.png", "photo_stylized_art.png"]);
+    assert_eq!(
+        files(&p.join("outs")),
+        ["photo2_stylized_art.png", "photo_stylized_art.png"]
+    );
 }
 
 #[test]
 fn several_styles_make_pairs_or_one_blend_and_presets_work() {
     let (_d, p) = setup();
     write_image(&p.join("art2.png"), 30, 50, 4);
-    let out = run(&p, &["stylize", "photo.png", "--style", "art.png", "--style", "art2.png", "-o", "pairs", "-q"]);
+    let out = run(
+        &p,
+        &[
+            "stylize",
+            "photo.png",
+            "--style",
+            "art.png",
+            "--style",
+            "art2.png",
+            "-o",
+            "pairs",
+            "-q",
+        ],
+    );
     assert!(out.status.success());
-    assert_eq!(files(&p.join("pairs")), ["photo_stylized_art.png", "photo_stylized_art2.png"]);
-    let out = run(&p, &["stylize", "photo.png", "--style", "art.png", "--style", "art2.png", "--style-weights", "1,3", "-o", "blend.png", "--alpha", "0.5"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(&p, &["stylize", "photo.png", "--preset", "3:0.5,12:0.5", "-o", "preset.png", "--norm", "gn:4"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        files(&p.join("pairs")),
+        ["photo_stylized_art.png", "photo_stylized_art2.png"]
+    );
+    let out = run(
+        &p,
+        &[
+            "stylize",
+            "photo.png",
+            "--style",
+            "art.png",
+            "--style",
+            "art2.png",
+            "--style-weights",
+            "1,3",
+            "-o",
+            "blend.png",
+            "--alpha",
+            "0.5",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        &p,
+        &[
+            "stylize",
+            "photo.png",
+            "--preset",
+            "3:0.5,12:0.5",
+            "-o",
+            "preset.png",
+            "--norm",
+            "gn:4",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(image::open(p.join("preset.png")).unwrap().width(), 40);
 }
 
@@ -91,35 +201,227 @@ fn bad_inputs_fail_cleanly_without_writing() {
     std::fs::create_dir(p.join("folder.png")).unwrap();
     write_image(&p.join("exists.png"), 8, 8, 5);
     let cases: &[(&[&str], &str)] = &[
-        (&["stylize", "missing.png", "--style", "art.png", "-o", "o.png"], "missing.png"),
-        (&["stylize", "broken.png", "--style", "art.png", "-o", "o.png"], "broken.png: cannot decode"),
-        (&["stylize", "empty.jpg", "--style", "art.png", "-o", "o.png"], "empty.jpg: empty file"),
-        (&["stylize", "notes.txt", "--style", "art.png", "-o", "o.png"], "notes.txt: not a recognized image format"),
-        (&["stylize", "folder.png", "--style", "art.png", "-o", "o.png"], "folder.png: is a folder, not an image"),
-        (&["stylize", "photo.png", "--style", "broken.png", "-o", "o.png"], "broken.png: cannot decode"),
-        (&["stylize", "photo.png", "--style", "art.png", "--alpha", "1.5", "-o", "o.png"], "--alpha: 1.5 is outside [0, 1]"),
-        (&["stylize", "photo.png", "--style", "art.png", "--alpha", "-0.1", "-o", "o.png"], "--alpha: -0.1 is outside [0, 1]"),
-        (&["stylize", "photo.png", "--style", "art.png", "--norm", "gn:0", "-o", "o.png"], "--norm: gn:0: the group count must be at least 1"),
-        (&["stylize", "photo.png", "--style", "art.png", "--norm", "xx", "-o", "o.png"], "--norm: unknown normalization `xx`"),
-        (&["stylize", "photo.png", "--style", "art.png", "--style", "exists.png", "--style-weights", "0,0", "-o", "o.png"], "--style-weights: the weights sum to 0"),
-        (&["stylize", "photo.png", "--style", "art.png", "--style-weights", "1,2", "-o", "o.png"], "--style-weights: 2 weights for 1 --style images"),
-        (&["stylize", "photo.png", "--style", "art.png", "--style", "exists.png", "--style-weights", "1,-1", "-o", "o.png"], "--style-weights: weight -1 is not a finite number ≥ 0"),
-        (&["stylize", "photo.png", "-o", "o.png"], "--style: give at least one style image"),
-        (&["stylize", "photo.png", "--preset", "26", "-o", "o.png"], "--preset: `26` is not a style number 0–25"),
-        (&["stylize", "photo.png", "--style", "art.png", "-o", "exists.png"], "exists.png: already exists (use --force to overwrite)"),
-        (&["stylize", "photo.png", "--style", "art.png", "-o", "photo.png", "--force"], "photo.png: the output would overwrite an input"),
-        (&["stylize", "photo.png", "--style", "art.png", "-o", "o.bmp"], "unsupported output extension"),
-        (&["stylize", "photo.png", "photo2.png", "--style", "art.png", "-o", "-"], "-o -: stdout takes one image, this call makes 2"),
-        (&["stylize", "photo.png", "--style", "art.png", "--device", "tpu", "-o", "o.png"], "--device: unknown device `tpu`"),
-        (&["stylize", "photo.png", "--style", "art.png", "--device", "cuda", "-o", "o.png"], "--device: cuda:"),
+        (
+            &[
+                "stylize",
+                "missing.png",
+                "--style",
+                "art.png",
+                "-o",
+                "o.png",
+            ],
+            "missing.png",
+        ),
+        (
+            &["stylize", "broken.png", "--style", "art.png", "-o", "o.png"],
+            "broken.png: cannot decode",
+        ),
+        (
+            &["stylize", "empty.jpg", "--style", "art.png", "-o", "o.png"],
+            "empty.jpg: empty file",
+        ),
+        (
+            &["stylize", "notes.txt", "--style", "art.png", "-o", "o.png"],
+            "notes.txt: not a recognized image format",
+        ),
+        (
+            &["stylize", "folder.png", "--style", "art.png", "-o", "o.png"],
+            "folder.png: is a folder, not an image",
+        ),
+        (
+            &[
+                "stylize",
+                "photo.png",
+                "--style",
+                "broken.png",
+                "-o",
+                "o.png",
+            ],
+            "broken.png: cannot decode",
+        ),
+        (
+            &[
+                "stylize",
+                "photo.png",
+                "--style",
+                "art.png",
+                "--alpha",
+                "1.5",
+                "-o",
+                "o.png",
+            ],
+            "--alpha: 1.5 is outside [0, 1]",
+        ),
+        (
+            &[
+                "stylize",
+                "photo.png",
+                "--style",
+                "art.png",
+                "--alpha",
+                "-0.1",
+                "-o",
+                "o.png",
+            ],
+            "--alpha: -0.1 is outside [0, 1]",
+        ),
+        (
+            &[
+                "stylize",
+                "photo.png",
+                "--style",
+                "art.png",
+                "--norm",
+                "gn:0",
+                "-o",
+                "o.png",
+            ],
+            "--norm: gn:0: the group count must be at least 1",
+        ),
+        (
+            &[
+                "stylize",
+                "photo.png",
+                "--style",
+                "art.png",
+                "--norm",
+                "xx",
+                "-o",
+                "o.png",
+            ],
+            "--norm: unknown normalization `xx`",
+        ),
+        (
+            &[
+                "stylize",
+                "photo.png",
+                "--style",
+                "art.png",
+                "--style",
+                "exists.png",
+                "--style-weights",
+                "0,0",
+                "-o",
+                "o.png",
+            ],
+            "--style-weights: the weights sum to 0",
+        ),
+        (
+            &[
+                "stylize",
+                "photo.png",
+                "--style",
+                "art.png",
+                "--style-weights",
+                "1,2",
+                "-o",
+                "o.png",
+            ],
+            "--style-weights: 2 weights for 1 --style images",
+        ),
+        (
+            &[
+                "stylize",
+                "photo.png",
+                "--style",
+                "art.png",
+                "--style",
+                "exists.png",
+                "--style-weights",
+                "1,-1",
+                "-o",
+                "o.png",
+            ],
+            "--style-weights: weight -1 is not a finite number ≥ 0",
+        ),
+        (
+            &["stylize", "photo.png", "-o", "o.png"],
+            "--style: give at least one style image",
+        ),
+        (
+            &["stylize", "photo.png", "--preset", "26", "-o", "o.png"],
+            "--preset: `26` is not a style number 0–25",
+        ),
+        (
+            &[
+                "stylize",
+                "photo.png",
+                "--style",
+                "art.png",
+                "-o",
+                "exists.png",
+            ],
+            "exists.png: already exists (use --force to overwrite)",
+        ),
+        (
+            &[
+                "stylize",
+                "photo.png",
+                "--style",
+                "art.png",
+                "-o",
+                "photo.png",
+                "--force",
+            ],
+            "photo.png: the output would overwrite an input",
+        ),
+        (
+            &["stylize", "photo.png", "--style", "art.png", "-o", "o.bmp"],
+            "unsupported output extension",
+        ),
+        (
+            &[
+                "stylize",
+                "photo.png",
+                "photo2.png",
+                "--style",
+                "art.png",
+                "-o",
+                "-",
+            ],
+            "-o -: stdout takes one image, this call makes 2",
+        ),
+        (
+            &[
+                "stylize",
+                "photo.png",
+                "--style",
+                "art.png",
+                "--device",
+                "tpu",
+                "-o",
+                "o.png",
+            ],
+            "--device: unknown device `tpu`",
+        ),
+        (
+            &[
+                "stylize",
+                "photo.png",
+                "--style",
+                "art.png",
+                "--device",
+                "cuda",
+                "-o",
+                "o.png",
+            ],
+            "--device: cuda:",
+        ),
     ];
     let before = files(&p);
     for (args, want) in cases {
         let out = run(&p, args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line, got {err}");
-        assert!(err.starts_with("error: ") && err.contains(want), "{args:?}: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line, got {err}"
+        );
+        assert!(
+            err.starts_with("error: ") && err.contains(want),
+            "{args:?}: {err}"
+        );
         assert!(out.stdout.is_empty(), "{args:?}");
         assert_eq!(files(&p), before, "{args:?} wrote something");
     }

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 
 use candle::{DType, Device, Tensor};
 use normstyle::norm::{
-    adaptive_norm_batch, BatchNorm2d, BatchNorm2dConfig, GroupNorm, GroupNormConfig, InstanceNorm2d,
-    InstanceNorm2dConfig, LayerNorm, LayerNormConfig,
+    adaptive_norm_batch, BatchNorm2d, BatchNorm2dConfig, GroupNorm, GroupNormConfig,
+    InstanceNorm2d, InstanceNorm2dConfig, LayerNorm, LayerNormConfig,
 };
 use normstyle::NormKind;
 use serde_json::Value;
@@ -24,17 +24,26 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/norm_parity.safetensors");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/norm_parity.safetensors"
+    );
     let bytes = std::fs::read(path).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let meta: Value = serde_json::from_str(&meta.metadata().as_ref().unwrap()["fixture"]).unwrap();
     let tensors = candle::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
-    Fixture { tensors, cases: meta["cases"].as_array().unwrap().clone() }
+    Fixture {
+        tensors,
+        cases: meta["cases"].as_array().unwrap().clone(),
+    }
 }
 
 impl Fixture {
     fn t(&self, case: &str, what: &str) -> Tensor {
-        self.tensors.get(&format!("{case}.{what}")).unwrap_or_else(|| panic!("{case}.{what}")).clone()
+        self.tensors
+            .get(&format!("{case}.{what}"))
+            .unwrap_or_else(|| panic!("{case}.{what}"))
+            .clone()
     }
     fn opt(&self, case: &str, what: &str) -> Option<Tensor> {
         self.tensors.get(&format!("{case}.{what}")).cloned()
@@ -55,7 +64,14 @@ impl Fixture {
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
     let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
-    d.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    d.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 #[derive(Default)]
@@ -84,12 +100,22 @@ fn every_fixture_case_matches_pytorch() {
             "bn" => {
                 let x = f.input(name);
                 let c = x.dim(1).unwrap();
-                let cfg = BatchNorm2dConfig { affine, ..Default::default() };
+                let cfg = BatchNorm2dConfig {
+                    affine,
+                    ..Default::default()
+                };
                 let (w, b) = (f.opt(name, "weight"), f.opt(name, "bias"));
                 let mut bn = if train {
                     BatchNorm2d::new(c, cfg, &Device::Cpu)
                         .and_then(|fresh| {
-                            BatchNorm2d::from_tensors(c, w, b, fresh.running_mean().cloned(), fresh.running_var().cloned(), cfg)
+                            BatchNorm2d::from_tensors(
+                                c,
+                                w,
+                                b,
+                                fresh.running_mean().cloned(),
+                                fresh.running_var().cloned(),
+                                cfg,
+                            )
                         })
                         .unwrap()
                 } else {
@@ -98,19 +124,38 @@ fn every_fixture_case_matches_pytorch() {
                 };
                 let y = bn.forward_t(&x, train).unwrap();
                 report.check("BatchNorm2d", name, "y", &y, &f.t(name, "y"));
-                report.check("BatchNorm2d", name, "running_mean", bn.running_mean().unwrap(), &f.t(name, "running_mean"));
-                report.check("BatchNorm2d", name, "running_var", bn.running_var().unwrap(), &f.t(name, "running_var"));
+                report.check(
+                    "BatchNorm2d",
+                    name,
+                    "running_mean",
+                    bn.running_mean().unwrap(),
+                    &f.t(name, "running_mean"),
+                );
+                report.check(
+                    "BatchNorm2d",
+                    name,
+                    "running_var",
+                    bn.running_var().unwrap(),
+                    &f.t(name, "running_var"),
+                );
             }
             "in" => {
                 let x = f.input(name);
                 let c = x.dim(1).unwrap();
                 let track = case["track"].as_bool().unwrap();
-                let cfg = InstanceNorm2dConfig { affine, track_running_stats: track, ..Default::default() };
+                let cfg = InstanceNorm2dConfig {
+                    affine,
+                    track_running_stats: track,
+                    ..Default::default()
+                };
                 let (w, b) = (f.opt(name, "weight"), f.opt(name, "bias"));
                 let (rm, rv) = if !track {
                     (None, None)
                 } else if train {
-                    (Some(Tensor::zeros(c, DType::F32, &Device::Cpu).unwrap()), Some(Tensor::ones(c, DType::F32, &Device::Cpu).unwrap()))
+                    (
+                        Some(Tensor::zeros(c, DType::F32, &Device::Cpu).unwrap()),
+                        Some(Tensor::ones(c, DType::F32, &Device::Cpu).unwrap()),
+                    )
                 } else {
                     (f.opt(name, "running_mean"), f.opt(name, "running_var"))
                 };
@@ -118,44 +163,115 @@ fn every_fixture_case_matches_pytorch() {
                 let y = inn.forward_t(&x, train).unwrap();
                 report.check("InstanceNorm2d", name, "y", &y, &f.t(name, "y"));
                 if track && train {
-                    report.check("InstanceNorm2d", name, "running_mean", inn.running_mean().unwrap(), &f.t(name, "running_mean"));
-                    report.check("InstanceNorm2d", name, "running_var", inn.running_var().unwrap(), &f.t(name, "running_var"));
+                    report.check(
+                        "InstanceNorm2d",
+                        name,
+                        "running_mean",
+                        inn.running_mean().unwrap(),
+                        &f.t(name, "running_mean"),
+                    );
+                    report.check(
+                        "InstanceNorm2d",
+                        name,
+                        "running_var",
+                        inn.running_var().unwrap(),
+                        &f.t(name, "running_var"),
+                    );
                 }
             }
             "ln" => {
                 let x = f.input(name);
-                let ns: Vec<usize> =
-                    case["normalized_shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-                let cfg = LayerNormConfig { elementwise_affine: affine, ..Default::default() };
-                let ln = LayerNorm::from_tensors(&ns, f.opt(name, "weight"), f.opt(name, "bias"), cfg).unwrap();
-                report.check("LayerNorm", name, "y", &ln.forward(&x).unwrap(), &f.t(name, "y"));
+                let ns: Vec<usize> = case["normalized_shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as usize)
+                    .collect();
+                let cfg = LayerNormConfig {
+                    elementwise_affine: affine,
+                    ..Default::default()
+                };
+                let ln =
+                    LayerNorm::from_tensors(&ns, f.opt(name, "weight"), f.opt(name, "bias"), cfg)
+                        .unwrap();
+                report.check(
+                    "LayerNorm",
+                    name,
+                    "y",
+                    &ln.forward(&x).unwrap(),
+                    &f.t(name, "y"),
+                );
             }
             "gn" => {
                 let x = f.input(name);
                 let c = x.dim(1).unwrap();
                 let g = case["groups"].as_u64().unwrap() as usize;
-                let cfg = GroupNormConfig { affine, ..Default::default() };
-                let gn = GroupNorm::from_tensors(g, c, f.opt(name, "weight"), f.opt(name, "bias"), cfg).unwrap();
-                report.check("GroupNorm", name, "y", &gn.forward(&x).unwrap(), &f.t(name, "y"));
+                let cfg = GroupNormConfig {
+                    affine,
+                    ..Default::default()
+                };
+                let gn =
+                    GroupNorm::from_tensors(g, c, f.opt(name, "weight"), f.opt(name, "bias"), cfg)
+                        .unwrap();
+                report.check(
+                    "GroupNorm",
+                    name,
+                    "y",
+                    &gn.forward(&x).unwrap(),
+                    &f.t(name, "y"),
+                );
             }
             "bn_seq" => {
                 let momentum = case["momentum"].as_f64();
-                let cfg = BatchNorm2dConfig { affine, momentum, ..Default::default() };
+                let cfg = BatchNorm2dConfig {
+                    affine,
+                    momentum,
+                    ..Default::default()
+                };
                 let mut bn = match (f.opt(name, "weight"), f.opt(name, "bias")) {
                     (Some(w), Some(b)) => {
                         let fresh = BatchNorm2d::new(6, cfg, &Device::Cpu).unwrap();
-                        BatchNorm2d::from_tensors(6, Some(w), Some(b), fresh.running_mean().cloned(), fresh.running_var().cloned(), cfg).unwrap()
+                        BatchNorm2d::from_tensors(
+                            6,
+                            Some(w),
+                            Some(b),
+                            fresh.running_mean().cloned(),
+                            fresh.running_var().cloned(),
+                            cfg,
+                        )
+                        .unwrap()
                     }
                     _ => BatchNorm2d::new(6, cfg, &Device::Cpu).unwrap(),
                 };
                 for step in 0..3 {
                     let y = bn.forward_train(&f.t(name, &format!("x{step}"))).unwrap();
-                    report.check("BatchNorm2d", name, &format!("y{step}"), &y, &f.t(name, &format!("y{step}")));
+                    report.check(
+                        "BatchNorm2d",
+                        name,
+                        &format!("y{step}"),
+                        &y,
+                        &f.t(name, &format!("y{step}")),
+                    );
                     let (rm, rv) = (bn.running_mean().unwrap(), bn.running_var().unwrap());
-                    report.check("BatchNorm2d", name, "running_mean", rm, &f.t(name, &format!("running_mean{step}")));
-                    report.check("BatchNorm2d", name, "running_var", rv, &f.t(name, &format!("running_var{step}")));
+                    report.check(
+                        "BatchNorm2d",
+                        name,
+                        "running_mean",
+                        rm,
+                        &f.t(name, &format!("running_mean{step}")),
+                    );
+                    report.check(
+                        "BatchNorm2d",
+                        name,
+                        "running_var",
+                        rv,
+                        &f.t(name, &format!("running_var{step}")),
+                    );
                 }
-                assert_eq!(bn.num_batches_tracked(), case["num_batches_tracked"].as_u64().unwrap());
+                assert_eq!(
+                    bn.num_batches_tracked(),
+                    case["num_batches_tracked"].as_u64().unwrap()
+                );
                 let y = bn.forward_eval(&f.t(name, "x_eval")).unwrap();
                 report.check("BatchNorm2d", name, "y_eval", &y, &f.t(name, "y_eval"));
             }

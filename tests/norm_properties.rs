@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use candle::{DType, Device, Tensor};
 use normstyle::norm::{
-    adain, adaptive_norm, BatchNorm2d, BatchNorm2dConfig, GroupNorm, GroupNormConfig, InstanceNorm2d,
-    InstanceNorm2dConfig, LayerNorm, LayerNormConfig,
+    adain, adaptive_norm, BatchNorm2d, BatchNorm2dConfig, GroupNorm, GroupNormConfig,
+    InstanceNorm2d, InstanceNorm2dConfig, LayerNorm, LayerNormConfig,
 };
 use normstyle::weights::TensorMap;
 use normstyle::NormKind;
@@ -16,7 +16,14 @@ const CPU: Device = Device::Cpu;
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
-    d.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    d.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// A tensor from proptest values with a per-channel offset and scale (so channels differ).
@@ -103,11 +110,21 @@ proptest! {
 /// 2⁻⁷·max(1, |y|) for bf16.
 #[test]
 fn half_precision_inputs_match_the_f32_result() {
-    let vals: Vec<f32> = (0..97).map(|i| ((i * 37 % 97) as f32 / 97.0 - 0.5) * 6.0).collect();
+    let vals: Vec<f32> = (0..97)
+        .map(|i| ((i * 37 % 97) as f32 / 97.0 - 0.5) * 6.0)
+        .collect();
     let x32 = tensor(&vals, (2, 8, 6, 5));
     let c = 8;
     let bn = BatchNorm2d::new(c, BatchNorm2dConfig::default(), &CPU).unwrap();
-    let inn = InstanceNorm2d::new(c, InstanceNorm2dConfig { affine: true, ..Default::default() }, &CPU).unwrap();
+    let inn = InstanceNorm2d::new(
+        c,
+        InstanceNorm2dConfig {
+            affine: true,
+            ..Default::default()
+        },
+        &CPU,
+    )
+    .unwrap();
     let gn = GroupNorm::new(4, c, GroupNormConfig::default(), &CPU).unwrap();
     let ln = LayerNorm::new(&[c, 6, 5], LayerNormConfig::default(), &CPU).unwrap();
     for (dtype, rel) in [(DType::F16, 1.0 / 1024.0), (DType::BF16, 1.0 / 128.0)] {
@@ -118,15 +135,27 @@ fn half_precision_inputs_match_the_f32_result() {
             ("in", Box::new(|x| inn.forward_eval(x).unwrap())),
             ("gn", Box::new(|x| gn.forward(x).unwrap())),
             ("ln", Box::new(|x| ln.forward(x).unwrap())),
-            ("adain", Box::new(|x| adain(x, &x.narrow(0, 1, 1).unwrap()).unwrap())),
+            (
+                "adain",
+                Box::new(|x| adain(x, &x.narrow(0, 1, 1).unwrap()).unwrap()),
+            ),
         ];
         for (name, f) in runs {
             let yh = f(&xh);
             assert_eq!(yh.dtype(), dtype, "{name} keeps the dtype");
             let y = f(&xr).flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let yh = yh.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let yh = yh
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             for (a, b) in y.iter().zip(&yh) {
-                assert!((a - b).abs() <= rel * a.abs().max(1.0), "{name} {dtype:?}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= rel * a.abs().max(1.0),
+                    "{name} {dtype:?}: {a} vs {b}"
+                );
             }
         }
     }
@@ -143,7 +172,12 @@ fn running_statistics_update_with_momentum_and_eval_uses_them() {
     let mean = v.mean_keepdim(1).unwrap().flatten_all().unwrap();
     let var = v.var_keepdim(1).unwrap().flatten_all().unwrap();
     assert!(max_diff(bn.running_mean().unwrap(), &(mean * 0.1).unwrap()) < 1e-6);
-    assert!(max_diff(bn.running_var().unwrap(), &((var * 0.1).unwrap() + 0.9).unwrap()) < 1e-6);
+    assert!(
+        max_diff(
+            bn.running_var().unwrap(),
+            &((var * 0.1).unwrap() + 0.9).unwrap()
+        ) < 1e-6
+    );
     // Eval uses the running statistics, which differ from the batch's.
     assert!(max_diff(&bn.forward_eval(&x).unwrap(), &y_train) > 0.1);
 }
@@ -157,26 +191,157 @@ fn invalid_constructions_are_errors_naming_the_problem() {
     let t = |n: usize| Some(Tensor::ones(n, DType::F32, &CPU).unwrap());
     let bn_cfg = BatchNorm2dConfig::default();
     let cases: Vec<(String, &str)> = vec![
-        (err(BatchNorm2d::new(0, bn_cfg, &CPU)), "BatchNorm2d: num_features must be at least 1"),
-        (err(BatchNorm2d::new(4, BatchNorm2dConfig { eps: 0.0, ..bn_cfg }, &CPU)), "BatchNorm2d: eps must be a finite number > 0, got 0"),
-        (err(BatchNorm2d::new(4, BatchNorm2dConfig { eps: f64::NAN, ..bn_cfg }, &CPU)), "BatchNorm2d: eps must be a finite number > 0, got NaN"),
-        (err(BatchNorm2d::new(4, BatchNorm2dConfig { momentum: Some(1.5), ..bn_cfg }, &CPU)), "BatchNorm2d: momentum must be in [0, 1] or None, got 1.5"),
-        (err(BatchNorm2d::from_tensors(4, t(4), None, t(4), t(4), bn_cfg)), "BatchNorm2d: weight and bias (affine) are required with this configuration"),
-        (err(BatchNorm2d::from_tensors(4, t(4), t(4), None, None, bn_cfg)), "BatchNorm2d: running_mean and running_var are required with this configuration"),
-        (err(BatchNorm2d::from_tensors(4, t(4), t(4), t(4), t(4), BatchNorm2dConfig { track_running_stats: false, ..bn_cfg })), "BatchNorm2d: running_mean and running_var are not allowed with this configuration"),
-        (err(BatchNorm2d::from_tensors(4, t(5), t(4), t(4), t(4), bn_cfg)), "BatchNorm2d: weight must have shape [4], found [5]"),
-        (err(BatchNorm2d::from_tensors(4, t(4), t(4), t(4), t(3), bn_cfg)), "BatchNorm2d: running_var must have shape [4], found [3]"),
-        (err(InstanceNorm2d::new(0, InstanceNorm2dConfig::default(), &CPU)), "InstanceNorm2d: num_features must be at least 1"),
-        (err(InstanceNorm2d::new(3, InstanceNorm2dConfig { eps: -1.0, ..Default::default() }, &CPU)), "InstanceNorm2d: eps must be a finite number > 0, got -1"),
-        (err(InstanceNorm2d::new(3, InstanceNorm2dConfig { momentum: -0.1, ..Default::default() }, &CPU)), "InstanceNorm2d: momentum must be in [0, 1], got -0.1"),
-        (err(InstanceNorm2d::from_tensors(3, t(3), t(3), None, None, InstanceNorm2dConfig::default())), "InstanceNorm2d: weight and bias (affine) are not allowed with this configuration"),
-        (err(GroupNorm::new(0, 8, GroupNormConfig::default(), &CPU)), "GroupNorm: num_groups and num_channels must be at least 1, got 0 and 8"),
-        (err(GroupNorm::new(3, 8, GroupNormConfig::default(), &CPU)), "GroupNorm: num_channels (8) must be divisible by num_groups (3)"),
-        (err(GroupNorm::from_tensors(2, 8, t(4), t(8), GroupNormConfig::default())), "GroupNorm: weight must have shape [8], found [4]"),
-        (err(LayerNorm::new(&[], LayerNormConfig::default(), &CPU)), "LayerNorm: normalized_shape must be non-empty with every size ≥ 1, got []"),
-        (err(LayerNorm::new(&[3, 0], LayerNormConfig::default(), &CPU)), "LayerNorm: normalized_shape must be non-empty with every size ≥ 1, got [3, 0]"),
-        (err(LayerNorm::from_tensors(&[3, 4], t(3), t(3), LayerNormConfig::default())), "LayerNorm: weight must have shape [3, 4], found [3]"),
-        (err(LayerNorm::new(&[3], LayerNormConfig { eps: f64::INFINITY, ..Default::default() }, &CPU)), "LayerNorm: eps must be a finite number > 0, got inf"),
+        (
+            err(BatchNorm2d::new(0, bn_cfg, &CPU)),
+            "BatchNorm2d: num_features must be at least 1",
+        ),
+        (
+            err(BatchNorm2d::new(
+                4,
+                BatchNorm2dConfig { eps: 0.0, ..bn_cfg },
+                &CPU,
+            )),
+            "BatchNorm2d: eps must be a finite number > 0, got 0",
+        ),
+        (
+            err(BatchNorm2d::new(
+                4,
+                BatchNorm2dConfig {
+                    eps: f64::NAN,
+                    ..bn_cfg
+                },
+                &CPU,
+            )),
+            "BatchNorm2d: eps must be a finite number > 0, got NaN",
+        ),
+        (
+            err(BatchNorm2d::new(
+                4,
+                BatchNorm2dConfig {
+                    momentum: Some(1.5),
+                    ..bn_cfg
+                },
+                &CPU,
+            )),
+            "BatchNorm2d: momentum must be in [0, 1] or None, got 1.5",
+        ),
+        (
+            err(BatchNorm2d::from_tensors(4, t(4), None, t(4), t(4), bn_cfg)),
+            "BatchNorm2d: weight and bias (affine) are required with this configuration",
+        ),
+        (
+            err(BatchNorm2d::from_tensors(4, t(4), t(4), None, None, bn_cfg)),
+            "BatchNorm2d: running_mean and running_var are required with this configuration",
+        ),
+        (
+            err(BatchNorm2d::from_tensors(
+                4,
+                t(4),
+                t(4),
+                t(4),
+                t(4),
+                BatchNorm2dConfig {
+                    track_running_stats: false,
+                    ..bn_cfg
+                },
+            )),
+            "BatchNorm2d: running_mean and running_var are not allowed with this configuration",
+        ),
+        (
+            err(BatchNorm2d::from_tensors(4, t(5), t(4), t(4), t(4), bn_cfg)),
+            "BatchNorm2d: weight must have shape [4], found [5]",
+        ),
+        (
+            err(BatchNorm2d::from_tensors(4, t(4), t(4), t(4), t(3), bn_cfg)),
+            "BatchNorm2d: running_var must have shape [4], found [3]",
+        ),
+        (
+            err(InstanceNorm2d::new(
+                0,
+                InstanceNorm2dConfig::default(),
+                &CPU,
+            )),
+            "InstanceNorm2d: num_features must be at least 1",
+        ),
+        (
+            err(InstanceNorm2d::new(
+                3,
+                InstanceNorm2dConfig {
+                    eps: -1.0,
+                    ..Default::default()
+                },
+                &CPU,
+            )),
+            "InstanceNorm2d: eps must be a finite number > 0, got -1",
+        ),
+        (
+            err(InstanceNorm2d::new(
+                3,
+                InstanceNorm2dConfig {
+                    momentum: -0.1,
+                    ..Default::default()
+                },
+                &CPU,
+            )),
+            "InstanceNorm2d: momentum must be in [0, 1], got -0.1",
+        ),
+        (
+            err(InstanceNorm2d::from_tensors(
+                3,
+                t(3),
+                t(3),
+                None,
+                None,
+                InstanceNorm2dConfig::default(),
+            )),
+            "InstanceNorm2d: weight and bias (affine) are not allowed with this configuration",
+        ),
+        (
+            err(GroupNorm::new(0, 8, GroupNormConfig::default(), &CPU)),
+            "GroupNorm: num_groups and num_channels must be at least 1, got 0 and 8",
+        ),
+        (
+            err(GroupNorm::new(3, 8, GroupNormConfig::default(), &CPU)),
+            "GroupNorm: num_channels (8) must be divisible by num_groups (3)",
+        ),
+        (
+            err(GroupNorm::from_tensors(
+                2,
+                8,
+                t(4),
+                t(8),
+                GroupNormConfig::default(),
+            )),
+            "GroupNorm: weight must have shape [8], found [4]",
+        ),
+        (
+            err(LayerNorm::new(&[], LayerNormConfig::default(), &CPU)),
+            "LayerNorm: normalized_shape must be non-empty with every size ≥ 1, got []",
+        ),
+        (
+            err(LayerNorm::new(&[3, 0], LayerNormConfig::default(), &CPU)),
+            "LayerNorm: normalized_shape must be non-empty with every size ≥ 1, got [3, 0]",
+        ),
+        (
+            err(LayerNorm::from_tensors(
+                &[3, 4],
+                t(3),
+                t(3),
+                LayerNormConfig::default(),
+            )),
+            "LayerNorm: weight must have shape [3, 4], found [3]",
+        ),
+        (
+            err(LayerNorm::new(
+                &[3],
+                LayerNormConfig {
+                    eps: f64::INFINITY,
+                    ..Default::default()
+                },
+                &CPU,
+            )),
+            "LayerNorm: eps must be a finite number > 0, got inf",
+        ),
     ];
     for (got, want) in cases {
         assert_eq!(got, want);
@@ -219,20 +384,55 @@ fn checkpoint_loading_checks_keys_and_shapes_and_ignores_num_batches_tracked() {
     let c = 3;
     let mut m = HashMap::new();
     for k in ["weight", "bias", "running_mean", "running_var"] {
-        m.insert(format!("enc.bn.{k}"), Tensor::ones(c, DType::F32, &CPU).unwrap());
+        m.insert(
+            format!("enc.bn.{k}"),
+            Tensor::ones(c, DType::F32, &CPU).unwrap(),
+        );
     }
-    m.insert("enc.bn.num_batches_tracked".to_string(), Tensor::new(&[7i64], &CPU).unwrap());
-    m.insert("enc.gn.weight".to_string(), Tensor::ones(c, DType::F16, &CPU).unwrap());
-    m.insert("enc.gn.bias".to_string(), Tensor::ones(4, DType::F32, &CPU).unwrap());
+    m.insert(
+        "enc.bn.num_batches_tracked".to_string(),
+        Tensor::new(&[7i64], &CPU).unwrap(),
+    );
+    m.insert(
+        "enc.gn.weight".to_string(),
+        Tensor::ones(c, DType::F16, &CPU).unwrap(),
+    );
+    m.insert(
+        "enc.gn.bias".to_string(),
+        Tensor::ones(4, DType::F32, &CPU).unwrap(),
+    );
     let map = TensorMap::new(m);
     let bn = BatchNorm2d::load(&map, "enc.bn", c, BatchNorm2dConfig::default()).unwrap();
     assert_eq!(bn.num_batches_tracked(), 0);
     assert_eq!(bn.weight().unwrap().dtype(), DType::F32);
-    let inn = InstanceNorm2d::load(&map, "enc.bn", c, InstanceNorm2dConfig { affine: true, track_running_stats: true, ..Default::default() });
+    let inn = InstanceNorm2d::load(
+        &map,
+        "enc.bn",
+        c,
+        InstanceNorm2dConfig {
+            affine: true,
+            track_running_stats: true,
+            ..Default::default()
+        },
+    );
     assert!(inn.is_ok());
     assert_eq!(
-        err(GroupNorm::load(&map, "enc.gn", 1, c, GroupNormConfig::default())),
+        err(GroupNorm::load(
+            &map,
+            "enc.gn",
+            1,
+            c,
+            GroupNormConfig::default()
+        )),
         "tensor `enc.gn.bias`: expected shape [3], found [4]"
     );
-    assert_eq!(err(LayerNorm::load(&map, "enc.ln", &[c], LayerNormConfig::default())), "missing tensor `enc.ln.weight`");
+    assert_eq!(
+        err(LayerNorm::load(
+            &map,
+            "enc.ln",
+            &[c],
+            LayerNormConfig::default()
+        )),
+        "missing tensor `enc.ln.weight`"
+    );
 }

@@ -23,9 +23,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.source.is_dir() {
-        bail!("{}: not a folder (expected the folder with the three Magenta .onnx files)", args.source.display());
+        bail!(
+            "{}: not a folder (expected the folder with the three Magenta .onnx files)",
+            args.source.display()
+        );
     }
-    std::fs::create_dir_all(&args.output).with_context(|| format!("creating {}", args.output.display()))?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
     let mut manifest = BTreeMap::new();
     for graph in MagentaGraph::ALL {
         let src = args.source.join(graph.onnx_file());
@@ -36,10 +40,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut meta = BTreeMap::new();
         meta.insert("source_file".to_string(), graph.onnx_file().to_string());
         meta.insert("source_sha256".to_string(), sha.clone());
-        meta.insert("converted_by".to_string(), format!("normstyle {} import-magenta", env!("CARGO_PKG_VERSION")));
+        meta.insert(
+            "converted_by".to_string(),
+            format!("normstyle {} import-magenta", env!("CARGO_PKG_VERSION")),
+        );
         let dst = args.output.join(graph.safetensors_file());
-        write_safetensors(&dst, &tensors, meta).with_context(|| format!("writing {}", dst.display()))?;
-        eprintln!("{} → {}: {} tensors, {params} parameters", src.display(), dst.display(), tensors.len());
+        write_safetensors(&dst, &tensors, meta)
+            .with_context(|| format!("writing {}", dst.display()))?;
+        eprintln!(
+            "{} → {}: {} tensors, {params} parameters",
+            src.display(),
+            dst.display(),
+            tensors.len()
+        );
         manifest.insert(
             graph.safetensors_file().to_string(),
             serde_json::json!({

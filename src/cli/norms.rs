@@ -25,7 +25,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|s| s.parse::<NormKind>())
         .collect::<Result<Vec<_>, _>>()?;
-    println!("{:<6} {:<34} {}", "norm", "statistics over (N, C, H, W)", "batch-dependent");
+    println!(
+        "{:<6} {:<34} {}",
+        "norm", "statistics over (N, C, H, W)", "batch-dependent"
+    );
     for k in &kinds {
         let over = match k {
             NormKind::In => "(H, W) per sample and channel".to_string(),
@@ -33,17 +36,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             NormKind::Ln => "(C, H, W) per sample".to_string(),
             NormKind::Gn(g) => format!("(C/gcd({g},C), H, W) per sample, group"),
         };
-        println!("{:<6} {:<34} {}", k.to_string(), over, if k.batch_dependent() { "yes" } else { "no" });
+        println!(
+            "{:<6} {:<34} {}",
+            k.to_string(),
+            over,
+            if k.batch_dependent() { "yes" } else { "no" }
+        );
     }
     if args.demo {
         let dev = Device::Cpu;
         let content = Tensor::randn(0f32, 1.0, (1, 8, 16, 16), &dev)?;
         let ramp = Tensor::arange(0f32, 8.0, &dev)?.reshape((1, 8, 1, 1))?;
-        let style = Tensor::randn(0f32, 1.0, (1, 8, 16, 16), &dev)?.broadcast_mul(&(&ramp + 1.0)?)?.broadcast_add(&ramp)?;
+        let style = Tensor::randn(0f32, 1.0, (1, 8, 16, 16), &dev)?
+            .broadcast_mul(&(&ramp + 1.0)?)?
+            .broadcast_add(&ramp)?;
         println!("\nstyle channel means: {}", fmt_means(&style)?);
         for k in &kinds {
-            let y = adaptive_norm(&content, &style, *k).with_context(|| format!("aligning with {k}"))?;
-            println!("{:<6} output channel means: {}", k.to_string(), fmt_means(&y)?);
+            let y = adaptive_norm(&content, &style, *k)
+                .with_context(|| format!("aligning with {k}"))?;
+            println!(
+                "{:<6} output channel means: {}",
+                k.to_string(),
+                fmt_means(&y)?
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -51,5 +66,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn fmt_means(x: &Tensor) -> anyhow::Result<String> {
     let m = x.mean_keepdim((2, 3))?.flatten_all()?.to_vec1::<f32>()?;
-    Ok(m.iter().map(|v| format!("{v:6.2}")).collect::<Vec<_>>().join(" "))
+    Ok(m.iter()
+        .map(|v| format!("{v:6.2}"))
+        .collect::<Vec<_>>()
+        .join(" "))
 }

@@ -90,7 +90,10 @@ impl StyleSpec {
         match self {
             StyleSpec::Images(v) => v.iter().map(|(p, _)| stem(p)).collect::<Vec<_>>().join("+"),
             StyleSpec::Preset(w) => {
-                let ids: Vec<String> = (0..w.len()).filter(|&i| w[i] > 0.0).map(|i| i.to_string()).collect();
+                let ids: Vec<String> = (0..w.len())
+                    .filter(|&i| w[i] > 0.0)
+                    .map(|i| i.to_string())
+                    .collect();
                 format!("preset{}", ids.join("-"))
             }
         }
@@ -103,7 +106,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--alpha: {} is outside [0, 1]", args.alpha);
     }
     let specs = style_specs(&args)?;
-    let jobs: Vec<(usize, usize)> = (0..specs.len()).flat_map(|s| (0..args.content.len()).map(move |c| (c, s))).collect();
+    let jobs: Vec<(usize, usize)> = (0..specs.len())
+        .flat_map(|s| (0..args.content.len()).map(move |c| (c, s)))
+        .collect();
     let outputs = output_paths(&args, &specs)?;
     let device = crate::device::device(&args.device)?;
     let log = |msg: String| {
@@ -118,23 +123,41 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|p| imaging::load_rgb(p).map(|img| imaging::cap_long_side(img, args.content_size)))
         .collect::<Result<_, _>>()?;
-    let content_tensors: Vec<Tensor> = contents.iter().map(|i| imaging::to_tensor(i, &device)).collect::<Result<_, _>>()?;
+    let content_tensors: Vec<Tensor> = contents
+        .iter()
+        .map(|i| imaging::to_tensor(i, &device))
+        .collect::<Result<_, _>>()?;
 
     let needs_predictor = matches!(specs.first(), Some(StyleSpec::Images(_)));
-    let predictor = if needs_predictor { Some(StylePredictor::embedded(&device)?) } else { None };
+    let predictor = if needs_predictor {
+        Some(StylePredictor::embedded(&device)?)
+    } else {
+        None
+    };
     let vector_of = |img: &imaging::Rgb| -> anyhow::Result<Vec<f32>> {
         let p = predictor.as_ref().context("style predictor not loaded")?;
         let t = imaging::to_tensor(&imaging::center_square(img, 256), &device)?;
         Ok(p.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
     };
     let content_vectors: Vec<Vec<f32>> = if needs_predictor && args.alpha < 1.0 {
-        contents.iter().map(&vector_of).collect::<anyhow::Result<_>>()?
+        contents
+            .iter()
+            .map(&vector_of)
+            .collect::<anyhow::Result<_>>()?
     } else {
         Vec::new()
     };
 
-    let transformer = if needs_predictor { Some(Transformer::embedded(&device)?) } else { None };
-    let multistyle = if needs_predictor { None } else { Some(Multistyle::embedded(&device)?) };
+    let transformer = if needs_predictor {
+        Some(Transformer::embedded(&device)?)
+    } else {
+        None
+    };
+    let multistyle = if needs_predictor {
+        None
+    } else {
+        Some(Multistyle::embedded(&device)?)
+    };
     let mut stdout = std::io::stdout().lock();
     for (s, spec) in specs.iter().enumerate() {
         let t0 = Instant::now();
@@ -143,23 +166,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let mut v = vec![0f32; crate::model::magenta::STYLE_DIM];
                 for (path, w) in styles {
                     let img = imaging::load_rgb(path)?;
-                    for (a, b) in v.iter_mut().zip(vector_of(&img).with_context(|| format!("{}", path.display()))?) {
+                    for (a, b) in v
+                        .iter_mut()
+                        .zip(vector_of(&img).with_context(|| format!("{}", path.display()))?)
+                    {
                         *a += *w as f32 * b;
                     }
                 }
                 let vectors: Vec<Vec<f32>> = (0..contents.len())
                     .map(|c| match content_vectors.get(c) {
-                        Some(vc) => v.iter().zip(vc).map(|(s, c)| args.alpha as f32 * s + (1.0 - args.alpha as f32) * c).collect(),
+                        Some(vc) => v
+                            .iter()
+                            .zip(vc)
+                            .map(|(s, c)| args.alpha as f32 * s + (1.0 - args.alpha as f32) * c)
+                            .collect(),
                         None => v.clone(),
                     })
                     .collect();
-                transformer.as_ref().context("transformer not loaded")?.forward(&content_tensors, &vectors, norm)?
+                transformer
+                    .as_ref()
+                    .context("transformer not loaded")?
+                    .forward(&content_tensors, &vectors, norm)?
             }
-            StyleSpec::Preset(w) => multistyle.as_ref().context("26-style network not loaded")?.forward(&content_tensors, w, norm)?,
+            StyleSpec::Preset(w) => multistyle
+                .as_ref()
+                .context("26-style network not loaded")?
+                .forward(&content_tensors, w, norm)?,
         };
         let per_image = t0.elapsed().as_secs_f64() / contents.len() as f64;
         for (c, y) in results.iter().enumerate() {
-            let job = jobs.iter().position(|&j| j == (c, s)).context("job index")?;
+            let job = jobs
+                .iter()
+                .position(|&j| j == (c, s))
+                .context("job index")?;
             let out = &outputs[job];
             let rgb = imaging::to_rgb8(y)?;
             match out {
@@ -167,9 +206,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     let bytes = imaging::encode(&rgb, image::ImageFormat::Png, args.quality)?;
                     stdout.write_all(&bytes)?;
                 }
-                Some(path) => imaging::save(&rgb, path, args.quality).with_context(|| format!("writing {}", path.display()))?,
+                Some(path) => imaging::save(&rgb, path, args.quality)
+                    .with_context(|| format!("writing {}", path.display()))?,
             }
-            let shown = out.as_ref().map_or("-".to_string(), |p| p.display().to_string());
+            let shown = out
+                .as_ref()
+                .map_or("-".to_string(), |p| p.display().to_string());
             if args.json {
                 let obj = serde_json::json!({
                     "content": args.content[c].display().to_string(),
@@ -184,7 +226,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 });
                 writeln!(stdout, "{obj}")?;
             } else {
-                log(format!("{} × {} → {shown} ({}×{}, {per_image:.2} s)", args.content[c].display(), spec.label(), rgb.width(), rgb.height()));
+                log(format!(
+                    "{} × {} → {shown} ({}×{}, {per_image:.2} s)",
+                    args.content[c].display(),
+                    spec.label(),
+                    rgb.width(),
+                    rgb.height()
+                ));
             }
         }
     }
@@ -202,12 +250,22 @@ fn style_specs(args: &Args) -> anyhow::Result<Vec<StyleSpec>> {
     match &args.style_weights {
         Some(w) => {
             if w.len() != args.style.len() {
-                bail!("--style-weights: {} weights for {} --style images", w.len(), args.style.len());
+                bail!(
+                    "--style-weights: {} weights for {} --style images",
+                    w.len(),
+                    args.style.len()
+                );
             }
             let w = normalize_weights("--style-weights", w)?;
-            Ok(vec![StyleSpec::Images(args.style.iter().cloned().zip(w).collect())])
+            Ok(vec![StyleSpec::Images(
+                args.style.iter().cloned().zip(w).collect(),
+            )])
         }
-        None => Ok(args.style.iter().map(|p| StyleSpec::Images(vec![(p.clone(), 1.0)])).collect()),
+        None => Ok(args
+            .style
+            .iter()
+            .map(|p| StyleSpec::Images(vec![(p.clone(), 1.0)]))
+            .collect()),
     }
 }
 
@@ -228,7 +286,12 @@ fn parse_preset(s: &str) -> anyhow::Result<Vec<f64>> {
     let mut w = vec![0.0; PRESET_COUNT];
     for part in s.split(',') {
         let (id, weight) = match part.split_once(':') {
-            Some((i, v)) => (i, v.trim().parse::<f64>().map_err(|_| anyhow::anyhow!("--preset: `{v}` is not a number"))?),
+            Some((i, v)) => (
+                i,
+                v.trim()
+                    .parse::<f64>()
+                    .map_err(|_| anyhow::anyhow!("--preset: `{v}` is not a number"))?,
+            ),
             None => (part, 1.0),
         };
         let id: usize = id
@@ -236,7 +299,13 @@ fn parse_preset(s: &str) -> anyhow::Result<Vec<f64>> {
             .parse()
             .ok()
             .filter(|&i| i < PRESET_COUNT)
-            .ok_or_else(|| anyhow::anyhow!("--preset: `{}` is not a style number 0–{}", id.trim(), PRESET_COUNT - 1))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--preset: `{}` is not a style number 0–{}",
+                    id.trim(),
+                    PRESET_COUNT - 1
+                )
+            })?;
         w[id] += weight;
     }
     normalize_weights("--preset", &w)
@@ -244,14 +313,21 @@ fn parse_preset(s: &str) -> anyhow::Result<Vec<f64>> {
 
 /// The file stem used in output names.
 fn stem(p: &Path) -> String {
-    p.file_stem().map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned())
+    p.file_stem()
+        .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned())
 }
 
 /// One output path per (content, style) job in job order (`None` = stdout), checked up front:
 /// no overwriting without --force, never an input file.
 fn output_paths(args: &Args, specs: &[StyleSpec]) -> anyhow::Result<Vec<Option<PathBuf>>> {
     let n = specs.len() * args.content.len();
-    let name = |c: usize, s: usize| format!("{}_stylized_{}.png", stem(&args.content[c]), specs[s].label());
+    let name = |c: usize, s: usize| {
+        format!(
+            "{}_stylized_{}.png",
+            stem(&args.content[c]),
+            specs[s].label()
+        )
+    };
     let jobs = (0..specs.len()).flat_map(|s| (0..args.content.len()).map(move |c| (c, s)));
     let paths: Vec<Option<PathBuf>> = match &args.output {
         Some(o) if o.as_os_str() == "-" => {
@@ -266,14 +342,22 @@ fn output_paths(args: &Args, specs: &[StyleSpec]) -> anyhow::Result<Vec<Option<P
         }
         Some(dir) => {
             if dir.exists() && !dir.is_dir() {
-                bail!("-o {}: {n} outputs need a folder, and this is a file", dir.display());
+                bail!(
+                    "-o {}: {n} outputs need a folder, and this is a file",
+                    dir.display()
+                );
             }
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             jobs.map(|(c, s)| Some(dir.join(name(c, s)))).collect()
         }
         None => jobs.map(|(c, s)| Some(PathBuf::from(name(c, s)))).collect(),
     };
-    let inputs: Vec<PathBuf> = args.content.iter().chain(&args.style).filter_map(|p| p.canonicalize().ok()).collect();
+    let inputs: Vec<PathBuf> = args
+        .content
+        .iter()
+        .chain(&args.style)
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
     for p in paths.iter().flatten() {
         if p.canonicalize().is_ok_and(|c| inputs.contains(&c)) {
             bail!("{}: the output would overwrite an input", p.display());
@@ -295,9 +379,18 @@ mod tests {
         assert_eq!(w[3], 1.0);
         let w = parse_preset("3:0.5,12:1.5").unwrap();
         assert_eq!((w[3], w[12]), (0.25, 0.75));
-        assert_eq!(parse_preset("26").unwrap_err().to_string(), "--preset: `26` is not a style number 0–25");
-        assert_eq!(parse_preset("3:-1").unwrap_err().to_string(), "--preset: weight -1 is not a finite number ≥ 0");
-        assert_eq!(parse_preset("3:0").unwrap_err().to_string(), "--preset: the weights sum to 0");
+        assert_eq!(
+            parse_preset("26").unwrap_err().to_string(),
+            "--preset: `26` is not a style number 0–25"
+        );
+        assert_eq!(
+            parse_preset("3:-1").unwrap_err().to_string(),
+            "--preset: weight -1 is not a finite number ≥ 0"
+        );
+        assert_eq!(
+            parse_preset("3:0").unwrap_err().to_string(),
+            "--preset: the weights sum to 0"
+        );
         assert!(parse_preset("x").is_err());
     }
 }

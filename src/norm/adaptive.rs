@@ -45,14 +45,24 @@ impl FeatureStats {
         for x in xs {
             let (n, c, h, w) = dims4(x)?;
             if c != channels {
-                return Err(Error::input(WHAT, format!("feature maps with {channels} and {c} channels in one batch")));
+                return Err(Error::input(
+                    WHAT,
+                    format!("feature maps with {channels} and {c} channels in one batch"),
+                ));
             }
             if n * h * w == 0 {
-                return Err(Error::input(WHAT, format!("empty feature map of shape {:?}", x.dims())));
+                return Err(Error::input(
+                    WHAT,
+                    format!("empty feature map of shape {:?}", x.dims()),
+                ));
             }
             let groups = kind.groups(c);
             let per_group = c / groups;
-            let row_len = if kind == NormKind::Bn { h * w } else { per_group * h * w };
+            let row_len = if kind == NormKind::Bn {
+                h * w
+            } else {
+                per_group * h * w
+            };
             let base = moments.len();
             moments.extend(&Moments::of_rows(x, row_len)?);
             for p in 0..n * c {
@@ -71,25 +81,40 @@ impl FeatureStats {
             if var == Variance::Unbiased && moments.count[k] < 2.0 {
                 return Err(Error::input(
                     WHAT,
-                    format!("`{kind}` statistics would pool a single value; the image is too small"),
+                    format!(
+                        "`{kind}` statistics would pool a single value; the image is too small"
+                    ),
                 ));
             }
             mean.push(moments.mean[k]);
             std.push((moments.variance(k, var) + eps).sqrt());
         }
-        Ok(FeatureStats { channels, mean, std })
+        Ok(FeatureStats {
+            channels,
+            mean,
+            std,
+        })
     }
 
     /// Statistics given directly (e.g. conditional-IN β as `mean` and γ as `std`): `samples ·
     /// channels` values each, sample-major.
     pub fn from_parts(channels: usize, mean: Vec<f64>, std: Vec<f64>) -> Result<Self> {
-        if channels == 0 || mean.len() != std.len() || mean.is_empty() || mean.len() % channels != 0 {
+        if channels == 0 || mean.len() != std.len() || mean.is_empty() || mean.len() % channels != 0
+        {
             return Err(Error::input(
                 WHAT,
-                format!("{} means and {} deviations for {channels} channels", mean.len(), std.len()),
+                format!(
+                    "{} means and {} deviations for {channels} channels",
+                    mean.len(),
+                    std.len()
+                ),
             ));
         }
-        Ok(FeatureStats { channels, mean, std })
+        Ok(FeatureStats {
+            channels,
+            mean,
+            std,
+        })
     }
 
     /// Channels C.
@@ -116,10 +141,17 @@ impl FeatureStats {
     /// The statistics of samples `first .. first + n`.
     pub fn samples_range(&self, first: usize, n: usize) -> Result<FeatureStats> {
         if n == 0 || first + n > self.samples() {
-            return Err(Error::input(WHAT, format!("samples {first}..{} of {}", first + n, self.samples())));
+            return Err(Error::input(
+                WHAT,
+                format!("samples {first}..{} of {}", first + n, self.samples()),
+            ));
         }
         let r = first * self.channels..(first + n) * self.channels;
-        Ok(FeatureStats { channels: self.channels, mean: self.mean[r.clone()].to_vec(), std: self.std[r].to_vec() })
+        Ok(FeatureStats {
+            channels: self.channels,
+            mean: self.mean[r.clone()].to_vec(),
+            std: self.std[r].to_vec(),
+        })
     }
 }
 
@@ -132,13 +164,20 @@ pub fn align(x: &Tensor, from: &FeatureStats, to: &FeatureStats) -> Result<Tenso
     if from.channels != c || to.channels != c {
         return Err(Error::input(
             WHAT,
-            format!("feature map has {c} channels, statistics have {} and {}", from.channels, to.channels),
+            format!(
+                "feature map has {c} channels, statistics have {} and {}",
+                from.channels, to.channels
+            ),
         ));
     }
     if from.samples() != n || (to.samples() != 1 && to.samples() != n) {
         return Err(Error::input(
             WHAT,
-            format!("{n} feature maps, {} source and {} target statistics", from.samples(), to.samples()),
+            format!(
+                "{n} feature maps, {} source and {} target statistics",
+                from.samples(),
+                to.samples()
+            ),
         ));
     }
     let mut ab = PlaneAffine::with_capacity(n * c);
@@ -169,7 +208,11 @@ pub fn adaptive_norm(content: &Tensor, style: &Tensor, kind: NormKind) -> Result
 
 /// [`adaptive_norm`] for content images of different sizes that form one batch (for `bn`,
 /// every pixel of every image is pooled). Each `contents[i]`: (1, C, Hᵢ, Wᵢ) → the same shapes.
-pub fn adaptive_norm_batch(contents: &[Tensor], style: &Tensor, kind: NormKind) -> Result<Vec<Tensor>> {
+pub fn adaptive_norm_batch(
+    contents: &[Tensor],
+    style: &Tensor,
+    kind: NormKind,
+) -> Result<Vec<Tensor>> {
     let refs: Vec<&Tensor> = contents.iter().collect();
     let from = FeatureStats::of_batch(&refs, kind, Variance::Unbiased, DEFAULT_EPS)?;
     let to = style_stats(style, kind)?;
@@ -196,7 +239,10 @@ pub fn conditional_norm_batch(
     eps: f64,
 ) -> Result<Vec<Tensor>> {
     if xs.len() != gamma_beta.len() {
-        return Err(Error::input(WHAT, format!("{} maps but {} (γ, β) pairs", xs.len(), gamma_beta.len())));
+        return Err(Error::input(
+            WHAT,
+            format!("{} maps but {} (γ, β) pairs", xs.len(), gamma_beta.len()),
+        ));
     }
     let refs: Vec<&Tensor> = xs.iter().collect();
     let from = FeatureStats::of_batch(&refs, kind, Variance::Biased, eps)?;
@@ -214,11 +260,22 @@ pub fn conditional_norm_batch(
 /// Statistics of style feature maps: every sample is its own batch of one, so `bn` reduces to
 /// per-image statistics (equal to IN's).
 pub fn style_stats(style: &Tensor, kind: NormKind) -> Result<FeatureStats> {
-    let per_sample = if kind == NormKind::Bn { NormKind::In } else { kind };
+    let per_sample = if kind == NormKind::Bn {
+        NormKind::In
+    } else {
+        kind
+    };
     FeatureStats::of_batch(&[style], per_sample, Variance::Unbiased, DEFAULT_EPS)
 }
 
 fn dims4(x: &Tensor) -> Result<(usize, usize, usize, usize)> {
-    x.dims4()
-        .map_err(|_| Error::input(WHAT, format!("expected (N, C, H, W) feature maps, found shape {:?}", x.dims())))
+    x.dims4().map_err(|_| {
+        Error::input(
+            WHAT,
+            format!(
+                "expected (N, C, H, W) feature maps, found shape {:?}",
+                x.dims()
+            ),
+        )
+    })
 }

@@ -5,7 +5,8 @@ use candle::{Device, Module, Tensor};
 
 use super::stats::{affine_planes, Moments, Variance};
 use super::{
-    affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, load_param, plane_affine, DEFAULT_EPS,
+    affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, load_param, plane_affine,
+    DEFAULT_EPS,
 };
 use crate::weights::TensorMap;
 use crate::{Error, Result};
@@ -28,7 +29,12 @@ pub struct BatchNorm2dConfig {
 
 impl Default for BatchNorm2dConfig {
     fn default() -> Self {
-        BatchNorm2dConfig { eps: DEFAULT_EPS, momentum: Some(0.1), affine: true, track_running_stats: true }
+        BatchNorm2dConfig {
+            eps: DEFAULT_EPS,
+            momentum: Some(0.1),
+            affine: true,
+            track_running_stats: true,
+        }
     }
 }
 
@@ -80,12 +86,27 @@ impl BatchNorm2d {
         check_eps(LAYER, cfg.eps)?;
         if let Some(m) = cfg.momentum {
             if !(0.0..=1.0).contains(&m) {
-                return Err(Error::config(LAYER, format!("momentum must be in [0, 1] or None, got {m}")));
+                return Err(Error::config(
+                    LAYER,
+                    format!("momentum must be in [0, 1] or None, got {m}"),
+                ));
             }
         }
         let shape = [num_features];
-        check_pair(LAYER, &weight, &bias, cfg.affine, "weight and bias (affine)")?;
-        check_pair(LAYER, &running_mean, &running_var, cfg.track_running_stats, "running_mean and running_var")?;
+        check_pair(
+            LAYER,
+            &weight,
+            &bias,
+            cfg.affine,
+            "weight and bias (affine)",
+        )?;
+        check_pair(
+            LAYER,
+            &running_mean,
+            &running_var,
+            cfg.track_running_stats,
+            "running_mean and running_var",
+        )?;
         Ok(BatchNorm2d {
             num_features,
             weight: check_param(LAYER, "weight", weight, &shape)?,
@@ -99,7 +120,12 @@ impl BatchNorm2d {
 
     /// Loads `prefix.{weight,bias,running_mean,running_var}` as configured; `num_batches_tracked`
     /// may be present and is ignored.
-    pub fn load(map: &TensorMap, prefix: &str, num_features: usize, cfg: BatchNorm2dConfig) -> Result<Self> {
+    pub fn load(
+        map: &TensorMap,
+        prefix: &str,
+        num_features: usize,
+        cfg: BatchNorm2dConfig,
+    ) -> Result<Self> {
         let s = [num_features];
         let p = |name: &str, wanted: bool| load_param(map, prefix, name, &s, wanted);
         Self::from_tensors(
@@ -119,7 +145,10 @@ impl BatchNorm2d {
         if n * hw <= 1 {
             return Err(Error::input(
                 LAYER,
-                format!("expected more than 1 value per channel when training, got input size {:?}", x.dims()),
+                format!(
+                    "expected more than 1 value per channel when training, got input size {:?}",
+                    x.dims()
+                ),
             ));
         }
         let per_channel = Moments::of_rows(x, hw)?.merge_by(c, |i| i % c);
@@ -132,13 +161,22 @@ impl BatchNorm2d {
             let (rm_old, rv_old) = affine_vectors(Some(rm), Some(rv), c)?;
             let device = rm.device().clone();
             let upd = |old: &[f64], new: &dyn Fn(usize) -> f64| -> Result<Tensor> {
-                let v: Vec<f32> = (0..c).map(|k| ((1.0 - m) * old[k] + m * new(k)) as f32).collect();
+                let v: Vec<f32> = (0..c)
+                    .map(|k| ((1.0 - m) * old[k] + m * new(k)) as f32)
+                    .collect();
                 Ok(Tensor::from_vec(v, c, &device)?)
             };
             self.running_mean = Some(upd(&rm_old, &|k| per_channel.mean[k])?);
-            self.running_var = Some(upd(&rv_old, &|k| per_channel.variance(k, Variance::Unbiased))?);
+            self.running_var = Some(upd(&rv_old, &|k| {
+                per_channel.variance(k, Variance::Unbiased)
+            })?);
         }
-        self.normalize(x, n, c, hw, |ch| (per_channel.mean[ch], per_channel.variance(ch, Variance::Biased)))
+        self.normalize(x, n, c, hw, |ch| {
+            (
+                per_channel.mean[ch],
+                per_channel.variance(ch, Variance::Biased),
+            )
+        })
     }
 
     /// Eval-mode forward: normalizes with the running statistics (or, without them, with the
@@ -168,16 +206,30 @@ impl BatchNorm2d {
         if c != self.num_features {
             return Err(Error::input(
                 LAYER,
-                format!("expected {} channels, found {c} in input of shape {:?}", self.num_features, x.dims()),
+                format!(
+                    "expected {} channels, found {c} in input of shape {:?}",
+                    self.num_features,
+                    x.dims()
+                ),
             ));
         }
         if n * hw == 0 {
-            return Err(Error::input(LAYER, format!("empty input of shape {:?}", x.dims())));
+            return Err(Error::input(
+                LAYER,
+                format!("empty input of shape {:?}", x.dims()),
+            ));
         }
         Ok((n, c, hw))
     }
 
-    fn normalize(&self, x: &Tensor, n: usize, c: usize, hw: usize, stat: impl Fn(usize) -> (f64, f64)) -> Result<Tensor> {
+    fn normalize(
+        &self,
+        x: &Tensor,
+        n: usize,
+        c: usize,
+        hw: usize,
+        stat: impl Fn(usize) -> (f64, f64),
+    ) -> Result<Tensor> {
         let (gamma, beta) = affine_vectors(self.weight.as_ref(), self.bias.as_ref(), c)?;
         let ab = plane_affine(n * c, c, |p| stat(p % c), &gamma, &beta, self.cfg.eps);
         affine_planes(x, hw, &ab)

@@ -23,7 +23,10 @@ pub struct GroupNormConfig {
 
 impl Default for GroupNormConfig {
     fn default() -> Self {
-        GroupNormConfig { eps: DEFAULT_EPS, affine: true }
+        GroupNormConfig {
+            eps: DEFAULT_EPS,
+            affine: true,
+        }
     }
 }
 
@@ -43,7 +46,12 @@ pub struct GroupNorm {
 
 impl GroupNorm {
     /// A fresh layer (γ = 1, β = 0 when affine).
-    pub fn new(num_groups: usize, num_channels: usize, cfg: GroupNormConfig, device: &Device) -> Result<Self> {
+    pub fn new(
+        num_groups: usize,
+        num_channels: usize,
+        cfg: GroupNormConfig,
+        device: &Device,
+    ) -> Result<Self> {
         let c = num_channels;
         Self::from_tensors(
             num_groups,
@@ -71,11 +79,19 @@ impl GroupNorm {
         if num_channels % num_groups != 0 {
             return Err(Error::config(
                 LAYER,
-                format!("num_channels ({num_channels}) must be divisible by num_groups ({num_groups})"),
+                format!(
+                    "num_channels ({num_channels}) must be divisible by num_groups ({num_groups})"
+                ),
             ));
         }
         check_eps(LAYER, cfg.eps)?;
-        check_pair(LAYER, &weight, &bias, cfg.affine, "weight and bias (affine)")?;
+        check_pair(
+            LAYER,
+            &weight,
+            &bias,
+            cfg.affine,
+            "weight and bias (affine)",
+        )?;
         let shape = [num_channels];
         Ok(GroupNorm {
             num_groups,
@@ -87,7 +103,13 @@ impl GroupNorm {
     }
 
     /// Loads `prefix.{weight,bias}` when affine.
-    pub fn load(map: &TensorMap, prefix: &str, num_groups: usize, num_channels: usize, cfg: GroupNormConfig) -> Result<Self> {
+    pub fn load(
+        map: &TensorMap,
+        prefix: &str,
+        num_groups: usize,
+        num_channels: usize,
+        cfg: GroupNormConfig,
+    ) -> Result<Self> {
         let s = [num_channels];
         let w = load_param(map, prefix, "weight", &s, cfg.affine)?;
         let b = load_param(map, prefix, "bias", &s, cfg.affine)?;
@@ -100,15 +122,30 @@ impl GroupNorm {
         if c != self.num_channels {
             return Err(Error::input(
                 LAYER,
-                format!("expected {} channels, found {c} in input of shape {:?}", self.num_channels, x.dims()),
+                format!(
+                    "expected {} channels, found {c} in input of shape {:?}",
+                    self.num_channels,
+                    x.dims()
+                ),
             ));
         }
         if n * spatial == 0 {
-            return Err(Error::input(LAYER, format!("empty input of shape {:?}", x.dims())));
+            return Err(Error::input(
+                LAYER,
+                format!("empty input of shape {:?}", x.dims()),
+            ));
         }
         let per_group = c / self.num_groups;
         let (gamma, beta) = affine_vectors(self.weight.as_ref(), self.bias.as_ref(), c)?;
-        normalize_rows(x, per_group * spatial, spatial, self.cfg.eps, &gamma, &beta, None)
+        normalize_rows(
+            x,
+            per_group * spatial,
+            spatial,
+            self.cfg.eps,
+            &gamma,
+            &beta,
+            None,
+        )
     }
 
     /// Groups G.

@@ -5,7 +5,8 @@ use candle::{Device, Module, Tensor};
 
 use super::stats::{affine_planes, normalize_rows, Moments, Variance};
 use super::{
-    affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, load_param, plane_affine, DEFAULT_EPS,
+    affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, load_param, plane_affine,
+    DEFAULT_EPS,
 };
 use crate::weights::TensorMap;
 use crate::{Error, Result};
@@ -28,7 +29,12 @@ pub struct InstanceNorm2dConfig {
 
 impl Default for InstanceNorm2dConfig {
     fn default() -> Self {
-        InstanceNorm2dConfig { eps: DEFAULT_EPS, momentum: 0.1, affine: false, track_running_stats: false }
+        InstanceNorm2dConfig {
+            eps: DEFAULT_EPS,
+            momentum: 0.1,
+            affine: false,
+            track_running_stats: false,
+        }
     }
 }
 
@@ -77,10 +83,25 @@ impl InstanceNorm2d {
         }
         check_eps(LAYER, cfg.eps)?;
         if !(0.0..=1.0).contains(&cfg.momentum) {
-            return Err(Error::config(LAYER, format!("momentum must be in [0, 1], got {}", cfg.momentum)));
+            return Err(Error::config(
+                LAYER,
+                format!("momentum must be in [0, 1], got {}", cfg.momentum),
+            ));
         }
-        check_pair(LAYER, &weight, &bias, cfg.affine, "weight and bias (affine)")?;
-        check_pair(LAYER, &running_mean, &running_var, cfg.track_running_stats, "running_mean and running_var")?;
+        check_pair(
+            LAYER,
+            &weight,
+            &bias,
+            cfg.affine,
+            "weight and bias (affine)",
+        )?;
+        check_pair(
+            LAYER,
+            &running_mean,
+            &running_var,
+            cfg.track_running_stats,
+            "running_mean and running_var",
+        )?;
         let shape = [num_features];
         Ok(InstanceNorm2d {
             num_features,
@@ -94,7 +115,12 @@ impl InstanceNorm2d {
 
     /// Loads `prefix.{weight,bias,running_mean,running_var}` as configured (`num_batches_tracked`
     /// is ignored).
-    pub fn load(map: &TensorMap, prefix: &str, num_features: usize, cfg: InstanceNorm2dConfig) -> Result<Self> {
+    pub fn load(
+        map: &TensorMap,
+        prefix: &str,
+        num_features: usize,
+        cfg: InstanceNorm2dConfig,
+    ) -> Result<Self> {
         let s = [num_features];
         let p = |name: &str, wanted: bool| load_param(map, prefix, name, &s, wanted);
         Self::from_tensors(
@@ -130,7 +156,9 @@ impl InstanceNorm2d {
         };
         self.running_mean = Some(upd(&rm_old, &|p| m.mean[p])?);
         self.running_var = Some(upd(&rv_old, &|p| m.variance(p, Variance::Unbiased))?);
-        self.normalize(x, n, c, hw, |p| (m.mean[p], m.variance(p, Variance::Biased)))
+        self.normalize(x, n, c, hw, |p| {
+            (m.mean[p], m.variance(p, Variance::Biased))
+        })
     }
 
     /// Eval-mode forward: running statistics when tracked, else instance statistics.
@@ -162,17 +190,30 @@ impl InstanceNorm2d {
                 (1, c, h * w)
             }
             _ => dims_ncs(LAYER, x, 4, 4).map_err(|_| {
-                Error::input(LAYER, format!("expected (N, C, H, W) or (C, H, W) input, found shape {:?}", x.dims()))
+                Error::input(
+                    LAYER,
+                    format!(
+                        "expected (N, C, H, W) or (C, H, W) input, found shape {:?}",
+                        x.dims()
+                    ),
+                )
             })?,
         };
         if c != self.num_features {
             return Err(Error::input(
                 LAYER,
-                format!("expected {} channels, found {c} in input of shape {:?}", self.num_features, x.dims()),
+                format!(
+                    "expected {} channels, found {c} in input of shape {:?}",
+                    self.num_features,
+                    x.dims()
+                ),
             ));
         }
         if n == 0 || hw == 0 {
-            return Err(Error::input(LAYER, format!("empty input of shape {:?}", x.dims())));
+            return Err(Error::input(
+                LAYER,
+                format!("empty input of shape {:?}", x.dims()),
+            ));
         }
         Ok((n, c, hw))
     }
@@ -184,13 +225,23 @@ impl InstanceNorm2d {
         if hw <= 1 {
             return Err(Error::input(
                 LAYER,
-                format!("expected more than 1 spatial element when training, got input size {:?}", x.dims()),
+                format!(
+                    "expected more than 1 spatial element when training, got input size {:?}",
+                    x.dims()
+                ),
             ));
         }
         Ok((n, c, hw))
     }
 
-    fn normalize(&self, x: &Tensor, n: usize, c: usize, hw: usize, stat: impl Fn(usize) -> (f64, f64)) -> Result<Tensor> {
+    fn normalize(
+        &self,
+        x: &Tensor,
+        n: usize,
+        c: usize,
+        hw: usize,
+        stat: impl Fn(usize) -> (f64, f64),
+    ) -> Result<Tensor> {
         let (gamma, beta) = affine_vectors(self.weight.as_ref(), self.bias.as_ref(), c)?;
         let ab = plane_affine(n * c, c, stat, &gamma, &beta, self.cfg.eps);
         affine_planes(x, hw, &ab)

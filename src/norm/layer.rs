@@ -22,7 +22,10 @@ pub struct LayerNormConfig {
 
 impl Default for LayerNormConfig {
     fn default() -> Self {
-        LayerNormConfig { eps: DEFAULT_EPS, elementwise_affine: true }
+        LayerNormConfig {
+            eps: DEFAULT_EPS,
+            elementwise_affine: true,
+        }
     }
 }
 
@@ -67,7 +70,13 @@ impl LayerNorm {
             ));
         }
         check_eps(LAYER, cfg.eps)?;
-        check_pair(LAYER, &weight, &bias, cfg.elementwise_affine, "weight and bias (elementwise_affine)")?;
+        check_pair(
+            LAYER,
+            &weight,
+            &bias,
+            cfg.elementwise_affine,
+            "weight and bias (elementwise_affine)",
+        )?;
         Ok(LayerNorm {
             normalized_shape: normalized_shape.to_vec(),
             weight: check_param(LAYER, "weight", weight, normalized_shape)?,
@@ -77,9 +86,26 @@ impl LayerNorm {
     }
 
     /// Loads `prefix.{weight,bias}` when affine.
-    pub fn load(map: &TensorMap, prefix: &str, normalized_shape: &[usize], cfg: LayerNormConfig) -> Result<Self> {
-        let w = load_param(map, prefix, "weight", normalized_shape, cfg.elementwise_affine)?;
-        let b = load_param(map, prefix, "bias", normalized_shape, cfg.elementwise_affine)?;
+    pub fn load(
+        map: &TensorMap,
+        prefix: &str,
+        normalized_shape: &[usize],
+        cfg: LayerNormConfig,
+    ) -> Result<Self> {
+        let w = load_param(
+            map,
+            prefix,
+            "weight",
+            normalized_shape,
+            cfg.elementwise_affine,
+        )?;
+        let b = load_param(
+            map,
+            prefix,
+            "bias",
+            normalized_shape,
+            cfg.elementwise_affine,
+        )?;
         Self::from_tensors(normalized_shape, w, b, cfg)
     }
 
@@ -97,7 +123,10 @@ impl LayerNorm {
             ));
         }
         if x.elem_count() == 0 {
-            return Err(Error::input(LAYER, format!("empty input of shape {dims:?}")));
+            return Err(Error::input(
+                LAYER,
+                format!("empty input of shape {dims:?}"),
+            ));
         }
         let row_len: usize = self.normalized_shape.iter().product();
         let ew = match (&self.weight, &self.bias) {

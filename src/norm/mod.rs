@@ -25,8 +25,9 @@ use std::str::FromStr;
 
 use candle::{DType, Device, Tensor};
 
-
-pub use adaptive::{adain, adaptive_norm, adaptive_norm_batch, align, conditional_norm_batch, FeatureStats};
+pub use adaptive::{
+    adain, adaptive_norm, adaptive_norm_batch, align, conditional_norm_batch, FeatureStats,
+};
 pub use batch::{BatchNorm2d, BatchNorm2dConfig};
 pub use group::{GroupNorm, GroupNormConfig};
 pub use instance::{InstanceNorm2d, InstanceNorm2dConfig};
@@ -59,7 +60,12 @@ pub enum NormKind {
 
 impl NormKind {
     /// The four kinds with the default group count, in the order the CLI lists them.
-    pub const ALL: [NormKind; 4] = [NormKind::In, NormKind::Bn, NormKind::Ln, NormKind::Gn(DEFAULT_GROUPS)];
+    pub const ALL: [NormKind; 4] = [
+        NormKind::In,
+        NormKind::Bn,
+        NormKind::Ln,
+        NormKind::Gn(DEFAULT_GROUPS),
+    ];
 
     /// The groups this kind pools per sample in a layer with `channels` channels (`Bn` pools per
     /// channel, across samples).
@@ -92,7 +98,10 @@ impl FromStr for NormKind {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let err = |msg: String| Error::Parse { what: "--norm".into(), msg };
+        let err = |msg: String| Error::Parse {
+            what: "--norm".into(),
+            msg,
+        };
         match s.trim().to_ascii_lowercase().as_str() {
             "in" => Ok(NormKind::In),
             "bn" => Ok(NormKind::Bn),
@@ -102,9 +111,13 @@ impl FromStr for NormKind {
                 Some(g) => match g.parse::<usize>() {
                     Ok(0) => Err(err("gn:0: the group count must be at least 1".into())),
                     Ok(g) => Ok(NormKind::Gn(g)),
-                    Err(_) => Err(err(format!("gn:{g}: the group count must be a positive integer"))),
+                    Err(_) => Err(err(format!(
+                        "gn:{g}: the group count must be a positive integer"
+                    ))),
                 },
-                None => Err(err(format!("unknown normalization `{s}` (expected in, bn, ln, gn or gn:G)"))),
+                None => Err(err(format!(
+                    "unknown normalization `{s}` (expected in, bn, ln, gn or gn:G)"
+                ))),
             },
         }
     }
@@ -124,12 +137,20 @@ fn check_eps(layer: &'static str, eps: f64) -> Result<()> {
     if eps.is_finite() && eps > 0.0 {
         Ok(())
     } else {
-        Err(Error::config(layer, format!("eps must be a finite number > 0, got {eps}")))
+        Err(Error::config(
+            layer,
+            format!("eps must be a finite number > 0, got {eps}"),
+        ))
     }
 }
 
 /// An optional per-element parameter (γ or β): checks its shape and stores it as f32.
-fn check_param(layer: &'static str, name: &str, t: Option<Tensor>, shape: &[usize]) -> Result<Option<Tensor>> {
+fn check_param(
+    layer: &'static str,
+    name: &str,
+    t: Option<Tensor>,
+    shape: &[usize],
+) -> Result<Option<Tensor>> {
     let Some(t) = t else { return Ok(None) };
     if t.dims() != shape {
         return Err(Error::config(
@@ -138,17 +159,29 @@ fn check_param(layer: &'static str, name: &str, t: Option<Tensor>, shape: &[usiz
         ));
     }
     if !t.dtype().is_float() {
-        return Err(Error::config(layer, format!("{name} must be a float tensor, found {:?}", t.dtype())));
+        return Err(Error::config(
+            layer,
+            format!("{name} must be a float tensor, found {:?}", t.dtype()),
+        ));
     }
     Ok(Some(t.to_dtype(DType::F32)?))
 }
 
 /// Checks that an optional pair of tensors (γ and β, or the running statistics) is present
 /// exactly when the configuration asks for it.
-fn check_pair(layer: &'static str, a: &Option<Tensor>, b: &Option<Tensor>, wanted: bool, what: &str) -> Result<()> {
+fn check_pair(
+    layer: &'static str,
+    a: &Option<Tensor>,
+    b: &Option<Tensor>,
+    wanted: bool,
+    what: &str,
+) -> Result<()> {
     if a.is_some() != wanted || b.is_some() != wanted {
         let need = if wanted { "required" } else { "not allowed" };
-        return Err(Error::config(layer, format!("{what} are {need} with this configuration")));
+        return Err(Error::config(
+            layer,
+            format!("{what} are {need} with this configuration"),
+        ));
     }
     Ok(())
 }
@@ -177,7 +210,11 @@ pub(crate) fn join_key(prefix: &str, name: &str) -> String {
 }
 
 /// γ and β as host vectors of `len` values (1 and 0 when absent).
-fn affine_vectors(weight: Option<&Tensor>, bias: Option<&Tensor>, len: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+fn affine_vectors(
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    len: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let to_vec = |t: Option<&Tensor>, default: f64| -> Result<Vec<f64>> {
         match t {
             Some(t) => Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?),
@@ -212,7 +249,12 @@ fn plane_affine(
 }
 
 /// The shape of `x` as (N, C, spatial) for layers that take (N, C, *); `layer` names errors.
-fn dims_ncs(layer: &'static str, x: &Tensor, min_rank: usize, max_rank: usize) -> Result<(usize, usize, usize)> {
+fn dims_ncs(
+    layer: &'static str,
+    x: &Tensor,
+    min_rank: usize,
+    max_rank: usize,
+) -> Result<(usize, usize, usize)> {
     let dims = x.dims();
     if dims.len() < min_rank || dims.len() > max_rank {
         let expected = if min_rank == max_rank {
@@ -222,7 +264,10 @@ fn dims_ncs(layer: &'static str, x: &Tensor, min_rank: usize, max_rank: usize) -
         } else {
             format!("rank {min_rank} to {max_rank}")
         };
-        return Err(Error::input(layer, format!("expected {expected} input, found shape {dims:?}")));
+        return Err(Error::input(
+            layer,
+            format!("expected {expected} input, found shape {dims:?}"),
+        ));
     }
     let spatial: usize = dims[2..].iter().product();
     Ok((dims[0], dims[1], spatial))
@@ -244,10 +289,22 @@ mod tests {
     #[test]
     fn norm_kind_errors_name_the_flag() {
         let msg = |s: &str| s.parse::<NormKind>().unwrap_err().to_string();
-        assert_eq!(msg("gn:0"), "--norm: gn:0: the group count must be at least 1");
-        assert_eq!(msg("gn:x"), "--norm: gn:x: the group count must be a positive integer");
-        assert_eq!(msg("gn:-2"), "--norm: gn:-2: the group count must be a positive integer");
-        assert_eq!(msg("xn"), "--norm: unknown normalization `xn` (expected in, bn, ln, gn or gn:G)");
+        assert_eq!(
+            msg("gn:0"),
+            "--norm: gn:0: the group count must be at least 1"
+        );
+        assert_eq!(
+            msg("gn:x"),
+            "--norm: gn:x: the group count must be a positive integer"
+        );
+        assert_eq!(
+            msg("gn:-2"),
+            "--norm: gn:-2: the group count must be a positive integer"
+        );
+        assert_eq!(
+            msg("xn"),
+            "--norm: unknown normalization `xn` (expected in, bn, ln, gn or gn:G)"
+        );
     }
 
     #[test]

@@ -94,7 +94,11 @@ impl Moments {
         let m2 = x.broadcast_sub(&mean)?.sqr()?.sum_keepdim(1)?;
         let mean = mean.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         let m2 = m2.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        Ok(Moments { count: vec![row_len as f64; rows], mean, m2 })
+        Ok(Moments {
+            count: vec![row_len as f64; rows],
+            mean,
+            m2,
+        })
     }
 
     /// Merges entries into `n_out` pooled entries: entry `i` goes into `key(i)`. Entries are
@@ -146,7 +150,11 @@ fn merge(a: (f64, f64, f64), b: (f64, f64, f64)) -> (f64, f64, f64) {
     }
     let n = na + nb;
     let delta = mb - ma;
-    (n, ma + delta * nb / n, qa + qb + delta * delta * na * nb / n)
+    (
+        n,
+        ma + delta * nb / n,
+        qa + qb + delta * delta * na * nb / n,
+    )
 }
 
 /// (count, mean, M2) of one cache-resident chunk: a pass for the mean, then a pass for the
@@ -235,7 +243,11 @@ pub struct PlaneAffine {
 impl PlaneAffine {
     /// An empty map with room for `n` planes.
     pub fn with_capacity(n: usize) -> Self {
-        PlaneAffine { center: Vec::with_capacity(n), scale: Vec::with_capacity(n), shift: Vec::with_capacity(n) }
+        PlaneAffine {
+            center: Vec::with_capacity(n),
+            scale: Vec::with_capacity(n),
+            shift: Vec::with_capacity(n),
+        }
     }
 
     /// Appends a plane's (center, scale, shift), computed in f64 by the caller.
@@ -257,10 +269,17 @@ impl PlaneAffine {
 
     fn check(&self, x: &Tensor, plane_len: usize) -> Result<()> {
         let n = self.len();
-        if plane_len == 0 || self.center.len() != n || self.shift.len() != n || n * plane_len != x.elem_count() {
+        if plane_len == 0
+            || self.center.len() != n
+            || self.shift.len() != n
+            || n * plane_len != x.elem_count()
+        {
             return Err(Error::input(
                 "normalization",
-                format!("{n} plane parameters do not cover {} elements in planes of {plane_len}", x.elem_count()),
+                format!(
+                    "{n} plane parameters do not cover {} elements in planes of {plane_len}",
+                    x.elem_count()
+                ),
             ));
         }
         Ok(())
@@ -345,7 +364,10 @@ pub fn affine_rows_elementwise(
     let xf = as_f32_contiguous(x)?;
     let y = match xf.device() {
         Device::Cpu => {
-            let g = gamma.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            let g = gamma
+                .flatten_all()?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?;
             let b = beta.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             let out = with_cpu_slice(&xf, |data| {
                 let mut out = vec![0f32; data.len()];
@@ -395,7 +417,8 @@ pub fn normalize_rows(
     beta: &[f64],
     elementwise: Option<(&Tensor, &Tensor)>,
 ) -> Result<Tensor> {
-    let fused = x.device().is_cpu() && x.elem_count() / row_len.max(1) >= candle::utils::get_num_threads();
+    let fused =
+        x.device().is_cpu() && x.elem_count() / row_len.max(1) >= candle::utils::get_num_threads();
     normalize_rows_impl(x, row_len, plane_len, eps, gamma, beta, elementwise, fused)
 }
 
@@ -411,7 +434,13 @@ fn normalize_rows_impl(
     fused: bool,
 ) -> Result<Tensor> {
     let n = x.elem_count();
-    if row_len == 0 || plane_len == 0 || n % row_len != 0 || row_len % plane_len != 0 || gamma.is_empty() || gamma.len() != beta.len() {
+    if row_len == 0
+        || plane_len == 0
+        || n % row_len != 0
+        || row_len % plane_len != 0
+        || gamma.is_empty()
+        || gamma.len() != beta.len()
+    {
         return Err(Error::input(
             "normalization",
             format!("cannot normalize {n} elements in rows of {row_len}, planes of {plane_len}"),
@@ -452,30 +481,45 @@ fn normalize_rows_impl(
         Some((g, b)) if g.elem_count() == row_len && b.elem_count() == row_len => {
             Some((as_f32_contiguous(g)?, as_f32_contiguous(b)?))
         }
-        Some(_) => return Err(Error::input("normalization", "element-wise affine does not match the row length")),
+        Some(_) => {
+            return Err(Error::input(
+                "normalization",
+                "element-wise affine does not match the row length",
+            ))
+        }
         None => None,
     };
     let out = with_cpu_slice(&xf, |data| {
         let run = |ew: Option<(&[f32], &[f32])>| {
             let mut out = vec![0f32; data.len()];
             candle::utils::with_threadpool(|| {
-                out.par_chunks_mut(row_len).zip(data.par_chunks(row_len)).enumerate().for_each(|(r, (o, x))| {
-                    let (count, mean, m2) = x.chunks(CHUNK).map(chunk_moments).fold((0.0, 0.0, 0.0), merge);
-                    let var = m2 / count;
-                    for (q, (o, x)) in o.chunks_mut(plane_len).zip(x.chunks(plane_len)).enumerate() {
-                        let (m, a, b) = params(r, mean, var, q);
-                        match ew {
-                            None => o.iter_mut().zip(x).for_each(|(y, &v)| *y = (v - m) * a + b),
-                            Some((g, be)) => {
-                                let j0 = q * plane_len;
-                                let (g, be) = (&g[j0..j0 + plane_len], &be[j0..j0 + plane_len]);
-                                for j in 0..plane_len {
-                                    o[j] = ((x[j] - m) * a + b) * g[j] + be[j];
+                out.par_chunks_mut(row_len)
+                    .zip(data.par_chunks(row_len))
+                    .enumerate()
+                    .for_each(|(r, (o, x))| {
+                        let (count, mean, m2) = x
+                            .chunks(CHUNK)
+                            .map(chunk_moments)
+                            .fold((0.0, 0.0, 0.0), merge);
+                        let var = m2 / count;
+                        for (q, (o, x)) in
+                            o.chunks_mut(plane_len).zip(x.chunks(plane_len)).enumerate()
+                        {
+                            let (m, a, b) = params(r, mean, var, q);
+                            match ew {
+                                None => {
+                                    o.iter_mut().zip(x).for_each(|(y, &v)| *y = (v - m) * a + b)
+                                }
+                                Some((g, be)) => {
+                                    let j0 = q * plane_len;
+                                    let (g, be) = (&g[j0..j0 + plane_len], &be[j0..j0 + plane_len]);
+                                    for j in 0..plane_len {
+                                        o[j] = ((x[j] - m) * a + b) * g[j] + be[j];
+                                    }
                                 }
                             }
                         }
-                    }
-                })
+                    })
             });
             out
         };
@@ -509,7 +553,10 @@ fn with_cpu_slice<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<
     };
     let data = cpu.as_slice::<f32>()?;
     let Some((start, end)) = layout.contiguous_offsets() else {
-        return Err(Error::input("normalization", "expected a contiguous tensor"));
+        return Err(Error::input(
+            "normalization",
+            "expected a contiguous tensor",
+        ));
     };
     f(&data[start..end])
 }
@@ -520,11 +567,15 @@ mod tests {
 
     fn rand(shape: &[usize], seed: u64) -> Tensor {
         // A small LCG keeps the tests free of a random-number dependency.
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 33) as f32 / (1u64 << 31) as f32) * 4.0 - 1.0
             })
             .collect();
@@ -545,9 +596,17 @@ mod tests {
             let b = Moments::of_rows_tensor_ops(&x.to_dtype(DType::F64).unwrap(), row_len).unwrap();
             for i in 0..a.len() {
                 assert_eq!(a.count[i], b.count[i]);
-                assert!((a.mean[i] - b.mean[i]).abs() < 1e-6 * b.mean[i].abs().max(1.0), "{shape:?} mean {} vs {}", a.mean[i], b.mean[i]);
+                assert!(
+                    (a.mean[i] - b.mean[i]).abs() < 1e-6 * b.mean[i].abs().max(1.0),
+                    "{shape:?} mean {} vs {}",
+                    a.mean[i],
+                    b.mean[i]
+                );
                 let (va, vb) = (a.m2[i] / a.count[i], b.m2[i] / b.count[i]);
-                assert!((va - vb).abs() < 1e-5 * vb.max(1.0), "{shape:?} var {va} vs {vb}");
+                assert!(
+                    (va - vb).abs() < 1e-5 * vb.max(1.0),
+                    "{shape:?} var {va} vs {vb}"
+                );
             }
         }
     }
@@ -559,7 +618,12 @@ mod tests {
         let pooled = rows.merge_by(2, |i| i / 3);
         let direct = Moments::of_rows(&x, 150).unwrap();
         for k in 0..2 {
-            assert!((pooled.mean[k] - direct.mean[k]).abs() < 1e-7, "{} {}", pooled.mean[k], direct.mean[k]);
+            assert!(
+                (pooled.mean[k] - direct.mean[k]).abs() < 1e-7,
+                "{} {}",
+                pooled.mean[k],
+                direct.mean[k]
+            );
             assert!((pooled.m2[k] - direct.m2[k]).abs() < 1e-6 * direct.m2[k]);
         }
     }
@@ -596,7 +660,14 @@ mod tests {
         }
         let a = affine_planes(&x, 35, &ab).unwrap();
         let b = affine_planes_tensor_ops(&x, 35, &ab).unwrap();
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(d < 1e-6);
         ab.scale.pop();
         assert!(affine_planes(&x, 35, &ab).is_err());

@@ -10,7 +10,13 @@ use crate::Result;
 
 /// A 2-D convolution with an optional bias: `x` (N, Cin, H, W), `weight` (Cout, Cin/groups,
 /// kh, kw), `bias` (Cout) → (N, Cout, H', W'). No padding: callers pad explicitly.
-pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, groups: usize) -> Result<Tensor> {
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    groups: usize,
+) -> Result<Tensor> {
     let y = x.conv2d(weight, 0, stride, 1, groups)?;
     match bias {
         Some(b) => Ok(y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?),

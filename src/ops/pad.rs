@@ -19,7 +19,9 @@ pub fn reflection_pad2d(x: &Tensor, pad: usize) -> Result<Tensor> {
     if pad == 0 {
         return Ok(x.clone());
     }
-    let y = x.contiguous()?.index_select(&reflect_indices(h, pad, x.device())?, D::Minus2)?;
+    let y = x
+        .contiguous()?
+        .index_select(&reflect_indices(h, pad, x.device())?, D::Minus2)?;
     Ok(y.index_select(&reflect_indices(w, pad, x.device())?, D::Minus1)?)
 }
 
@@ -28,7 +30,13 @@ fn reflect_indices(n: usize, p: usize, device: &candle::Device) -> Result<Tensor
     let idx: Vec<u32> = (0..n + 2 * p)
         .map(|i| {
             let j = i as i64 - p as i64;
-            let j = if j < 0 { -j } else if j >= n as i64 { 2 * (n as i64 - 1) - j } else { j };
+            let j = if j < 0 {
+                -j
+            } else if j >= n as i64 {
+                2 * (n as i64 - 1) - j
+            } else {
+                j
+            };
             j as u32
         })
         .collect();
@@ -54,11 +62,22 @@ mod tests {
 
     #[test]
     fn reflection_matches_pytorch_semantics() {
-        let x = Tensor::arange(0f32, 4.0, &Device::Cpu).unwrap().reshape((1, 1, 1, 4)).unwrap();
+        let x = Tensor::arange(0f32, 4.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 1, 4))
+            .unwrap();
         let x = x.repeat((1, 1, 3, 1)).unwrap();
         let y = reflection_pad2d(&x, 2).unwrap();
         assert_eq!(y.dims(), &[1, 1, 7, 8]);
-        let row: Vec<f32> = y.get(0).unwrap().get(0).unwrap().get(0).unwrap().to_vec1().unwrap();
+        let row: Vec<f32> = y
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(row, vec![2.0, 1.0, 0.0, 1.0, 2.0, 3.0, 2.0, 1.0]);
         assert!(reflection_pad2d(&x, 3).is_err());
     }

@@ -27,13 +27,20 @@ impl TensorMap {
 
     /// Reads a safetensors file onto `device`.
     pub fn from_safetensors(path: &Path, device: &Device) -> Result<Self> {
-        let data = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-        Ok(TensorMap::new(candle::safetensors::load_buffer(&data, device)?))
+        let data = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(TensorMap::new(candle::safetensors::load_buffer(
+            &data, device,
+        )?))
     }
 
     /// The tensor `key` as f32 with exactly `shape`.
     pub fn get(&self, key: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.tensors.get(key).ok_or_else(|| Error::MissingTensor { key: key.to_string() })?;
+        let t = self.tensors.get(key).ok_or_else(|| Error::MissingTensor {
+            key: key.to_string(),
+        })?;
         if t.dims() != shape {
             return Err(Error::TensorShape {
                 key: key.to_string(),
@@ -46,7 +53,9 @@ impl TensorMap {
             DType::F16 | DType::BF16 | DType::F64 => Ok(t.to_dtype(DType::F32)?),
             other => Err(Error::Input {
                 layer: "checkpoint",
-                msg: format!("tensor `{key}`: expected a float dtype (f32, f16, bf16, f64), found {other:?}"),
+                msg: format!(
+                    "tensor `{key}`: expected a float dtype (f32, f16, bf16, f64), found {other:?}"
+                ),
             }),
         }
     }
@@ -83,12 +92,17 @@ pub fn write_safetensors(
             let bytes: &[u8] = bytemuck::cast_slice(&t.data);
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytes)
                 .map(|v| (name.clone(), v))
-                .map_err(|e| Error::Parse { what: name.clone(), msg: e.to_string() })
+                .map_err(|e| Error::Parse {
+                    what: name.clone(),
+                    msg: e.to_string(),
+                })
         })
         .collect::<Result<_>>()?;
     let meta: HashMap<String, String> = metadata.into_iter().collect();
-    let bytes = safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::Parse { what: path.display().to_string(), msg: e.to_string() })?;
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::Parse {
+        what: path.display().to_string(),
+        msg: e.to_string(),
+    })?;
     write_atomic(path, &bytes)
 }
 
@@ -96,8 +110,14 @@ pub fn write_safetensors(
 /// reader never sees a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
@@ -105,7 +125,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(io)?;
     }
     tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
@@ -114,5 +136,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// The lowercase hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -132,30 +132,55 @@ impl MagentaGraph {
     }
 
     /// All three, in import order.
-    pub const ALL: [MagentaGraph; 3] = [MagentaGraph::Predictor, MagentaGraph::Transformer, MagentaGraph::Multistyle];
+    pub const ALL: [MagentaGraph; 3] = [
+        MagentaGraph::Predictor,
+        MagentaGraph::Transformer,
+        MagentaGraph::Multistyle,
+    ];
 }
 
 /// Reads an ONNX file's bytes and returns its weights under clean names, sorted by name.
 /// `what` names the source in errors (usually the file path).
-pub fn import_magenta(bytes: &[u8], graph: MagentaGraph, what: &str) -> Result<Vec<(String, FloatTensor)>> {
-    let bad = |msg: String| Error::Parse { what: what.to_string(), msg };
+pub fn import_magenta(
+    bytes: &[u8],
+    graph: MagentaGraph,
+    what: &str,
+) -> Result<Vec<(String, FloatTensor)>> {
+    let bad = |msg: String| Error::Parse {
+        what: what.to_string(),
+        msg,
+    };
     let model = ModelProto::decode(bytes).map_err(|e| bad(format!("not an ONNX model: {e}")))?;
-    let g = model.graph.ok_or_else(|| bad("the ONNX model has no graph".into()))?;
-    let inits: HashMap<&str, &TensorProto> = g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
-    let producer: HashMap<&str, &NodeProto> =
-        g.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n))).collect();
+    let g = model
+        .graph
+        .ok_or_else(|| bad("the ONNX model has no graph".into()))?;
+    let inits: HashMap<&str, &TensorProto> =
+        g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let producer: HashMap<&str, &NodeProto> = g
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
+        .collect();
 
     let mut out: Vec<(String, FloatTensor)> = Vec::new();
     for node in g.node.iter().filter(|n| n.op_type == "Conv") {
         for (slot, input) in node.input.iter().enumerate().skip(1) {
-            let (source, tensor) = resolve(input, &inits, &producer).map_err(|m| bad(format!("Conv `{}`: {m}", node.name)))?;
+            let (source, tensor) = resolve(input, &inits, &producer)
+                .map_err(|m| bad(format!("Conv `{}`: {m}", node.name)))?;
             let Some(name) = clean_name(graph, source, slot) else {
-                return Err(bad(format!("unexpected tensor `{source}` feeding Conv `{}`", node.name)));
+                return Err(bad(format!(
+                    "unexpected tensor `{source}` feeding Conv `{}`",
+                    node.name
+                )));
             };
             if name.is_empty() || (slot == 2 && tensor.data.iter().all(|&v| v == 0.0)) {
                 continue; // an all-zero bias: the models treat a missing bias as zero
             }
-            let tensor = if is_linear(&name) { as_linear(tensor) } else { tensor };
+            let tensor = if is_linear(&name) {
+                as_linear(tensor)
+            } else {
+                tensor
+            };
             out.push((name, tensor));
         }
     }
@@ -163,7 +188,10 @@ pub fn import_magenta(bytes: &[u8], graph: MagentaGraph, what: &str) -> Result<V
         // The 26-style tables are not Conv inputs: they feed Mul/ReduceSum blends.
         for t in &g.initializer {
             if let Some(name) = clean_name(graph, &t.name, 0).filter(|n| n.contains(".norm.")) {
-                out.push((name, to_float(t).map_err(|m| bad(format!("`{}`: {m}", t.name)))?));
+                out.push((
+                    name,
+                    to_float(t).map_err(|m| bad(format!("`{}`: {m}", t.name)))?,
+                ));
             }
         }
     }
@@ -188,7 +216,10 @@ fn is_linear(name: &str) -> bool {
 /// `[out, in, 1, 1]` → `[out, in]`.
 fn as_linear(t: FloatTensor) -> FloatTensor {
     match t.shape.as_slice() {
-        [o, i, 1, 1] => FloatTensor { shape: vec![*o, *i], data: t.data },
+        [o, i, 1, 1] => FloatTensor {
+            shape: vec![*o, *i],
+            data: t.data,
+        },
         _ => t,
     }
 }
@@ -202,25 +233,51 @@ fn resolve<'a>(
     if let Some(t) = inits.get(input) {
         return Ok((t.name.as_str(), to_float(t)?));
     }
-    let node = producer.get(input).ok_or_else(|| format!("input `{input}` has no producer"))?;
+    let node = producer
+        .get(input)
+        .ok_or_else(|| format!("input `{input}` has no producer"))?;
     if node.op_type != "DequantizeLinear" || node.input.len() < 2 {
-        return Err(format!("input `{input}` comes from {} `{}`, not a weight", node.op_type, node.name));
+        return Err(format!(
+            "input `{input}` comes from {} `{}`, not a weight",
+            node.op_type, node.name
+        ));
     }
     let get = |i: usize| {
         node.input
             .get(i)
             .and_then(|n| inits.get(n.as_str()).copied())
-            .ok_or_else(|| format!("DequantizeLinear `{}` input {i} is not an initializer", node.name))
+            .ok_or_else(|| {
+                format!(
+                    "DequantizeLinear `{}` input {i} is not an initializer",
+                    node.name
+                )
+            })
     };
     let (q, scale) = (get(0)?, to_float(get(1)?)?);
-    let zp = if node.input.len() > 2 { Some(to_float(get(2)?)?) } else { None };
-    let axis = node.attribute.iter().find(|a| a.name == "axis").map_or(1, |a| a.i);
+    let zp = if node.input.len() > 2 {
+        Some(to_float(get(2)?)?)
+    } else {
+        None
+    };
+    let axis = node
+        .attribute
+        .iter()
+        .find(|a| a.name == "axis")
+        .map_or(1, |a| a.i);
     let q = to_float(q)?;
-    Ok((get(0)?.name.as_str(), dequantize(&q, &scale, zp.as_ref(), axis)?))
+    Ok((
+        get(0)?.name.as_str(),
+        dequantize(&q, &scale, zp.as_ref(), axis)?,
+    ))
 }
 
 /// onnxruntime's DequantizeLinear: y = f32(q − zp) · scale, per tensor or along `axis`.
-fn dequantize(q: &FloatTensor, scale: &FloatTensor, zp: Option<&FloatTensor>, axis: i64) -> std::result::Result<FloatTensor, String> {
+fn dequantize(
+    q: &FloatTensor,
+    scale: &FloatTensor,
+    zp: Option<&FloatTensor>,
+    axis: i64,
+) -> std::result::Result<FloatTensor, String> {
     let rank = q.shape.len() as i64;
     let per_channel = scale.data.len() > 1;
     let (channels, inner) = if per_channel {
@@ -235,19 +292,29 @@ fn dequantize(q: &FloatTensor, scale: &FloatTensor, zp: Option<&FloatTensor>, ax
         (1, q.data.len())
     };
     if scale.data.len() != channels || zp.is_some_and(|z| z.data.len() != channels) {
-        return Err(format!("{} scales for {channels} channels", scale.data.len()));
+        return Err(format!(
+            "{} scales for {channels} channels",
+            scale.data.len()
+        ));
     }
     let data = q
         .data
         .iter()
         .enumerate()
         .map(|(i, &v)| {
-            let c = if per_channel { (i / inner) % channels } else { 0 };
+            let c = if per_channel {
+                (i / inner) % channels
+            } else {
+                0
+            };
             let z = zp.map_or(0.0, |z| z.data[c]);
             (v - z) * scale.data[c]
         })
         .collect();
-    Ok(FloatTensor { shape: q.shape.clone(), data })
+    Ok(FloatTensor {
+        shape: q.shape.clone(),
+        data,
+    })
 }
 
 /// Any supported initializer as f32 values (integers exactly; they are small).
@@ -257,19 +324,32 @@ fn to_float(t: &TensorProto) -> std::result::Result<FloatTensor, String> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
         .collect::<std::result::Result<_, _>>()?;
-    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape overflows")?;
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("shape overflows")?;
     let raw = &t.raw_data;
     let data: Vec<f32> = match (t.data_type, raw.is_empty()) {
-        (FLOAT, false) => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        (FLOAT, false) => raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         (FLOAT, true) => t.float_data.clone(),
         (INT8, false) => raw.iter().map(|&b| b as i8 as f32).collect(),
         (UINT8, false) => raw.iter().map(|&b| b as f32).collect(),
-        (INT32, false) => raw.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32).collect(),
+        (INT32, false) => raw
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
+            .collect(),
         (INT8 | UINT8 | INT32, true) => t.int32_data.iter().map(|&v| v as f32).collect(),
         (other, _) => return Err(format!("`{}` has unsupported element type {other}", t.name)),
     };
     if data.len() != n {
-        return Err(format!("`{}` holds {} values for shape {shape:?}", t.name, data.len()));
+        return Err(format!(
+            "`{}` holds {} values for shape {shape:?}",
+            t.name,
+            data.len()
+        ));
     }
     Ok(FloatTensor { shape, data })
 }
@@ -301,7 +381,10 @@ fn clean_name(graph: MagentaGraph, onnx: &str, slot: usize) -> Option<String> {
         }
         MagentaGraph::Transformer => {
             let style = onnx.starts_with("style_params/");
-            let p: Vec<&str> = onnx.trim_start_matches("style_params/").split('/').collect();
+            let p: Vec<&str> = onnx
+                .trim_start_matches("style_params/")
+                .split('/')
+                .collect();
             let layer = match p.as_slice() {
                 ["transformer", "contract", conv, ..] => format!("transformer.contract.{conv}"),
                 ["transformer", "residual", res, conv, ..] => {
@@ -324,9 +407,21 @@ fn clean_name(graph: MagentaGraph, onnx: &str, slot: usize) -> Option<String> {
         MagentaGraph::Multistyle => {
             let p: Vec<&str> = onnx.split('.').collect();
             let (layer, rest) = match p.as_slice() {
-                ["contract", i, rest @ ..] => (format!("multistyle.contract.conv{}", i.parse::<usize>().ok()? + 1), rest),
-                ["res", i, j, rest @ ..] => (format!("multistyle.residual.{i}.conv{}", j.parse::<usize>().ok()? + 1), rest),
-                ["expand", i, rest @ ..] => (format!("multistyle.expand.conv{}", i.parse::<usize>().ok()? + 1), rest),
+                ["contract", i, rest @ ..] => (
+                    format!("multistyle.contract.conv{}", i.parse::<usize>().ok()? + 1),
+                    rest,
+                ),
+                ["res", i, j, rest @ ..] => (
+                    format!(
+                        "multistyle.residual.{i}.conv{}",
+                        j.parse::<usize>().ok()? + 1
+                    ),
+                    rest,
+                ),
+                ["expand", i, rest @ ..] => (
+                    format!("multistyle.expand.conv{}", i.parse::<usize>().ok()? + 1),
+                    rest,
+                ),
                 _ => return None,
             };
             match rest {
@@ -346,37 +441,97 @@ mod tests {
     #[test]
     fn names_are_clean_and_hierarchical() {
         let t = MagentaGraph::Transformer;
-        assert_eq!(clean_name(t, "transformer/residual/residual1/conv2/weights", 1).unwrap(), "transformer.residual.0.conv2.weight");
         assert_eq!(
-            clean_name(t, "style_params/transformer/expand/conv3/conv/StyleNorm/Conv_1/Conv2D_bias", 2).unwrap(),
+            clean_name(t, "transformer/residual/residual1/conv2/weights", 1).unwrap(),
+            "transformer.residual.0.conv2.weight"
+        );
+        assert_eq!(
+            clean_name(
+                t,
+                "style_params/transformer/expand/conv3/conv/StyleNorm/Conv_1/Conv2D_bias",
+                2
+            )
+            .unwrap(),
             "transformer.expand.conv3.norm.gamma_proj.bias"
         );
-        assert_eq!(clean_name(t, "transformer/contract/conv1/Conv2D_bias", 2).unwrap(), "transformer.contract.conv1.bias");
+        assert_eq!(
+            clean_name(t, "transformer/contract/conv1/Conv2D_bias", 2).unwrap(),
+            "transformer.contract.conv1.bias"
+        );
         let p = MagentaGraph::Predictor;
-        assert_eq!(clean_name(p, "MobilenetV2/expanded_conv/depthwise/depthwise_weights", 1).unwrap(), "predictor.blocks.0.depthwise.weight");
-        assert_eq!(clean_name(p, "MobilenetV2/expanded_conv_16/project/Conv2D_bias", 2).unwrap(), "predictor.blocks.16.project.bias");
-        assert_eq!(clean_name(p, "mobilenet_conv/Conv/weights", 1).unwrap(), "predictor.bottleneck.weight");
+        assert_eq!(
+            clean_name(
+                p,
+                "MobilenetV2/expanded_conv/depthwise/depthwise_weights",
+                1
+            )
+            .unwrap(),
+            "predictor.blocks.0.depthwise.weight"
+        );
+        assert_eq!(
+            clean_name(p, "MobilenetV2/expanded_conv_16/project/Conv2D_bias", 2).unwrap(),
+            "predictor.blocks.16.project.bias"
+        );
+        assert_eq!(
+            clean_name(p, "mobilenet_conv/Conv/weights", 1).unwrap(),
+            "predictor.bottleneck.weight"
+        );
         let m = MagentaGraph::Multistyle;
-        assert_eq!(clean_name(m, "res.5.1.norm.beta", 0).unwrap(), "multistyle.residual.5.conv2.norm.beta_table");
-        assert_eq!(clean_name(m, "expand.2.w", 1).unwrap(), "multistyle.expand.conv3.weight");
+        assert_eq!(
+            clean_name(m, "res.5.1.norm.beta", 0).unwrap(),
+            "multistyle.residual.5.conv2.norm.beta_table"
+        );
+        assert_eq!(
+            clean_name(m, "expand.2.w", 1).unwrap(),
+            "multistyle.expand.conv3.weight"
+        );
         assert!(clean_name(p, "Something/else", 1).is_none());
     }
 
     #[test]
     fn dequantize_per_channel_and_per_tensor() {
-        let q = FloatTensor { shape: vec![2, 3], data: vec![1.0, -2.0, 127.0, 4.0, 0.0, -127.0] };
-        let s = FloatTensor { shape: vec![2], data: vec![0.5, 0.25] };
+        let q = FloatTensor {
+            shape: vec![2, 3],
+            data: vec![1.0, -2.0, 127.0, 4.0, 0.0, -127.0],
+        };
+        let s = FloatTensor {
+            shape: vec![2],
+            data: vec![0.5, 0.25],
+        };
         let y = dequantize(&q, &s, None, 0).unwrap();
         assert_eq!(y.data, vec![0.5, -1.0, 63.5, 1.0, 0.0, -31.75]);
-        let s1 = FloatTensor { shape: vec![], data: vec![2.0] };
-        let z = FloatTensor { shape: vec![], data: vec![1.0] };
-        assert_eq!(dequantize(&q, &s1, Some(&z), 1).unwrap().data, vec![0.0, -6.0, 252.0, 6.0, -2.0, -256.0]);
-        assert!(dequantize(&q, &FloatTensor { shape: vec![3], data: vec![1.0; 3] }, None, 0).is_err());
+        let s1 = FloatTensor {
+            shape: vec![],
+            data: vec![2.0],
+        };
+        let z = FloatTensor {
+            shape: vec![],
+            data: vec![1.0],
+        };
+        assert_eq!(
+            dequantize(&q, &s1, Some(&z), 1).unwrap().data,
+            vec![0.0, -6.0, 252.0, 6.0, -2.0, -256.0]
+        );
+        assert!(dequantize(
+            &q,
+            &FloatTensor {
+                shape: vec![3],
+                data: vec![1.0; 3]
+            },
+            None,
+            0
+        )
+        .is_err());
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bytes in [&b""[..], b"\x00\x01\x02", b"not an onnx file at all", &[0x3a, 0xff, 0xff, 0xff, 0xff, 0x0f]] {
+        for bytes in [
+            &b""[..],
+            b"\x00\x01\x02",
+            b"not an onnx file at all",
+            &[0x3a, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        ] {
             assert!(import_magenta(bytes, MagentaGraph::Transformer, "x.onnx").is_err());
         }
     }

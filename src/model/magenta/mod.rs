@@ -25,18 +25,23 @@ use crate::weights::TensorMap;
 use crate::Result;
 
 /// The converted predictor weights (float32 safetensors).
-pub static PREDICTOR_WEIGHTS: &[u8] = include_bytes!("../../../models/magenta/arbitrary_predict.safetensors");
+pub static PREDICTOR_WEIGHTS: &[u8] =
+    include_bytes!("../../../models/magenta/arbitrary_predict.safetensors");
 /// The converted transformer weights.
-pub static TRANSFORMER_WEIGHTS: &[u8] = include_bytes!("../../../models/magenta/arbitrary_transform.safetensors");
+pub static TRANSFORMER_WEIGHTS: &[u8] =
+    include_bytes!("../../../models/magenta/arbitrary_transform.safetensors");
 /// The converted 26-style network weights.
-pub static MULTISTYLE_WEIGHTS: &[u8] = include_bytes!("../../../models/magenta/multistyle26.safetensors");
+pub static MULTISTYLE_WEIGHTS: &[u8] =
+    include_bytes!("../../../models/magenta/multistyle26.safetensors");
 
 /// ε of the Magenta conditional-IN layers (inside the square root, biased variance).
 pub const IN_EPS: f64 = 1e-5;
 
 /// Loads embedded weights onto `device`.
 fn embedded(bytes: &[u8], device: &Device) -> Result<TensorMap> {
-    Ok(TensorMap::new(candle::safetensors::load_buffer(bytes, device)?))
+    Ok(TensorMap::new(candle::safetensors::load_buffer(
+        bytes, device,
+    )?))
 }
 
 /// A convolution: weight (Cout, Cin/groups, k, k), optional bias, stride, groups.
@@ -50,10 +55,26 @@ struct Conv {
 
 impl Conv {
     /// Loads `prefix.weight` of shape (cout, cin/groups, k, k) and, when `bias`, `prefix.bias`.
-    fn load(map: &TensorMap, prefix: &str, (cin, cout, k): (usize, usize, usize), stride: usize, groups: usize, bias: bool) -> Result<Self> {
+    fn load(
+        map: &TensorMap,
+        prefix: &str,
+        (cin, cout, k): (usize, usize, usize),
+        stride: usize,
+        groups: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let weight = map.get(&format!("{prefix}.weight"), &[cout, cin / groups, k, k])?;
-        let bias = if bias { Some(map.get(&format!("{prefix}.bias"), &[cout])?) } else { None };
-        Ok(Conv { weight, bias, stride, groups })
+        let bias = if bias {
+            Some(map.get(&format!("{prefix}.bias"), &[cout])?)
+        } else {
+            None
+        };
+        Ok(Conv {
+            weight,
+            bias,
+            stride,
+            groups,
+        })
     }
 
     fn kernel(&self) -> usize {
@@ -63,12 +84,24 @@ impl Conv {
     /// Reflection-padded by k/2, then a VALID convolution.
     fn forward_reflect(&self, x: &Tensor) -> Result<Tensor> {
         let x = reflection_pad2d(x, self.kernel() / 2)?;
-        conv2d(&x, &self.weight, self.bias.as_ref(), self.stride, self.groups)
+        conv2d(
+            &x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.stride,
+            self.groups,
+        )
     }
 
     /// A VALID convolution of an already padded input.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.groups)
+        conv2d(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.stride,
+            self.groups,
+        )
     }
 }
 
@@ -78,7 +111,11 @@ fn each(xs: &[Tensor], f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Vec<Tens
 }
 
 /// Conditional normalization of every map with its own (γ, β), statistics pooled by `kind`.
-fn cond_norm(xs: &[Tensor], kind: NormKind, gamma_beta: &[(Vec<f64>, Vec<f64>)]) -> Result<Vec<Tensor>> {
+fn cond_norm(
+    xs: &[Tensor],
+    kind: NormKind,
+    gamma_beta: &[(Vec<f64>, Vec<f64>)],
+) -> Result<Vec<Tensor>> {
     conditional_norm_batch(xs, kind, gamma_beta, IN_EPS)
 }
 
@@ -104,7 +141,10 @@ fn check_images(what: &'static str, xs: &[Tensor], min: usize) -> Result<()> {
             _ => {
                 return Err(crate::Error::input(
                     what,
-                    format!("expected a (1, 3, H, W) image with H, W ≥ {min}, found shape {:?}", x.dims()),
+                    format!(
+                        "expected a (1, 3, H, W) image with H, W ≥ {min}, found shape {:?}",
+                        x.dims()
+                    ),
                 ))
             }
         }

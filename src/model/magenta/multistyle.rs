@@ -29,15 +29,29 @@ impl Multistyle {
 
     /// Loads `multistyle.*` tensors.
     pub fn load(map: &TensorMap) -> Result<Self> {
-        let net = Skeleton::load(map, "multistyle", [(3, 32, 9), (32, 32, 3), (32, 32, 3)], 6, 32, [(32, 8, 3), (8, 4, 3), (4, 3, 9)], false)?;
+        let net = Skeleton::load(
+            map,
+            "multistyle",
+            [(3, 32, 9), (32, 32, 3), (32, 32, 3)],
+            6,
+            32,
+            [(32, 8, 3), (8, 4, 3), (4, 3, 9)],
+            false,
+        )?;
         let widths: Vec<usize> = std::iter::repeat_n(32, 15).chain([8, 4, 3]).collect();
         let tables = net
             .norm_prefixes("multistyle")
             .iter()
             .zip(widths)
             .map(|(p, c)| {
-                let g = map.get(&format!("{p}.gamma_table"), &[PRESET_COUNT, c])?.flatten_all()?.to_vec1()?;
-                let b = map.get(&format!("{p}.beta_table"), &[PRESET_COUNT, c])?.flatten_all()?.to_vec1()?;
+                let g = map
+                    .get(&format!("{p}.gamma_table"), &[PRESET_COUNT, c])?
+                    .flatten_all()?
+                    .to_vec1()?;
+                let b = map
+                    .get(&format!("{p}.beta_table"), &[PRESET_COUNT, c])?
+                    .flatten_all()?
+                    .to_vec1()?;
                 Ok((g, b, c))
             })
             .collect::<Result<_>>()?;
@@ -46,13 +60,30 @@ impl Multistyle {
 
     /// `contents`: (1, 3, Hᵢ, Wᵢ) RGB in [0, 1], one batch; `weights`: 26 style weights (used as
     /// given: the CLI normalizes them to sum 1) → stylized images of the same sizes in (0, 1).
-    pub fn forward(&self, contents: &[Tensor], weights: &[f64], kind: NormKind) -> Result<Vec<Tensor>> {
+    pub fn forward(
+        &self,
+        contents: &[Tensor],
+        weights: &[f64],
+        kind: NormKind,
+    ) -> Result<Vec<Tensor>> {
         check_images("multistyle", contents, 4)?;
         if weights.len() != PRESET_COUNT {
-            return Err(Error::input("multistyle", format!("expected {PRESET_COUNT} style weights, got {}", weights.len())));
+            return Err(Error::input(
+                "multistyle",
+                format!(
+                    "expected {PRESET_COUNT} style weights, got {}",
+                    weights.len()
+                ),
+            ));
         }
         let blend = |table: &[f32], c: usize| -> Vec<f64> {
-            (0..c).map(|ch| (0..PRESET_COUNT).map(|s| weights[s] * table[s * c + ch] as f64).sum()).collect()
+            (0..c)
+                .map(|ch| {
+                    (0..PRESET_COUNT)
+                        .map(|s| weights[s] * table[s * c + ch] as f64)
+                        .sum()
+                })
+                .collect()
         };
         let gb = |k: usize| -> Result<GammaBeta> {
             let (g, b, c) = &self.tables[k];

@@ -64,15 +64,43 @@ impl StylePredictor {
         for (i, &(t, cout, stride)) in BLOCKS.iter().enumerate() {
             let p = format!("predictor.blocks.{i}");
             let hidden = cin * t;
-            let expand = if t == 1 { None } else { Some(Conv::load(map, &format!("{p}.expand"), (cin, hidden, 1), 1, 1, true)?) };
-            let depthwise = Conv::load(map, &format!("{p}.depthwise"), (hidden, hidden, 3), stride, hidden, true)?;
+            let expand = if t == 1 {
+                None
+            } else {
+                Some(Conv::load(
+                    map,
+                    &format!("{p}.expand"),
+                    (cin, hidden, 1),
+                    1,
+                    1,
+                    true,
+                )?)
+            };
+            let depthwise = Conv::load(
+                map,
+                &format!("{p}.depthwise"),
+                (hidden, hidden, 3),
+                stride,
+                hidden,
+                true,
+            )?;
             let project = Conv::load(map, &format!("{p}.project"), (hidden, cout, 1), 1, 1, true)?;
-            blocks.push(Block { expand, depthwise, project, residual: stride == 1 && cin == cout });
+            blocks.push(Block {
+                expand,
+                depthwise,
+                project,
+                residual: stride == 1 && cin == cout,
+            });
             cin = cout;
         }
         let head = Conv::load(map, "predictor.head", (320, 1280, 1), 1, 1, true)?;
         let bottleneck = map.get("predictor.bottleneck.weight", &[STYLE_DIM, 1280])?;
-        Ok(StylePredictor { stem, blocks, head, bottleneck })
+        Ok(StylePredictor {
+            stem,
+            blocks,
+            head,
+            bottleneck,
+        })
     }
 
     /// `style`: (1, 3, H, W) RGB in [0, 1] (the model was trained on 256×256 center crops) →
@@ -86,7 +114,10 @@ impl StylePredictor {
             if let Some(e) = &b.expand {
                 h = relu6(e.forward(&h)?)?;
             }
-            h = relu6(b.depthwise.forward(&same_pad2d(&h, 3, b.depthwise.stride)?)?)?;
+            h = relu6(
+                b.depthwise
+                    .forward(&same_pad2d(&h, 3, b.depthwise.stride)?)?,
+            )?;
             h = b.project.forward(&h)?;
             x = if b.residual { (x + h)? } else { h };
         }

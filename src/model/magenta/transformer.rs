@@ -4,7 +4,9 @@
 
 use candle::{Device, Tensor};
 
-use super::{check_images, cond_norm, crop_to, each, embedded, Conv, STYLE_DIM, TRANSFORMER_WEIGHTS};
+use super::{
+    check_images, cond_norm, crop_to, each, embedded, Conv, STYLE_DIM, TRANSFORMER_WEIGHTS,
+};
 use crate::norm::NormKind;
 use crate::weights::TensorMap;
 use crate::{Error, Result};
@@ -25,21 +27,61 @@ pub(super) struct Skeleton {
 impl Skeleton {
     /// Loads `{prefix}.contract.conv{1,2,3}`, `{prefix}.residual.{i}.conv{1,2}` and
     /// `{prefix}.expand.conv{1,2,3}` with the given channel widths.
-    pub fn load(map: &TensorMap, prefix: &str, contract: [(usize, usize, usize); 3], blocks: usize, width: usize, expand: [(usize, usize, usize); 3], biases: bool) -> Result<Self> {
+    pub fn load(
+        map: &TensorMap,
+        prefix: &str,
+        contract: [(usize, usize, usize); 3],
+        blocks: usize,
+        width: usize,
+        expand: [(usize, usize, usize); 3],
+        biases: bool,
+    ) -> Result<Self> {
         let stride = [1, 2, 2];
         let contract = (0..3)
-            .map(|i| Conv::load(map, &format!("{prefix}.contract.conv{}", i + 1), contract[i], stride[i], 1, biases))
+            .map(|i| {
+                Conv::load(
+                    map,
+                    &format!("{prefix}.contract.conv{}", i + 1),
+                    contract[i],
+                    stride[i],
+                    1,
+                    biases,
+                )
+            })
             .collect::<Result<_>>()?;
         let residual = (0..blocks)
             .map(|i| {
-                let conv = |j| Conv::load(map, &format!("{prefix}.residual.{i}.conv{j}"), (width, width, 3), 1, 1, false);
+                let conv = |j| {
+                    Conv::load(
+                        map,
+                        &format!("{prefix}.residual.{i}.conv{j}"),
+                        (width, width, 3),
+                        1,
+                        1,
+                        false,
+                    )
+                };
                 Ok((conv(1)?, conv(2)?))
             })
             .collect::<Result<_>>()?;
         let expand = (0..3)
-            .map(|i| Conv::load(map, &format!("{prefix}.expand.conv{}", i + 1), expand[i], 1, 1, false))
+            .map(|i| {
+                Conv::load(
+                    map,
+                    &format!("{prefix}.expand.conv{}", i + 1),
+                    expand[i],
+                    1,
+                    1,
+                    false,
+                )
+            })
             .collect::<Result<_>>()?;
-        Ok(Skeleton { contract, contract_norm: !biases, residual, expand })
+        Ok(Skeleton {
+            contract,
+            contract_norm: !biases,
+            residual,
+            expand,
+        })
     }
 
     /// The names (`….norm`) of the conditional-norm layers, in forward order.
@@ -57,7 +99,12 @@ impl Skeleton {
 
     /// `xs`: (1, 3, Hᵢ, Wᵢ) images in [0, 1], one batch (for `bn`, statistics pool all of them);
     /// `gb(k)`: (γ, β) per image of norm layer k → stylized images, cropped to the input sizes.
-    pub fn forward(&self, xs: &[Tensor], kind: NormKind, gb: &dyn Fn(usize) -> Result<GammaBeta>) -> Result<Vec<Tensor>> {
+    pub fn forward(
+        &self,
+        xs: &[Tensor],
+        kind: NormKind,
+        gb: &dyn Fn(usize) -> Result<GammaBeta>,
+    ) -> Result<Vec<Tensor>> {
         let mut k = 0;
         let mut norm = |ys: Vec<Tensor>| -> Result<Vec<Tensor>> {
             let r = cond_norm(&ys, kind, &gb(k)?);
@@ -76,7 +123,11 @@ impl Skeleton {
         for (c1, c2) in &self.residual {
             let h = relu(norm(each(&x, |t| c1.forward_reflect(t))?)?)?;
             let h = norm(each(&h, |t| c2.forward_reflect(t))?)?;
-            x = x.iter().zip(&h).map(|(a, b)| Ok((a + b)?)).collect::<Result<_>>()?;
+            x = x
+                .iter()
+                .zip(&h)
+                .map(|(a, b)| Ok((a + b)?))
+                .collect::<Result<_>>()?;
         }
         for (i, conv) in self.expand.iter().enumerate() {
             if i < 2 {
@@ -86,7 +137,11 @@ impl Skeleton {
                 })?;
             }
             x = norm(each(&x, |t| conv.forward_reflect(t))?)?;
-            x = if i < 2 { relu(x)? } else { each(&x, |t| Ok(((t.neg()?.exp()? + 1.0)?.recip())?))? };
+            x = if i < 2 {
+                relu(x)?
+            } else {
+                each(&x, |t| Ok(((t.neg()?.exp()? + 1.0)?.recip())?))?
+            };
         }
         crop_to(x, xs)
     }
@@ -101,7 +156,10 @@ struct Projection {
 
 impl Projection {
     fn load(map: &TensorMap, prefix: &str, c: usize) -> Result<Self> {
-        let weight = map.get(&format!("{prefix}.weight"), &[c, STYLE_DIM])?.flatten_all()?.to_vec1()?;
+        let weight = map
+            .get(&format!("{prefix}.weight"), &[c, STYLE_DIM])?
+            .flatten_all()?
+            .to_vec1()?;
         let bias = map.get(&format!("{prefix}.bias"), &[c])?.to_vec1()?;
         Ok(Projection { weight, bias })
     }
@@ -112,7 +170,12 @@ impl Projection {
             .enumerate()
             .map(|(o, &b)| {
                 let row = &self.weight[o * STYLE_DIM..(o + 1) * STYLE_DIM];
-                b as f64 + row.iter().zip(v).map(|(&w, &x)| w as f64 * x as f64).sum::<f64>()
+                b as f64
+                    + row
+                        .iter()
+                        .zip(v)
+                        .map(|(&w, &x)| w as f64 * x as f64)
+                        .sum::<f64>()
             })
             .collect()
     }
@@ -134,13 +197,26 @@ impl Transformer {
 
     /// Loads `transformer.*` tensors.
     pub fn load(map: &TensorMap) -> Result<Self> {
-        let net = Skeleton::load(map, "transformer", [(3, 8, 9), (8, 16, 3), (16, 32, 3)], 5, 32, [(32, 16, 3), (16, 8, 3), (8, 3, 9)], true)?;
+        let net = Skeleton::load(
+            map,
+            "transformer",
+            [(3, 8, 9), (8, 16, 3), (16, 32, 3)],
+            5,
+            32,
+            [(32, 16, 3), (16, 8, 3), (8, 3, 9)],
+            true,
+        )?;
         let widths: Vec<usize> = std::iter::repeat_n(32, 10).chain([16, 8, 3]).collect();
         let norms = net
             .norm_prefixes("transformer")
             .iter()
             .zip(widths)
-            .map(|(p, c)| Ok((Projection::load(map, &format!("{p}.gamma_proj"), c)?, Projection::load(map, &format!("{p}.beta_proj"), c)?)))
+            .map(|(p, c)| {
+                Ok((
+                    Projection::load(map, &format!("{p}.gamma_proj"), c)?,
+                    Projection::load(map, &format!("{p}.beta_proj"), c)?,
+                ))
+            })
             .collect::<Result<_>>()?;
         Ok(Transformer { net, norms })
     }
@@ -148,10 +224,21 @@ impl Transformer {
     /// `contents`: (1, 3, Hᵢ, Wᵢ) RGB in [0, 1], one batch (`bn` pools its statistics over all of
     /// them, layer by layer); `vectors[i]`: the 100-d style vector for content i → stylized
     /// (1, 3, Hᵢ, Wᵢ) in (0, 1).
-    pub fn forward(&self, contents: &[Tensor], vectors: &[Vec<f32>], kind: NormKind) -> Result<Vec<Tensor>> {
+    pub fn forward(
+        &self,
+        contents: &[Tensor],
+        vectors: &[Vec<f32>],
+        kind: NormKind,
+    ) -> Result<Vec<Tensor>> {
         check_images("transformer", contents, 4)?;
         if vectors.len() != contents.len() || vectors.iter().any(|v| v.len() != STYLE_DIM) {
-            return Err(Error::input("transformer", format!("expected {} style vectors of {STYLE_DIM} values", contents.len())));
+            return Err(Error::input(
+                "transformer",
+                format!(
+                    "expected {} style vectors of {STYLE_DIM} values",
+                    contents.len()
+                ),
+            ));
         }
         let gb = |k: usize| -> Result<GammaBeta> {
             let (g, b) = &self.norms[k];
