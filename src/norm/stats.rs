@@ -360,6 +360,12 @@ pub fn affine_rows_elementwise(
     beta: &Tensor,
 ) -> Result<Tensor> {
     ab.check(x, row_len)?;
+    if gamma.elem_count() != row_len || beta.elem_count() != row_len {
+        return Err(Error::input(
+            "normalization",
+            format!("element-wise γ, β need {row_len} values each"),
+        ));
+    }
     let dtype = x.dtype();
     let xf = as_f32_contiguous(x)?;
     let y = match xf.device() {
@@ -446,6 +452,15 @@ fn normalize_rows_impl(
             format!("cannot normalize {n} elements in rows of {row_len}, planes of {plane_len}"),
         ));
     }
+    if let Some((g, b)) = elementwise {
+        // Element-wise affine spans a whole row, which is then a single plane (layer norm).
+        if plane_len != row_len || g.elem_count() != row_len || b.elem_count() != row_len {
+            return Err(Error::input(
+                "normalization",
+                "element-wise affine needs one plane per row and row_len values",
+            ));
+        }
+    }
     let rows = n / row_len;
     let planes_per_row = row_len / plane_len;
     let params = |row: usize, mean: f64, var: f64, q: usize| {
@@ -463,30 +478,14 @@ fn normalize_rows_impl(
             }
         }
         return match elementwise {
-            Some((g, b)) => {
-                // Element-wise affine rows are whole samples: one plane per row here.
-                let ab = PlaneAffine {
-                    center: ab.center.iter().step_by(planes_per_row).copied().collect(),
-                    scale: ab.scale.iter().step_by(planes_per_row).copied().collect(),
-                    shift: ab.shift.iter().step_by(planes_per_row).copied().collect(),
-                };
-                affine_rows_elementwise(x, row_len, &ab, g, b)
-            }
+            Some((g, b)) => affine_rows_elementwise(x, row_len, &ab, g, b),
             None => affine_planes(x, plane_len, &ab),
         };
     }
     let dtype = x.dtype();
     let xf = as_f32_contiguous(x)?;
     let ew = match elementwise {
-        Some((g, b)) if g.elem_count() == row_len && b.elem_count() == row_len => {
-            Some((as_f32_contiguous(g)?, as_f32_contiguous(b)?))
-        }
-        Some(_) => {
-            return Err(Error::input(
-                "normalization",
-                "element-wise affine does not match the row length",
-            ))
-        }
+        Some((g, b)) => Some((as_f32_contiguous(g)?, as_f32_contiguous(b)?)),
         None => None,
     };
     let out = with_cpu_slice(&xf, |data| {
