@@ -26,7 +26,8 @@ use std::str::FromStr;
 use candle::{DType, Device, Tensor};
 
 pub use adaptive::{
-    adain, adaptive_norm, adaptive_norm_batch, align, conditional_norm_batch, FeatureStats,
+    adain, adaptive_norm, adaptive_norm_batch, align, conditional_norm_batch, style_stats,
+    FeatureStats,
 };
 pub use batch::{BatchNorm2d, BatchNorm2dConfig};
 pub use group::{GroupNorm, GroupNormConfig};
