@@ -54,6 +54,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An error about the contents of a file (a checkpoint tensor of the wrong shape, a corrupt
+    /// stream), with the file named.
+    #[error("{}: {inner}", path.display())]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong in it.
+        inner: Box<Error>,
+    },
     /// An error from a tensor operation in Candle.
     #[error(transparent)]
     Candle(#[from] candle::Error),
@@ -67,6 +76,19 @@ impl Error {
         Error::Config {
             layer,
             msg: msg.into(),
+        }
+    }
+
+    /// Names `path` in the message, unless the error already names a file.
+    pub(crate) fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            Error::Io { .. } | Error::InFile { .. } => self,
+            // Parse errors name their stream (the path already).
+            Error::Parse { .. } => self,
+            other => Error::InFile {
+                path: path.to_path_buf(),
+                inner: Box::new(other),
+            },
         }
     }
 

@@ -96,6 +96,48 @@ pub fn cap_long_side(img: Rgb32FImage, max_side: u32) -> Rgb32FImage {
     image::imageops::resize(&img, nw, nh, FilterType::Lanczos3)
 }
 
+/// Resizes (Lanczos3) so the shorter side is exactly `side` (up or down, aspect kept, like
+/// torchvision's `Resize(side)` in the AdaIN reference); 0 keeps the size.
+pub fn resize_short_side(img: Rgb32FImage, side: u32) -> Rgb32FImage {
+    let (w, h) = img.dimensions();
+    let short = w.min(h);
+    if side == 0 || short == side {
+        return img;
+    }
+    let s = side as f64 / short as f64;
+    let scaled = |n: u32, short_axis: bool| {
+        if short_axis {
+            side
+        } else {
+            ((n as f64 * s).round() as u32).max(1)
+        }
+    };
+    let (nw, nh) = (scaled(w, w <= h), scaled(h, h < w));
+    image::imageops::resize(&img, nw, nh, FilterType::Lanczos3)
+}
+
+/// The centered square of side min(W, H).
+pub fn crop_center_square(img: Rgb32FImage) -> Rgb32FImage {
+    let (w, h) = img.dimensions();
+    if w == h {
+        return img;
+    }
+    let s = w.min(h);
+    image::imageops::crop_imm(&img, (w - s) / 2, (h - s) / 2, s, s).to_image()
+}
+
+/// Decodes an image as gray values in [0, 1] (a mask): (width, height, row-major values).
+/// Color images are converted to luma, alpha composited on white.
+pub fn load_gray(path: &Path) -> Result<(u32, u32, Vec<f32>)> {
+    let rgb = load_rgb(path)?;
+    let (w, h) = rgb.dimensions();
+    let v = rgb
+        .pixels()
+        .map(|p| 0.299 * p.0[0] + 0.587 * p.0[1] + 0.114 * p.0[2])
+        .collect();
+    Ok((w, h, v))
+}
+
 /// Center-crops to a square and resizes it to `side`×`side` (Lanczos3); an image that already
 /// is `side`×`side` is used as is.
 pub fn center_square(img: &Rgb32FImage, side: u32) -> Rgb32FImage {

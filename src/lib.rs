@@ -7,9 +7,13 @@
 //!
 //! - [`norm`]: BatchNorm2d, LayerNorm, GroupNorm, InstanceNorm2d and statistics alignment
 //!   (AdaIN, Ada-BN/LN/GN), PyTorch semantics.
-//! - [`weights`]: checkpoint tensors by name, checked for dtype and shape.
+//! - [`model`]: AdaIN (released PyTorch weights) and the Magenta family (embedded weights).
+//! - [`weights`]: checkpoints (PyTorch legacy/zip `.pth`, safetensors) as named tensors, checked
+//!   for dtype, shape and finite values.
+//! - [`color`]: color preservation (CORAL, luminance transfer).
 
 pub mod cli;
+pub mod color;
 pub mod device;
 pub mod error;
 pub mod imaging;

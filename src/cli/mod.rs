@@ -1,5 +1,7 @@
 //! Command-line interface: clap definitions, one module per subcommand.
 
+mod convert;
+mod engine;
 mod import_magenta;
 mod norms;
 mod stylize;
@@ -19,9 +21,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Paint content photos in the style of a painting (or a built-in preset).
-    Stylize(stylize::Args),
+    Stylize(Box<stylize::Args>),
     /// Show what each normalization normalizes over, or run one on a random tensor.
     Norms(norms::Args),
+    /// Convert a checkpoint (PyTorch legacy or zip .pth, safetensors) to safetensors.
+    Convert(convert::Args),
     /// Convert the Magenta ONNX files (int8 dequantized) to float32 safetensors.
     ImportMagenta(import_magenta::Args),
 }
@@ -29,7 +33,8 @@ enum Command {
 /// Runs a parsed command line. Errors carry their context chain; `main` prints them.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Stylize(args) => stylize::run(args),
+        Command::Stylize(args) => stylize::run(*args),
+        Command::Convert(args) => convert::run(args),
         Command::Norms(args) => norms::run(args),
         Command::ImportMagenta(args) => import_magenta::run(args),
     }

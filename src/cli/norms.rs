@@ -26,8 +26,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|s| s.parse::<NormKind>())
         .collect::<Result<Vec<_>, _>>()?;
     println!(
-        "{:<6} {:<34} {}",
-        "norm", "statistics over (N, C, H, W)", "batch-dependent"
+        "{:<6} {:<34} batch-dependent",
+        "norm", "statistics over (N, C, H, W)"
     );
     for k in &kinds {
         let over = match k {

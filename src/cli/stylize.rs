@@ -1,5 +1,6 @@
 //! `normstyle stylize`: paint content photos in a style.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,9 +8,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use candle::Tensor;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::imaging;
-use crate::model::magenta::{Multistyle, StylePredictor, Transformer, PRESET_COUNT};
+use super::engine::{Common, Engine};
+use crate::color::{keep_luminance, PreserveColor};
+use crate::imaging::{self, Rgb};
+use crate::model::adain::{Mask, MIN_SIDE};
+use crate::model::magenta::PRESET_COUNT;
 use crate::norm::NormKind;
 
 /// The model families `--model` selects.
@@ -18,6 +23,16 @@ pub enum Model {
     /// Magenta arbitrary-style network (Ghiasi et al. 2017), embedded weights; with `--preset`,
     /// the 26-style network (Dumoulin et al. 2017).
     Magenta,
+    /// AdaIN (Huang & Belongie 2017) with the released weights (`--vgg`, `--decoder`).
+    Adain,
+}
+
+/// Output formats for generated file names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Png,
+    Jpg,
+    Webp,
 }
 
 /// Arguments of `normstyle stylize`.
@@ -27,6 +42,8 @@ pub enum Model {
   normstyle stylize a.jpg b.jpg --style s1.jpg --style s2.jpg -o outdir/     (4 outputs)
   normstyle stylize photo.jpg --style s1.jpg --style s2.jpg --style-weights 1,3
   normstyle stylize photo.jpg --preset 3:0.5,12:0.5
+  normstyle stylize photo.jpg --style s.jpg --model adain --vgg vgg_normalised.pth --decoder decoder.pth
+  normstyle stylize photo.jpg --style fg.jpg --style bg.jpg --mask mask.png
   normstyle stylize a.jpg b.jpg --style s.jpg --norm bn     (BN statistics over both photos)")]
 pub struct Args {
     /// Content images (PNG, JPEG, WebP).
@@ -45,21 +62,46 @@ pub struct Args {
     /// Model family.
     #[arg(long, value_enum, default_value_t = Model::Magenta)]
     model: Model,
-    /// Style strength in [0, 1]: interpolates the style vector with the content's own
-    /// (v = α·v_style + (1 − α)·v_content).
+    /// AdaIN encoder weights: the released vgg_normalised.pth (legacy or zip .pth, or safetensors).
+    #[arg(long, value_hint = clap::ValueHint::FilePath)]
+    vgg: Option<PathBuf>,
+    /// AdaIN decoder weights: the released decoder.pth (legacy or zip .pth, or safetensors).
+    #[arg(long, value_hint = clap::ValueHint::FilePath)]
+    decoder: Option<PathBuf>,
+    /// Style strength in [0, 1]. AdaIN: decoder(α·t + (1 − α)·f(content)); Magenta: the style
+    /// vector interpolated with the content's own.
     #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
     alpha: f64,
-    /// Statistics of the conditional-IN layers: in, bn (pooled over all contents), ln, gn, gn:G.
+    /// Statistics of the normalization: in, bn (pooled over all contents of the call), ln, gn,
+    /// gn:G (G groups, gcd with the channels).
     #[arg(long, default_value = "in")]
     norm: String,
-    /// Cap on the content's longer side in pixels (Lanczos downscale); 0 keeps the size. The
-    /// output has the size the content runs at.
-    #[arg(long, default_value_t = 1024)]
-    content_size: u32,
+    /// Keep the content's colors: coral (recolor the style to the content's color statistics
+    /// first) or luminance (keep the stylized luminance with the content's chroma).
+    #[arg(long, value_name = "coral|luminance")]
+    preserve_color: Option<String>,
+    /// Spatial control with exactly two --style images: white pixels of this mask take the first
+    /// style, black ones the second (gray values are thresholded at 50 %; resized to fit).
+    #[arg(long, value_hint = clap::ValueHint::FilePath)]
+    mask: Option<PathBuf>,
+    /// Content size in pixels; 0 keeps the size. AdaIN: the shorter side is resized to N
+    /// (default 512, like the reference). Magenta: the longer side is capped at N (default 1024).
+    /// The output has the size the content runs at.
+    #[arg(long)]
+    content_size: Option<u32>,
+    /// AdaIN only: the style's shorter side is resized to N (default 512); 0 keeps the size.
+    #[arg(long)]
+    style_size: Option<u32>,
+    /// Center-crop the content (and, for AdaIN, the style) to a square after resizing.
+    #[arg(long)]
+    crop: bool,
     /// Output file (one result; `-` writes PNG to stdout) or folder (several results). Default:
-    /// `<content>_stylized_<style>.png` in the current folder.
+    /// `<content>_stylized_<style>.<format>` in the current folder.
     #[arg(short, long, value_hint = clap::ValueHint::AnyPath)]
     output: Option<PathBuf>,
+    /// Format of generated output names (a file given with -o takes its extension's format).
+    #[arg(long, value_enum, default_value_t = Format::Png)]
+    format: Format,
     /// Overwrite existing outputs.
     #[arg(long)]
     force: bool,
@@ -78,9 +120,11 @@ pub struct Args {
 }
 
 /// What one output is styled with.
-enum StyleSpec {
+pub enum StyleSpec {
     /// Style images and their blend weights (summing to 1).
     Images(Vec<(PathBuf, f64)>),
+    /// Two style images split by `--mask` (white → first, black → second).
+    Masked([PathBuf; 2]),
     /// 26-style network weights (summing to 1).
     Preset(Vec<f64>),
 }
@@ -89,6 +133,7 @@ impl StyleSpec {
     fn label(&self) -> String {
         match self {
             StyleSpec::Images(v) => v.iter().map(|(p, _)| stem(p)).collect::<Vec<_>>().join("+"),
+            StyleSpec::Masked([a, b]) => format!("{}+{}", stem(a), stem(b)),
             StyleSpec::Preset(w) => {
                 let ids: Vec<String> = (0..w.len())
                     .filter(|&i| w[i] > 0.0)
@@ -105,95 +150,118 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.alpha) {
         bail!("--alpha: {} is outside [0, 1]", args.alpha);
     }
+    let preserve: Option<PreserveColor> =
+        args.preserve_color.as_deref().map(str::parse).transpose()?;
+    check_model_flags(&args)?;
     let specs = style_specs(&args)?;
     let jobs: Vec<(usize, usize)> = (0..specs.len())
         .flat_map(|s| (0..args.content.len()).map(move |c| (c, s)))
         .collect();
     let outputs = output_paths(&args, &specs)?;
     let device = crate::device::device(&args.device)?;
+    let bar = progress_bar(jobs.len(), args.quiet);
     let log = |msg: String| {
         if !args.quiet {
-            eprintln!("{msg}");
+            bar.suspend(|| eprintln!("{msg}"));
         }
     };
 
     // Decode every input first: a broken file fails the call before any work or output.
-    let contents: Vec<imaging::Rgb> = args
+    let adain = args.model == Model::Adain;
+    let fit = |img: Rgb, size: Option<u32>| {
+        let img = if adain {
+            imaging::resize_short_side(img, size.unwrap_or(512))
+        } else {
+            imaging::cap_long_side(img, size.unwrap_or(1024))
+        };
+        if args.crop {
+            imaging::crop_center_square(img)
+        } else {
+            img
+        }
+    };
+    let contents: Vec<Rgb> = args
         .content
         .iter()
-        .map(|p| imaging::load_rgb(p).map(|img| imaging::cap_long_side(img, args.content_size)))
+        .map(|p| imaging::load_rgb(p).map(|img| fit(img, args.content_size)))
         .collect::<Result<_, _>>()?;
+    let mut styles: HashMap<PathBuf, Rgb> = HashMap::new();
+    for p in &args.style {
+        if !styles.contains_key(p) {
+            let img = imaging::load_rgb(p)?;
+            // The Magenta predictor takes its own 256² center square of the full image.
+            let img = if adain {
+                fit(img, args.style_size)
+            } else {
+                img
+            };
+            styles.insert(p.clone(), img);
+        }
+    }
+    if adain {
+        for (p, img) in args.content.iter().zip(&contents).chain(&styles) {
+            let (w, h) = img.dimensions();
+            if (w.min(h) as usize) < MIN_SIDE {
+                bail!(
+                    "{}: {w}×{h} is too small for AdaIN (each side ≥ {MIN_SIDE} pixels after resizing)",
+                    p.display()
+                );
+            }
+        }
+    }
+    let mask = match &args.mask {
+        Some(p) => {
+            let (w, h, gray) = imaging::load_gray(p)?;
+            Some(
+                Mask::from_gray(w as usize, h as usize, &gray)
+                    .with_context(|| format!("--mask {}", p.display()))?,
+            )
+        }
+        None => None,
+    };
     let content_tensors: Vec<Tensor> = contents
         .iter()
         .map(|i| imaging::to_tensor(i, &device))
         .collect::<Result<_, _>>()?;
 
-    let needs_predictor = matches!(specs.first(), Some(StyleSpec::Images(_)));
-    let predictor = if needs_predictor {
-        Some(StylePredictor::embedded(&device)?)
-    } else {
-        None
+    let common = Common {
+        device: device.clone(),
+        alpha: args.alpha,
+        norm,
+        preserve,
+        mask,
     };
-    let vector_of = |img: &imaging::Rgb| -> anyhow::Result<Vec<f32>> {
-        let p = predictor.as_ref().context("style predictor not loaded")?;
-        let t = imaging::to_tensor(&imaging::center_square(img, 256), &device)?;
-        Ok(p.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
+    let t_load = Instant::now();
+    let mut engine = match args.model {
+        Model::Adain => {
+            let (Some(vgg), Some(dec)) = (&args.vgg, &args.decoder) else {
+                bail!("internal: --vgg/--decoder checked above");
+            };
+            Engine::adain(vgg, dec, &content_tensors, &common)?
+        }
+        Model::Magenta => Engine::magenta(
+            matches!(specs.first(), Some(StyleSpec::Preset(_))),
+            &contents,
+            &common,
+        )?,
     };
-    let content_vectors: Vec<Vec<f32>> = if needs_predictor && args.alpha < 1.0 {
-        contents
-            .iter()
-            .map(&vector_of)
-            .collect::<anyhow::Result<_>>()?
-    } else {
-        Vec::new()
-    };
+    let setup = t_load.elapsed().as_secs_f64() / contents.len() as f64;
+    bar.set_message(engine.name());
 
-    let transformer = if needs_predictor {
-        Some(Transformer::embedded(&device)?)
-    } else {
-        None
-    };
-    let multistyle = if needs_predictor {
-        None
-    } else {
-        Some(Multistyle::embedded(&device)?)
-    };
     let mut stdout = std::io::stdout().lock();
     for (s, spec) in specs.iter().enumerate() {
         let t0 = Instant::now();
-        let results = match spec {
-            StyleSpec::Images(styles) => {
-                let mut v = vec![0f32; crate::model::magenta::STYLE_DIM];
-                for (path, w) in styles {
-                    let img = imaging::load_rgb(path)?;
-                    for (a, b) in v
-                        .iter_mut()
-                        .zip(vector_of(&img).with_context(|| format!("{}", path.display()))?)
-                    {
-                        *a += *w as f32 * b;
-                    }
-                }
-                let vectors: Vec<Vec<f32>> = (0..contents.len())
-                    .map(|c| match content_vectors.get(c) {
-                        Some(vc) => v
-                            .iter()
-                            .zip(vc)
-                            .map(|(s, c)| args.alpha as f32 * s + (1.0 - args.alpha as f32) * c)
-                            .collect(),
-                        None => v.clone(),
-                    })
-                    .collect();
-                transformer
-                    .as_ref()
-                    .context("transformer not loaded")?
-                    .forward(&content_tensors, &vectors, norm)?
-            }
-            StyleSpec::Preset(w) => multistyle
-                .as_ref()
-                .context("26-style network not loaded")?
-                .forward(&content_tensors, w, norm)?,
-        };
-        let per_image = t0.elapsed().as_secs_f64() / contents.len() as f64;
+        let mut results = engine.render(spec, &content_tensors, &contents, &styles, &common)?;
+        if preserve == Some(PreserveColor::Luminance) {
+            results = results
+                .iter()
+                .zip(&content_tensors)
+                .map(|(y, c)| keep_luminance(y, c))
+                .collect::<Result<_, _>>()?;
+        }
+        // Per-image time: this style's work, plus the content encoding shared by all styles.
+        let per_image =
+            t0.elapsed().as_secs_f64() / contents.len() as f64 + setup / specs.len() as f64;
         for (c, y) in results.iter().enumerate() {
             let job = jobs
                 .iter()
@@ -209,6 +277,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Some(path) => imaging::save(&rgb, path, args.quality)
                     .with_context(|| format!("writing {}", path.display()))?,
             }
+            bar.inc(1);
             let shown = out
                 .as_ref()
                 .map_or("-".to_string(), |p| p.display().to_string());
@@ -219,12 +288,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "output": shown,
                     "width": rgb.width(),
                     "height": rgb.height(),
-                    "model": "magenta",
+                    "model": engine.name(),
                     "norm": norm.to_string(),
                     "alpha": args.alpha,
                     "seconds": per_image,
                 });
-                writeln!(stdout, "{obj}")?;
+                bar.suspend(|| writeln!(stdout, "{obj}"))?;
             } else {
                 log(format!(
                     "{} × {} → {shown} ({}×{}, {per_image:.2} s)",
@@ -236,7 +305,55 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    bar.finish_and_clear();
     Ok(ExitCode::SUCCESS)
+}
+
+/// A bar over the outputs of the call on stderr; hidden with -q or when stderr is not a
+/// terminal (indicatif's default), and for a single output.
+fn progress_bar(n: usize, quiet: bool) -> ProgressBar {
+    if quiet || n < 2 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta} left)") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Flags that belong to one model family, and the ones a family needs.
+fn check_model_flags(args: &Args) -> anyhow::Result<()> {
+    match args.model {
+        Model::Adain => {
+            if args.preset.is_some() {
+                bail!("--preset: the 26 presets belong to --model magenta");
+            }
+            if args.vgg.is_none() || args.decoder.is_none() {
+                bail!(
+                    "--model adain needs --vgg PATH and --decoder PATH (the released vgg_normalised.pth \
+                     and decoder.pth from github.com/naoto0804/pytorch-AdaIN/releases, in any supported format)"
+                );
+            }
+        }
+        Model::Magenta => {
+            if args.vgg.is_some() || args.decoder.is_some() {
+                bail!("--vgg/--decoder: these are AdaIN weights; add --model adain");
+            }
+            if args.style_size.is_some() {
+                bail!("--style-size: applies to --model adain (the Magenta predictor always sees a 256×256 center square)");
+            }
+        }
+    }
+    if args.mask.is_some() {
+        if args.style.len() != 2 {
+            bail!("--mask: spatial control needs exactly two --style images (white → first, black → second), got {}", args.style.len());
+        }
+        if args.style_weights.is_some() {
+            bail!("--mask: the mask decides where each style goes; drop --style-weights");
+        }
+    }
+    Ok(())
 }
 
 /// The styles of the call: content × style pairs, one blend, or a preset.
@@ -246,6 +363,12 @@ fn style_specs(args: &Args) -> anyhow::Result<Vec<StyleSpec>> {
     }
     if args.style.is_empty() {
         bail!("--style: give at least one style image (or --preset N for a built-in style)");
+    }
+    if args.mask.is_some() {
+        return Ok(vec![StyleSpec::Masked([
+            args.style[0].clone(),
+            args.style[1].clone(),
+        ])]);
     }
     match &args.style_weights {
         Some(w) => {
@@ -321,9 +444,14 @@ fn stem(p: &Path) -> String {
 /// no overwriting without --force, never an input file.
 fn output_paths(args: &Args, specs: &[StyleSpec]) -> anyhow::Result<Vec<Option<PathBuf>>> {
     let n = specs.len() * args.content.len();
+    let ext = match args.format {
+        Format::Png => "png",
+        Format::Jpg => "jpg",
+        Format::Webp => "webp",
+    };
     let name = |c: usize, s: usize| {
         format!(
-            "{}_stylized_{}.png",
+            "{}_stylized_{}.{ext}",
             stem(&args.content[c]),
             specs[s].label()
         )
@@ -356,6 +484,9 @@ fn output_paths(args: &Args, specs: &[StyleSpec]) -> anyhow::Result<Vec<Option<P
         .content
         .iter()
         .chain(&args.style)
+        .chain(&args.mask)
+        .chain(&args.vgg)
+        .chain(&args.decoder)
         .filter_map(|p| p.canonicalize().ok())
         .collect();
     for p in paths.iter().flatten() {

@@ -1,8 +1,11 @@
-//! Tensor ops Candle lacks: reflection padding, TF-'SAME' padding, and a conv helper.
+//! Tensor ops Candle lacks or that need PyTorch's exact semantics: reflection padding, TF-'SAME'
+//! padding, ceil-mode max pooling, nearest upsampling, and a conv helper.
 
 mod pad;
+mod resample;
 
 pub use pad::{reflection_pad2d, same_pad2d};
+pub use resample::{max_pool2x2_ceil, upsample_nearest2x};
 
 use candle::Tensor;
 

@@ -1,7 +1,10 @@
-//! Weights I/O: named tensors from checkpoints, checked for presence, dtype and shape, and the
+//! Weights I/O: named tensors from checkpoints (PyTorch legacy and zip `.pth` through the crate's
+//! own [`pickle`] VM, safetensors), checked for presence, dtype, shape and finite values; and the
 //! ONNX import of the Magenta weights ([`onnx`]).
 
 pub mod onnx;
+pub mod pickle;
+pub mod pth;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,13 +30,35 @@ impl TensorMap {
 
     /// Reads a safetensors file onto `device`.
     pub fn from_safetensors(path: &Path, device: &Device) -> Result<Self> {
-        let data = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Ok(TensorMap::new(candle::safetensors::load_buffer(
-            &data, device,
-        )?))
+        let data = read_file(path)?;
+        Self::from_bytes(&data, &path.display().to_string(), device).map_err(|e| e.in_file(path))
+    }
+
+    /// Reads a checkpoint in any supported format, told apart by its first bytes: PyTorch legacy
+    /// `.pth`, PyTorch zip `.pth`, or safetensors. Errors name the file.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let data = read_file(path)?;
+        Self::from_bytes(&data, &path.display().to_string(), device).map_err(|e| e.in_file(path))
+    }
+
+    /// [`TensorMap::load`] on bytes in memory; `what` names them in parse errors.
+    pub fn from_bytes(data: &[u8], what: &str, device: &Device) -> Result<Self> {
+        let tensors = if pth::is_legacy(data) {
+            pth::read_legacy(data, what, device)?
+        } else if pth::is_zip(data) {
+            pth::read_zip(data, what, device)?
+        } else if looks_like_safetensors(data) {
+            candle::safetensors::load_buffer(data, device).map_err(|e| Error::Parse {
+                what: what.to_string(),
+                msg: format!("corrupt safetensors file: {e}"),
+            })?
+        } else {
+            return Err(Error::Parse {
+                what: what.to_string(),
+                msg: "not a PyTorch checkpoint (.pth, legacy or zip) or a safetensors file".into(),
+            });
+        };
+        Ok(TensorMap::new(tensors))
     }
 
     /// The tensor `key` as f32 with exactly `shape`.
@@ -48,16 +73,30 @@ impl TensorMap {
                 found: t.dims().to_vec(),
             });
         }
-        match t.dtype() {
-            DType::F32 => Ok(t.clone()),
-            DType::F16 | DType::BF16 | DType::F64 => Ok(t.to_dtype(DType::F32)?),
-            other => Err(Error::Input {
+        let t = match t.dtype() {
+            DType::F32 => t.clone(),
+            DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
+            other => return Err(Error::Input {
                 layer: "checkpoint",
                 msg: format!(
                     "tensor `{key}`: expected a float dtype (f32, f16, bf16, f64), found {other:?}"
                 ),
             }),
+        };
+        // A NaN or ∞ weight would silently turn every output black.
+        let finite = t
+            .flatten_all()?
+            .abs()?
+            .max(0)?
+            .to_scalar::<f32>()?
+            .is_finite();
+        if !finite && t.elem_count() > 0 {
+            return Err(Error::Input {
+                layer: "checkpoint",
+                msg: format!("tensor `{key}` contains NaN or infinite values"),
+            });
         }
+        Ok(t)
     }
 
     /// Whether `key` is present.
@@ -76,6 +115,28 @@ impl TensorMap {
     pub fn insert(&mut self, key: impl Into<String>, t: Tensor) {
         self.tensors.insert(key.into(), t);
     }
+}
+
+/// A safetensors file starts with a little-endian u64 header length and a JSON object.
+fn looks_like_safetensors(data: &[u8]) -> bool {
+    data.len() >= 9
+        && data[8] == b'{'
+        && u64::from_le_bytes([
+            data[0], data[1], data[2], data[3], data[4], data[5], data[6], data[7],
+        ]) <= (data.len() - 8) as u64
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    if path.is_dir() {
+        return Err(Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("is a folder, not a weights file"),
+        });
+    }
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes float32 tensors to a safetensors file atomically (a temporary file in the same folder,
@@ -100,6 +161,26 @@ pub fn write_safetensors(
         .collect::<Result<_>>()?;
     let meta: HashMap<String, String> = metadata.into_iter().collect();
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::Parse {
+        what: path.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes every tensor of `map` (names and dtypes kept) to a safetensors file atomically, with
+/// `metadata` in the header.
+pub fn write_tensors(
+    path: &Path,
+    map: &TensorMap,
+    metadata: std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    let meta: HashMap<String, String> = metadata.into_iter().collect();
+    let items: Vec<(&str, &Tensor)> = map
+        .keys()
+        .into_iter()
+        .filter_map(|k| map.tensors.get(k).map(|t| (k, t)))
+        .collect();
+    let bytes = safetensors::serialize(items, Some(meta)).map_err(|e| Error::Parse {
         what: path.display().to_string(),
         msg: e.to_string(),
     })?;

@@ -1,0 +1,74 @@
+//! Pooling and upsampling for (N, C, H, W) tensors.
+
+use candle::Tensor;
+
+use crate::{Error, Result};
+
+/// 2×2 max pooling with stride 2 and `ceil_mode=True`, exactly as PyTorch's
+/// `MaxPool2d(2, 2, 0, ceil_mode=True)`: an odd last row/column forms a window of its own.
+///
+/// `x`: (N, C, H, W) → (N, C, ⌈H/2⌉, ⌈W/2⌉), same dtype.
+pub fn max_pool2x2_ceil(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if h == 0 || w == 0 {
+        return Err(Error::input(
+            "max_pool2x2_ceil",
+            format!("empty {h}×{w} map"),
+        ));
+    }
+    // Repeating the last row/column does not change the max of a window that holds it alone.
+    let x = if h % 2 == 1 {
+        x.pad_with_same(2, 0, 1)?
+    } else {
+        x.clone()
+    };
+    let x = if w % 2 == 1 {
+        x.pad_with_same(3, 0, 1)?
+    } else {
+        x
+    };
+    Ok(x.max_pool2d(2)?)
+}
+
+/// Nearest-neighbour ×2 upsampling (PyTorch `F.interpolate(scale_factor=2, mode='nearest')`).
+///
+/// `x`: (N, C, H, W) → (N, C, 2H, 2W), same dtype.
+pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    Ok(x.upsample_nearest2d(2 * h, 2 * w)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle::Device;
+
+    #[test]
+    fn ceil_mode_pool_keeps_the_odd_edge() {
+        let x = Tensor::arange(0f32, 15.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 3, 5))
+            .unwrap();
+        let y = max_pool2x2_ceil(&x).unwrap();
+        assert_eq!(y.dims(), &[1, 1, 2, 3]);
+        let v: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(v, vec![6.0, 8.0, 9.0, 11.0, 13.0, 14.0]);
+        let one = Tensor::ones((1, 2, 1, 1), candle::DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(max_pool2x2_ceil(&one).unwrap().dims(), &[1, 2, 1, 1]);
+    }
+
+    #[test]
+    fn nearest_upsampling_repeats_each_pixel() {
+        let x = Tensor::new(&[[[[1f32, 2.0], [3.0, 4.0]]]], &Device::Cpu).unwrap();
+        let y: Vec<f32> = upsample_nearest2x(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(
+            y,
+            vec![1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.]
+        );
+    }
+}
