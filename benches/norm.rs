@@ -4,7 +4,7 @@
 //!
 //!     RAYON_NUM_THREADS=2 cargo bench --bench norm
 
-use candle::{DType, Device, Tensor};
+use candle::{Device, Tensor};
 use divan::Bencher;
 use normstyle::norm::{
     adain, BatchNorm2d, BatchNorm2dConfig, GroupNorm, GroupNormConfig, InstanceNorm2d,

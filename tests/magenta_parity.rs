@@ -64,7 +64,8 @@ fn predictor_transformer_and_multistyle_match_the_reference() {
     ] {
         check(
             key,
-            &t.forward(&[c1.clone()], &[v.clone()], kind).unwrap()[0],
+            &t.forward(std::slice::from_ref(&c1), std::slice::from_ref(&v), kind)
+                .unwrap()[0],
             &f[key],
         );
     }
@@ -85,7 +86,8 @@ fn predictor_transformer_and_multistyle_match_the_reference() {
     let mixed: Vec<f32> = v.iter().zip(&vc).map(|(a, b)| 0.5 * a + 0.5 * b).collect();
     check(
         "arbitrary_alpha05",
-        &t.forward(&[c1.clone()], &[mixed], NormKind::In).unwrap()[0],
+        &t.forward(std::slice::from_ref(&c1), &[mixed], NormKind::In)
+            .unwrap()[0],
         &f["arbitrary_alpha05"],
     );
 
@@ -94,7 +96,8 @@ fn predictor_transformer_and_multistyle_match_the_reference() {
     w[3] = 1.0;
     check(
         "preset3",
-        &m.forward(&[c1.clone()], &w, NormKind::In).unwrap()[0],
+        &m.forward(std::slice::from_ref(&c1), &w, NormKind::In)
+            .unwrap()[0],
         &f["preset3"],
     );
     let mut w = vec![0.0; 26];

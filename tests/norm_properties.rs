@@ -183,7 +183,8 @@ fn half_precision_inputs_match_the_f32_result() {
     for (dtype, rel) in [(DType::F16, 1.0 / 1024.0), (DType::BF16, 1.0 / 128.0)] {
         let xh = x32.to_dtype(dtype).unwrap();
         let xr = xh.to_dtype(DType::F32).unwrap(); // the same values in f32
-        let runs: Vec<(&str, Box<dyn Fn(&Tensor) -> Tensor>)> = vec![
+        type Run<'a> = (&'a str, Box<dyn Fn(&Tensor) -> Tensor + 'a>);
+        let runs: Vec<Run> = vec![
             ("bn", Box::new(|x| bn.clone().forward_train(x).unwrap())),
             ("in", Box::new(|x| inn.forward_eval(x).unwrap())),
             ("gn", Box::new(|x| gn.forward(x).unwrap())),

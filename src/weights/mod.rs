@@ -76,12 +76,14 @@ impl TensorMap {
         let t = match t.dtype() {
             DType::F32 => t.clone(),
             DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
-            other => return Err(Error::Input {
-                layer: "checkpoint",
-                msg: format!(
+            other => {
+                return Err(Error::Input {
+                    layer: "checkpoint",
+                    msg: format!(
                     "tensor `{key}`: expected a float dtype (f32, f16, bf16, f64), found {other:?}"
                 ),
-            }),
+                })
+            }
         };
         // A NaN or ∞ weight would silently turn every output black.
         let finite = t
@@ -97,6 +99,11 @@ impl TensorMap {
             });
         }
         Ok(t)
+    }
+
+    /// The tensor `key` as stored (any dtype and shape), unchecked.
+    pub fn get_raw(&self, key: &str) -> Option<&Tensor> {
+        self.tensors.get(key)
     }
 
     /// Whether `key` is present.

@@ -397,9 +397,9 @@ fn clean_name(graph: MagentaGraph, onnx: &str, slot: usize) -> Option<String> {
             if !style {
                 return Some(format!("{layer}.{kind}"));
             }
-            let proj = match p.get(p.len().checked_sub(2)?)? {
-                &"Conv_1" => "gamma_proj",
-                &"Conv" => "beta_proj",
+            let proj = match *p.get(p.len().checked_sub(2)?)? {
+                "Conv_1" => "gamma_proj",
+                "Conv" => "beta_proj",
                 _ => return None,
             };
             Some(format!("{layer}.norm.{proj}.{kind}"))

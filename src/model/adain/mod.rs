@@ -65,6 +65,9 @@ impl Layer {
     }
 }
 
+/// A conv's module index and (Cin, Cout, k), or `None` for a max pool.
+type Step = Option<(usize, (usize, usize, usize))>;
+
 /// The normalised VGG-19 encoder up to relu4_1.
 #[derive(Clone, Debug)]
 pub struct Encoder {
@@ -75,7 +78,7 @@ pub struct Encoder {
 impl Encoder {
     /// Conv module indices and (Cin, Cout, k) per stage, as DESIGN.md §4 lists them; `None`
     /// marks a max pool.
-    const STAGES: [&'static [Option<(usize, (usize, usize, usize))>]; 4] = [
+    const STAGES: [&'static [Step]; 4] = [
         &[Some((0, (3, 3, 1))), Some((2, (3, 64, 3)))],
         &[Some((5, (64, 64, 3))), None, Some((9, (64, 128, 3)))],
         &[Some((12, (128, 128, 3))), None, Some((16, (128, 256, 3)))],
