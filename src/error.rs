@@ -45,14 +45,14 @@ pub enum Error {
         /// Why it was rejected.
         msg: String,
     },
-    /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    /// A file could not be read or written. (The OS error is part of the message rather than
+    /// a `source`, so printing the chain does not repeat it.)
+    #[error("{}: {err}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// An error about the contents of a file (a checkpoint tensor of the wrong shape, a corrupt
     /// stream), with the file named.

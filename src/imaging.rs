@@ -30,9 +30,9 @@ pub fn load_rgb(path: &Path) -> Result<Rgb32FImage> {
     if path.is_dir() {
         return Err(img_err(path, "is a folder, not an image"));
     }
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+    let bytes = std::fs::read(path).map_err(|err| Error::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     })?;
     if bytes.is_empty() {
         return Err(img_err(path, "empty file"));

@@ -469,6 +469,12 @@ fn output_paths(args: &Args, specs: &[StyleSpec]) -> anyhow::Result<Vec<Option<P
             vec![Some(o.clone())]
         }
         Some(dir) => {
+            if !dir.is_dir() && imaging::format_for(dir).is_ok() {
+                bail!(
+                    "-o {}: this call makes {n} outputs, so -o must be a folder (not an image file name)",
+                    dir.display()
+                );
+            }
             if dir.exists() && !dir.is_dir() {
                 bail!(
                     "-o {}: {n} outputs need a folder, and this is a file",

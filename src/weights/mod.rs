@@ -137,12 +137,12 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
     if path.is_dir() {
         return Err(Error::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::other("is a folder, not a weights file"),
+            err: std::io::Error::other("is a folder, not a weights file"),
         });
     }
-    std::fs::read(path).map_err(|source| Error::Io {
+    std::fs::read(path).map_err(|err| Error::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     })
 }
 
@@ -198,9 +198,9 @@ pub fn write_tensors(
 /// reader never sees a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let io = |source| Error::Io {
+    let io = |err| Error::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     };
     let dir = path
         .parent()
