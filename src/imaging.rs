@@ -34,10 +34,16 @@ pub fn load_rgb(path: &Path) -> Result<Rgb32FImage> {
         path: path.to_path_buf(),
         err,
     })?;
+    decode_rgb(&bytes, &path.display().to_string())
+}
+
+/// Decodes image bytes like [`load_rgb`]; `what` names them in errors (e.g. the file name).
+pub fn decode_rgb(bytes: &[u8], what: &str) -> Result<Rgb32FImage> {
+    let path = Path::new(what);
     if bytes.is_empty() {
         return Err(img_err(path, "empty file"));
     }
-    let reader = ImageReader::new(Cursor::new(&bytes))
+    let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| img_err(path, e))?;
     if reader.format().is_none() {

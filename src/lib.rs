@@ -16,6 +16,7 @@ pub mod cli;
 pub mod color;
 pub mod device;
 pub mod error;
+pub mod grid;
 pub mod imaging;
 pub mod model;
 pub mod norm;

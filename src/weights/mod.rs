@@ -171,7 +171,7 @@ pub fn write_safetensors(
         what: path.display().to_string(),
         msg: e.to_string(),
     })?;
-    write_atomic(path, &bytes)
+    write_atomic(path, &canonical_header(bytes, path)?)
 }
 
 /// Writes every tensor of `map` (names and dtypes kept) to a safetensors file atomically, with
@@ -191,7 +191,37 @@ pub fn write_tensors(
         what: path.display().to_string(),
         msg: e.to_string(),
     })?;
-    write_atomic(path, &bytes)
+    write_atomic(path, &canonical_header(bytes, path)?)
+}
+
+/// Rewrites a safetensors file's JSON header with sorted keys: `safetensors::serialize` writes
+/// the metadata map in hash order, so the same tensors would give different bytes on every run.
+/// The header stays padded with spaces to a multiple of 8 bytes (the format's alignment).
+fn canonical_header(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
+    let bad = |msg: &str| Error::Parse {
+        what: path.display().to_string(),
+        msg: msg.to_string(),
+    };
+    let n = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| bad("safetensors output without a header"))? as usize;
+    let header = bytes
+        .get(8..8 + n)
+        .ok_or_else(|| bad("safetensors header out of range"))?;
+    // serde_json's map is a BTreeMap (no `preserve_order`), so this sorts every object.
+    let value: serde_json::Value =
+        serde_json::from_slice(header).map_err(|e| bad(&format!("safetensors header: {e}")))?;
+    let mut text = serde_json::to_vec(&value).map_err(|e| bad(&e.to_string()))?;
+    while (8 + text.len()) % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
