@@ -1,5 +1,6 @@
 //! Command-line interface: clap definitions, one module per subcommand.
 
+mod bench;
 mod convert;
 mod engine;
 mod import_magenta;
@@ -25,6 +26,8 @@ enum Command {
     Stylize(Box<stylize::Args>),
     /// Render the 26 built-in styles on one photo as a labeled contact sheet.
     Presets(presets::Args),
+    /// Time a model on random inputs (for the side-by-side benchmark scripts).
+    Bench(bench::Args),
     /// Show what each normalization normalizes over, or run one on a random tensor.
     Norms(norms::Args),
     /// Convert a checkpoint (PyTorch legacy or zip .pth, safetensors) to safetensors.
@@ -39,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stylize(args) => stylize::run(*args),
         Command::Convert(args) => convert::run(args),
         Command::Norms(args) => norms::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Presets(args) => presets::run(args),
         Command::ImportMagenta(args) => import_magenta::run(args),
     }

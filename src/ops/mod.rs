@@ -1,9 +1,11 @@
 //! Tensor ops Candle lacks or that need PyTorch's exact semantics: reflection padding, TF-'SAME'
 //! padding, ceil-mode max pooling, nearest upsampling, and a conv helper.
 
+mod conv;
 mod pad;
 mod resample;
 
+pub use conv::{conv2d_fused, Activation, ConvSpec, Padding};
 pub use pad::{reflection_pad2d, same_pad2d};
 pub use resample::{max_pool2x2_ceil, upsample_nearest2x};
 
@@ -20,9 +22,14 @@ pub fn conv2d(
     stride: usize,
     groups: usize,
 ) -> Result<Tensor> {
-    let y = x.conv2d(weight, 0, stride, 1, groups)?;
-    match bias {
-        Some(b) => Ok(y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?),
-        None => Ok(y),
-    }
+    conv2d_fused(
+        x,
+        weight,
+        bias,
+        ConvSpec {
+            stride,
+            groups,
+            ..ConvSpec::default()
+        },
+    )
 }

@@ -19,7 +19,9 @@ use std::path::Path;
 
 use candle::{Device, Tensor};
 
-use crate::ops::{conv2d, max_pool2x2_ceil, reflection_pad2d, upsample_nearest2x};
+use crate::ops::{
+    conv2d_fused, max_pool2x2_ceil, upsample_nearest2x, Activation, ConvSpec, Padding,
+};
 use crate::weights::TensorMap;
 use crate::{Error, Result};
 
@@ -59,9 +61,16 @@ impl Layer {
         match self {
             Layer::Conv { weight, bias, relu } => {
                 let k = weight.dims()[3];
-                let x = reflection_pad2d(x, k / 2)?;
-                let y = conv2d(&x, weight, Some(bias), 1, 1)?;
-                Ok(if *relu { y.relu()? } else { y })
+                let spec = ConvSpec {
+                    padding: Padding::Reflect(k / 2),
+                    act: if *relu {
+                        Activation::Relu
+                    } else {
+                        Activation::None
+                    },
+                    ..ConvSpec::default()
+                };
+                conv2d_fused(x, weight, Some(bias), spec)
             }
             Layer::Pool => max_pool2x2_ceil(x),
             Layer::Up => upsample_nearest2x(x),

@@ -20,7 +20,7 @@ pub use transformer::Transformer;
 use candle::{Device, Tensor};
 
 use crate::norm::{conditional_norm_batch, NormKind};
-use crate::ops::{conv2d, reflection_pad2d};
+use crate::ops::{conv2d_fused, Activation, ConvSpec, Padding};
 use crate::weights::TensorMap;
 use crate::Result;
 
@@ -81,27 +81,24 @@ impl Conv {
         self.weight.dims()[3]
     }
 
-    /// Reflection-padded by k/2, then a VALID convolution.
-    fn forward_reflect(&self, x: &Tensor) -> Result<Tensor> {
-        let x = reflection_pad2d(x, self.kernel() / 2)?;
-        conv2d(
-            &x,
-            &self.weight,
-            self.bias.as_ref(),
-            self.stride,
-            self.groups,
-        )
+    /// Reflection-padded by k/2, convolved, then `act`.
+    fn forward_reflect(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        self.run(x, Padding::Reflect(self.kernel() / 2), act)
     }
 
-    /// A VALID convolution of an already padded input.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d(
-            x,
-            &self.weight,
-            self.bias.as_ref(),
-            self.stride,
-            self.groups,
-        )
+    /// TF-'SAME' zero padded, convolved, then `act` (the predictor).
+    fn forward_same(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        self.run(x, Padding::Same, act)
+    }
+
+    fn run(&self, x: &Tensor, padding: Padding, act: Activation) -> Result<Tensor> {
+        let spec = ConvSpec {
+            stride: self.stride,
+            groups: self.groups,
+            padding,
+            act,
+        };
+        conv2d_fused(x, &self.weight, self.bias.as_ref(), spec)
     }
 }
 

@@ -4,7 +4,7 @@
 use candle::{Device, Tensor, D};
 
 use super::{check_images, embedded, Conv, PREDICTOR_WEIGHTS};
-use crate::ops::same_pad2d;
+use crate::ops::Activation;
 use crate::weights::TensorMap;
 use crate::Result;
 
@@ -107,21 +107,17 @@ impl StylePredictor {
     /// the style vector, (1, 100) f32.
     pub fn forward(&self, style: &Tensor) -> Result<Tensor> {
         check_images("style predictor", std::slice::from_ref(style), 16)?;
-        let relu6 = |x: Tensor| x.clamp(0f32, 6f32);
-        let mut x = relu6(self.stem.forward(&same_pad2d(style, 3, 2)?)?)?;
+        let mut x = self.stem.forward_same(style, Activation::Relu6)?;
         for b in &self.blocks {
             let mut h = x.clone();
             if let Some(e) = &b.expand {
-                h = relu6(e.forward(&h)?)?;
+                h = e.forward_same(&h, Activation::Relu6)?;
             }
-            h = relu6(
-                b.depthwise
-                    .forward(&same_pad2d(&h, 3, b.depthwise.stride)?)?,
-            )?;
-            h = b.project.forward(&h)?;
+            h = b.depthwise.forward_same(&h, Activation::Relu6)?;
+            h = b.project.forward_same(&h, Activation::None)?;
             x = if b.residual { (x + h)? } else { h };
         }
-        let x = relu6(self.head.forward(&x)?)?;
+        let x = self.head.forward_same(&x, Activation::Relu6)?;
         let pooled = x.mean(D::Minus1)?.mean(D::Minus1)?; // (1, 1280)
         Ok(pooled.matmul(&self.bottleneck.t()?)?)
     }

@@ -8,6 +8,7 @@ use super::{
     check_images, cond_norm, crop_to, each, embedded, Conv, STYLE_DIM, TRANSFORMER_WEIGHTS,
 };
 use crate::norm::NormKind;
+use crate::ops::Activation;
 use crate::weights::TensorMap;
 use crate::{Error, Result};
 
@@ -114,15 +115,20 @@ impl Skeleton {
         let relu = |ys: Vec<Tensor>| each(&ys, |y| Ok(y.relu()?));
         let mut x = xs.to_vec();
         for conv in &self.contract {
-            x = each(&x, |t| conv.forward_reflect(t))?;
-            if self.contract_norm {
-                x = norm(x)?;
-            }
-            x = relu(x)?;
+            x = if self.contract_norm {
+                relu(norm(each(&x, |t| {
+                    conv.forward_reflect(t, Activation::None)
+                })?)?)?
+            } else {
+                // Folded batch norm: the ReLU fuses into the convolution.
+                each(&x, |t| conv.forward_reflect(t, Activation::Relu))?
+            };
         }
         for (c1, c2) in &self.residual {
-            let h = relu(norm(each(&x, |t| c1.forward_reflect(t))?)?)?;
-            let h = norm(each(&h, |t| c2.forward_reflect(t))?)?;
+            let h = relu(norm(each(&x, |t| {
+                c1.forward_reflect(t, Activation::None)
+            })?)?)?;
+            let h = norm(each(&h, |t| c2.forward_reflect(t, Activation::None))?)?;
             x = x
                 .iter()
                 .zip(&h)
@@ -136,7 +142,7 @@ impl Skeleton {
                     Ok(t.upsample_nearest2d(2 * h, 2 * w)?)
                 })?;
             }
-            x = norm(each(&x, |t| conv.forward_reflect(t))?)?;
+            x = norm(each(&x, |t| conv.forward_reflect(t, Activation::None))?)?;
             x = if i < 2 {
                 relu(x)?
             } else {

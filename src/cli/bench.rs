@@ -1,0 +1,155 @@
+//! `normstyle bench`: times one model end to end on random inputs, for the side-by-side scripts
+//! in `scripts/` (`bench_magenta.py`, `bench_vs_reference.sh`) that run the reference
+//! implementation alternately on the same machine. Prints one JSON object per timed run.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::bail;
+use candle::{DType, Device, Tensor};
+
+use crate::model::adain::{AdaIn, TransferOptions};
+use crate::model::magenta::{StylePredictor, Transformer};
+use crate::norm::NormKind;
+use crate::weights::TensorMap;
+
+/// What to time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Which {
+    /// Magenta: the predictor on a 256² style, then the transformer on a size² content.
+    Magenta,
+    /// AdaIN: encode a size² content and a size² style, AdaIN, decode (random weights unless
+    /// --vgg/--decoder are given).
+    Adain,
+}
+
+/// Arguments of `normstyle bench`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  RAYON_NUM_THREADS=2 normstyle bench magenta --size 1024 --runs 5
+  normstyle bench adain --size 512 --warmup 1 --runs 5")]
+pub struct Args {
+    /// The model to time.
+    #[arg(value_enum)]
+    which: Which,
+    /// Content side in pixels (square).
+    #[arg(long, default_value_t = 512)]
+    size: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// AdaIN encoder weights (default: random weights of the right shapes).
+    #[arg(long)]
+    vgg: Option<std::path::PathBuf>,
+    /// AdaIN decoder weights.
+    #[arg(long)]
+    decoder: Option<std::path::PathBuf>,
+    /// Device: cpu, cuda or metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.size < 16 || args.runs == 0 {
+        bail!("--size must be ≥ 16 and --runs ≥ 1");
+    }
+    let device = crate::device::device(&args.device)?;
+    let content = Tensor::rand(0f32, 1.0, (1, 3, args.size, args.size), &device)?;
+    let mut step: Box<dyn FnMut() -> anyhow::Result<()>> = match args.which {
+        Which::Magenta => {
+            let predictor = StylePredictor::embedded(&device)?;
+            let transformer = Transformer::embedded(&device)?;
+            let style = Tensor::rand(0f32, 1.0, (1, 3, 256, 256), &device)?;
+            Box::new(move || {
+                let v = predictor.forward(&style)?.flatten_all()?.to_vec1::<f32>()?;
+                let y = transformer.forward(std::slice::from_ref(&content), &[v], NormKind::In)?;
+                device.synchronize()?;
+                drop(y);
+                Ok(())
+            })
+        }
+        Which::Adain => {
+            let net = match (&args.vgg, &args.decoder) {
+                (Some(v), Some(d)) => AdaIn::load(v, d, &device)?,
+                (None, None) => random_adain(&device)?,
+                _ => bail!("give both --vgg and --decoder, or neither (random weights)"),
+            };
+            let style = Tensor::rand(0f32, 1.0, (1, 3, args.size, args.size), &device)?;
+            Box::new(move || {
+                let y = net.stylize(
+                    std::slice::from_ref(&content),
+                    &[(style.clone(), 1.0)],
+                    &TransferOptions::default(),
+                )?;
+                device.synchronize()?;
+                drop(y);
+                Ok(())
+            })
+        }
+    };
+    for _ in 0..args.warmup {
+        step()?;
+    }
+    for i in 0..args.runs {
+        let t0 = Instant::now();
+        step()?;
+        let s = t0.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({"impl": "normstyle", "model": format!("{:?}", args.which).to_lowercase(),
+                               "size": args.size, "run": i, "seconds": s,
+                               "threads": candle::utils::get_num_threads()})
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// AdaIN with He-scaled random weights (the timing does not depend on the values).
+fn random_adain(device: &Device) -> anyhow::Result<AdaIn> {
+    let mut vgg = TensorMap::default();
+    let mut dec = TensorMap::default();
+    let vgg_convs = [
+        (0, 3, 3, 1),
+        (2, 3, 64, 3),
+        (5, 64, 64, 3),
+        (9, 64, 128, 3),
+        (12, 128, 128, 3),
+        (16, 128, 256, 3),
+        (19, 256, 256, 3),
+        (22, 256, 256, 3),
+        (25, 256, 256, 3),
+        (29, 256, 512, 3),
+    ];
+    let dec_convs = [
+        (1, 512, 256),
+        (5, 256, 256),
+        (8, 256, 256),
+        (11, 256, 256),
+        (14, 256, 128),
+        (18, 128, 128),
+        (21, 128, 64),
+        (25, 64, 64),
+        (28, 64, 3),
+    ];
+    let put =
+        |map: &mut TensorMap, i: usize, cin: usize, cout: usize, k: usize| -> anyhow::Result<()> {
+            let bound = (6.0 / (cin * k * k) as f64).sqrt();
+            let w = Tensor::rand(-bound as f32, bound as f32, (cout, cin, k, k), device)?;
+            map.insert(format!("{i}.weight"), w);
+            map.insert(
+                format!("{i}.bias"),
+                Tensor::zeros(cout, DType::F32, device)?,
+            );
+            Ok(())
+        };
+    for (i, cin, cout, k) in vgg_convs {
+        put(&mut vgg, i, cin, cout, k)?;
+    }
+    for (i, cin, cout) in dec_convs {
+        put(&mut dec, i, cin, cout, 3)?;
+    }
+    Ok(AdaIn::from_maps(&vgg, &dec)?)
+}
