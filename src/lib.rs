@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod color;
+pub mod compare;
 pub mod device;
 pub mod error;
 pub mod grid;

@@ -290,7 +290,20 @@ impl Engine {
         self.vector_of_tensor(&t)
     }
 
-    fn vector_of_tensor(&self, t: &Tensor) -> anyhow::Result<Vec<f32>> {
+    /// The AdaIN network and the content features, when this is the AdaIN engine.
+    pub fn adain_parts(&self) -> Option<(&AdaIn, &[Tensor])> {
+        match self {
+            Engine::Adain {
+                net,
+                content_features,
+                ..
+            } => Some((net, content_features)),
+            Engine::Magenta { .. } => None,
+        }
+    }
+
+    /// The predictor's style vector of an image tensor (1, 3, H, W) (Magenta only).
+    pub fn vector_of_tensor(&self, t: &Tensor) -> anyhow::Result<Vec<f32>> {
         match self {
             Engine::Magenta {
                 predictor: Some(p), ..

@@ -13,7 +13,7 @@
 
 use candle::Tensor;
 
-use super::stats::{affine_planes, Moments, PlaneAffine, Variance};
+use super::stats::{affine_planes_then, Moments, PlaneAffine, PostOp, Variance};
 use super::{NormKind, DEFAULT_EPS};
 use crate::{Error, Result};
 
@@ -160,6 +160,16 @@ impl FeatureStats {
 /// `x`: (N, C, H, W), any float dtype; `from`: N samples (x's own statistics, however pooled);
 /// `to`: 1 sample (broadcast) or N → same shape and dtype as `x`.
 pub fn align(x: &Tensor, from: &FeatureStats, to: &FeatureStats) -> Result<Tensor> {
+    align_then(x, from, to, PostOp::None)
+}
+
+/// [`align`] followed by `post` in the same pass.
+pub fn align_then(
+    x: &Tensor,
+    from: &FeatureStats,
+    to: &FeatureStats,
+    post: PostOp,
+) -> Result<Tensor> {
     let (n, c, h, w) = dims4(x)?;
     if from.channels != c || to.channels != c {
         return Err(Error::input(
@@ -185,7 +195,7 @@ pub fn align(x: &Tensor, from: &FeatureStats, to: &FeatureStats) -> Result<Tenso
         let q = if to.samples() == 1 { p % c } else { p };
         ab.push(from.mean[p], to.std[q] / from.std[p], to.mean[q]);
     }
-    affine_planes(x, h * w, &ab)
+    affine_planes_then(x, h * w, &ab, post)
 }
 
 /// AdaIN exactly as pytorch-AdaIN's `adaptive_instance_normalization`.
@@ -238,6 +248,17 @@ pub fn conditional_norm_batch(
     gamma_beta: &[(Vec<f64>, Vec<f64>)],
     eps: f64,
 ) -> Result<Vec<Tensor>> {
+    conditional_norm_batch_then(xs, kind, gamma_beta, eps, PostOp::None)
+}
+
+/// [`conditional_norm_batch`] followed by `post` (the layer's activation) in the same pass.
+pub fn conditional_norm_batch_then(
+    xs: &[Tensor],
+    kind: NormKind,
+    gamma_beta: &[(Vec<f64>, Vec<f64>)],
+    eps: f64,
+    post: PostOp,
+) -> Result<Vec<Tensor>> {
     if xs.len() != gamma_beta.len() {
         return Err(Error::input(
             WHAT,
@@ -251,7 +272,7 @@ pub fn conditional_norm_batch(
     for (x, (gamma, beta)) in xs.iter().zip(gamma_beta) {
         let n = dims4(x)?.0;
         let to = FeatureStats::from_parts(from.channels, beta.clone(), gamma.clone())?;
-        out.push(align(x, &from.samples_range(first, n)?, &to)?);
+        out.push(align_then(x, &from.samples_range(first, n)?, &to, post)?);
         first += n;
     }
     Ok(out)

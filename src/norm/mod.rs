@@ -26,14 +26,14 @@ use std::str::FromStr;
 use candle::{DType, Device, Tensor};
 
 pub use adaptive::{
-    adain, adaptive_norm, adaptive_norm_batch, align, conditional_norm_batch, style_stats,
-    FeatureStats,
+    adain, adaptive_norm, adaptive_norm_batch, align, align_then, conditional_norm_batch,
+    conditional_norm_batch_then, style_stats, FeatureStats,
 };
 pub use batch::{BatchNorm2d, BatchNorm2dConfig};
 pub use group::{GroupNorm, GroupNormConfig};
 pub use instance::{InstanceNorm2d, InstanceNorm2dConfig};
 pub use layer::{LayerNorm, LayerNormConfig};
-pub use stats::{Moments, PlaneAffine, Variance};
+pub use stats::{Moments, PlaneAffine, PostOp, Variance};
 
 use crate::weights::TensorMap;
 use crate::{Error, Result};

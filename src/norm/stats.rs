@@ -292,15 +292,57 @@ impl PlaneAffine {
 /// `x`: any shape, f32/f16/bf16/f64, `elem_count = planes · plane_len` → same shape and dtype.
 /// Non-contiguous input is copied first.
 pub fn affine_planes(x: &Tensor, plane_len: usize, ab: &PlaneAffine) -> Result<Tensor> {
+    affine_planes_then(x, plane_len, ab, PostOp::None)
+}
+
+/// An element-wise function applied in the same pass as the affine map (a network's activation
+/// after a normalization layer, fused to save a pass over memory).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PostOp {
+    /// Nothing.
+    #[default]
+    None,
+    /// max(·, 0).
+    Relu,
+    /// 1 / (1 + e^(−·)).
+    Sigmoid,
+}
+
+impl PostOp {
+    #[inline]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            PostOp::None => v,
+            PostOp::Relu => v.max(0.0),
+            PostOp::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+        }
+    }
+
+    fn tensor(self, y: Tensor) -> Result<Tensor> {
+        Ok(match self {
+            PostOp::None => y,
+            PostOp::Relu => y.relu()?,
+            PostOp::Sigmoid => (y.neg()?.exp()? + 1.0)?.recip()?,
+        })
+    }
+}
+
+/// [`affine_planes`] followed by `post`, in one pass on the CPU.
+pub fn affine_planes_then(
+    x: &Tensor,
+    plane_len: usize,
+    ab: &PlaneAffine,
+    post: PostOp,
+) -> Result<Tensor> {
     ab.check(x, plane_len)?;
     let dtype = x.dtype();
     let xf = as_f32_contiguous(x)?;
     let y = match xf.device() {
         Device::Cpu => {
-            let out = with_cpu_slice(&xf, |data| Ok(cpu_affine_planes(data, plane_len, ab)))?;
+            let out = with_cpu_slice(&xf, |data| Ok(cpu_affine_planes(data, plane_len, ab, post)))?;
             Tensor::from_vec(out, x.shape(), &Device::Cpu)?
         }
-        _ => affine_planes_tensor_ops(&xf, plane_len, ab)?,
+        _ => post.tensor(affine_planes_tensor_ops(&xf, plane_len, ab)?)?,
     };
     Ok(y.to_dtype(dtype)?)
 }
@@ -321,7 +363,7 @@ pub fn affine_planes_tensor_ops(x: &Tensor, plane_len: usize, ab: &PlaneAffine) 
 /// Elements an apply task writes at once.
 const BLOCK: usize = 16 * 1024;
 
-fn cpu_affine_planes(data: &[f32], plane_len: usize, ab: &PlaneAffine) -> Vec<f32> {
+fn cpu_affine_planes(data: &[f32], plane_len: usize, ab: &PlaneAffine, post: PostOp) -> Vec<f32> {
     // A zeroed Vec of this size comes from calloc'ed (lazily zeroed) pages: no extra pass.
     let mut out = vec![0f32; data.len()];
     candle::utils::with_threadpool(|| {
@@ -335,8 +377,20 @@ fn cpu_affine_planes(data: &[f32], plane_len: usize, ab: &PlaneAffine) -> Vec<f3
                     let p = pos / plane_len;
                     let n = ((p + 1) * plane_len - pos).min(o.len() - i);
                     let (m, a, b) = (ab.center[p], ab.scale[p], ab.shift[p]);
-                    for (y, &v) in o[i..i + n].iter_mut().zip(&x[i..i + n]) {
-                        *y = (v - m) * a + b;
+                    let (o, x) = (&mut o[i..i + n], &x[i..i + n]);
+                    match post {
+                        // Separate loops keep the common cases branch-free and vectorized.
+                        PostOp::None => {
+                            o.iter_mut().zip(x).for_each(|(y, &v)| *y = (v - m) * a + b)
+                        }
+                        PostOp::Relu => o
+                            .iter_mut()
+                            .zip(x)
+                            .for_each(|(y, &v)| *y = ((v - m) * a + b).max(0.0)),
+                        PostOp::Sigmoid => o
+                            .iter_mut()
+                            .zip(x)
+                            .for_each(|(y, &v)| *y = post.apply((v - m) * a + b)),
                     }
                     i += n;
                     pos += n;

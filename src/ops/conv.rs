@@ -108,7 +108,7 @@ pub fn conv2d_fused(
         ));
     }
     let (ho, wo) = ((hp - kh) / spec.stride + 1, (wp - kw) / spec.stride + 1);
-    let xs = cpu_f32(x)?;
+    let x = x.contiguous()?;
     let ws = cpu_f32(weight)?;
     let bs = bias.map(cpu_f32).transpose()?;
     let geo = Geometry {
@@ -122,8 +122,15 @@ pub fn conv2d_fused(
         ho,
         wo,
     };
+    let direct = g == 1 && spec.stride == 1 && cout <= DIRECT_MAX_COUT && kh * kw > 1;
     let mut out = vec![0f32; n * cout * ho * wo];
     let mut padded = Vec::new();
+    let (storage, layout) = x.storage_and_layout();
+    let candle::Storage::Cpu(cpu) = &*storage else {
+        return Err(Error::input(WHAT, "expected a CPU tensor"));
+    };
+    let start = layout.start_offset();
+    let xs = &cpu.as_slice::<f32>()?[start..start + n * cin * h * w];
     for s in 0..n {
         let input = &xs[s * cin * h * w..(s + 1) * cin * h * w];
         let src: &[f32] = if (pt, pb, pl, pr) == (0, 0, 0, 0) {
@@ -140,14 +147,21 @@ pub fn conv2d_fused(
             &padded
         };
         let dst = &mut out[s * cout * ho * wo..(s + 1) * cout * ho * wo];
-        if g == 1 {
+        if direct {
+            direct_small(src, &ws, bs.as_deref(), dst, &geo, spec.act);
+        } else if g == 1 {
             dense(src, &ws, bs.as_deref(), dst, &geo, spec.act);
         } else {
             depthwise(src, &ws, bs.as_deref(), dst, &geo, spec.act);
         }
     }
+    drop(storage);
     Ok(Tensor::from_vec(out, (n, cout, ho, wo), &Device::Cpu)?)
 }
+
+/// Up to this many output channels a stride-1 convolution runs as direct row updates: an
+/// unfolded GEMM with so few rows would spend its time copying patches (the Magenta 9×9 layers).
+const DIRECT_MAX_COUT: usize = 8;
 
 /// Shapes of one sample's convolution.
 struct Geometry {
@@ -287,10 +301,10 @@ fn dense(
     let k = g.cin * g.kh * g.kw;
     let plane = g.ho * g.wo;
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1;
-    // Rows per band: the unfolded band (k × rows·Wo floats) stays within ~1 MiB, and there are
-    // enough bands to keep every thread busy.
+    // Rows per band: the unfolded band (k × rows·Wo floats) stays within ~2 MiB (the GEMM blocks
+    // it for the caches itself), and there are enough bands to keep every thread busy.
     let threads = candle::utils::get_num_threads().max(1);
-    let by_cache = ((256 * 1024) / (k * g.wo).max(1)).max(1);
+    let by_cache = ((512 * 1024) / (k * g.wo).max(1)).max(1);
     let by_threads = g.ho.div_ceil(4 * threads).max(1);
     let rows = by_cache.min(by_threads).min(g.ho);
     let bands = g.ho.div_ceil(rows);
@@ -353,8 +367,11 @@ fn dense(
 /// weight's (ci, ky, kx) order.
 fn unfold(src: &[f32], g: &Geometry, y0: usize, y1: usize, col: &mut Vec<f32>) {
     let nb = (y1 - y0) * g.wo;
-    col.clear();
-    col.resize(g.cin * g.kh * g.kw * nb, 0.0);
+    let need = g.cin * g.kh * g.kw * nb;
+    // Every element up to `need` is written below; only growth needs initializing.
+    if col.len() < need {
+        col.resize(need, 0.0);
+    }
     let mut r = 0;
     for ci in 0..g.cin {
         let plane = &src[ci * g.hp * g.wp..(ci + 1) * g.hp * g.wp];
@@ -375,6 +392,109 @@ fn unfold(src: &[f32], g: &Geometry, y0: usize, y1: usize, col: &mut Vec<f32>) {
                 r += 1;
             }
         }
+    }
+}
+
+/// Direct stride-1 convolution for few output channels: every output row is accumulated from
+/// shifted input rows (`axpy`), in parallel over rows; no unfolding.
+fn direct_small(
+    src: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    dst: &mut [f32],
+    g: &Geometry,
+    act: Activation,
+) {
+    let plane = g.ho * g.wo;
+    let kk = g.kh * g.kw;
+    let out = OutPtr(dst.as_mut_ptr());
+    candle::utils::with_threadpool(|| {
+        (0..g.ho).into_par_iter().for_each(|y| {
+            for co in 0..g.cout {
+                // SAFETY: row y of channel co is written by this task only, inside `dst`.
+                let acc =
+                    unsafe { std::slice::from_raw_parts_mut(out.at(co * plane + y * g.wo), g.wo) };
+                for ci in 0..g.cin {
+                    let f = &w[(co * g.cin + ci) * kk..(co * g.cin + ci + 1) * kk];
+                    let p = &src[ci * g.hp * g.wp..(ci + 1) * g.hp * g.wp];
+                    for ky in 0..g.kh {
+                        let row = &p[(y + ky) * g.wp..(y + ky + 1) * g.wp];
+                        let taps = &f[ky * g.kw..(ky + 1) * g.kw];
+                        match g.kw {
+                            3 => row_taps::<3>(acc, taps, row),
+                            9 => row_taps::<9>(acc, taps, row),
+                            _ => {
+                                for (kx, &wv) in taps.iter().enumerate() {
+                                    axpy(acc, wv, &row[kx..kx + g.wo]);
+                                }
+                            }
+                        }
+                    }
+                }
+                epilogue(acc, bias.map_or(0.0, |b| b[co]), act);
+            }
+        });
+    });
+}
+
+/// acc[x] += Σₖ w[k]·row[x + k] for one kernel row of K taps: the accumulator is loaded and
+/// stored once per K multiply-adds (AVX2/FMA when available).
+fn row_taps<const K: usize>(acc: &mut [f32], w: &[f32], row: &[f32]) {
+    let w: [f32; K] = std::array::from_fn(|k| w[k]);
+    let row = &row[..acc.len() + K - 1];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+            unsafe { row_taps_fma::<K>(acc, &w, row) };
+            return;
+        }
+    }
+    for (x, a) in acc.iter_mut().enumerate() {
+        let win = &row[x..x + K];
+        *a += (0..K).map(|k| w[k] * win[k]).sum::<f32>();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_taps_fma<const K: usize>(acc: &mut [f32], w: &[f32; K], row: &[f32]) {
+    for (a, win) in acc.iter_mut().zip(row.windows(K)) {
+        let mut s = *a;
+        for k in 0..K {
+            s = w[k].mul_add(win[k], s);
+        }
+        *a = s;
+    }
+}
+
+/// y += a·x, with AVX2/FMA when the CPU has them (checked once, at run time).
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+            unsafe { axpy_fma(y, a, x) };
+            return;
+        }
+    }
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_fma() -> bool {
+    static FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FMA.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// `axpy` compiled for AVX2 + FMA (the loop vectorizes to 8-wide fused multiply-adds).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_fma(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = a.mul_add(*x, *y);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Pooling and upsampling for (N, C, H, W) tensors.
 
 use candle::Tensor;
+use rayon::prelude::*;
 
 use crate::{Error, Result};
 
@@ -34,8 +35,28 @@ pub fn max_pool2x2_ceil(x: &Tensor) -> Result<Tensor> {
 ///
 /// `x`: (N, C, H, W) → (N, C, 2H, 2W), same dtype.
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    Ok(x.upsample_nearest2d(2 * h, 2 * w)?)
+    let (n, c, h, w) = x.dims4()?;
+    if !(x.device().is_cpu() && x.dtype() == candle::DType::F32) {
+        return Ok(x.upsample_nearest2d(2 * h, 2 * w)?);
+    }
+    // CPU: each output row pair from one input row, planes in parallel (Candle's is serial).
+    let v = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; v.len() * 4];
+    candle::utils::with_threadpool(|| {
+        out.par_chunks_mut(4 * h * w)
+            .zip(v.par_chunks(h * w))
+            .for_each(|(o, p)| {
+                for y in 0..h {
+                    let (top, rest) = o[2 * y * 2 * w..(2 * y + 2) * 2 * w].split_at_mut(2 * w);
+                    for (x2, &val) in top.chunks_exact_mut(2).zip(&p[y * w..(y + 1) * w]) {
+                        x2[0] = val;
+                        x2[1] = val;
+                    }
+                    rest.copy_from_slice(top);
+                }
+            })
+    });
+    Ok(Tensor::from_vec(out, (n, c, 2 * h, 2 * w), x.device())?)
 }
 
 #[cfg(test)]

@@ -15,11 +15,11 @@ mod transformer;
 
 pub use multistyle::{Multistyle, PRESET_COUNT};
 pub use predictor::{StylePredictor, STYLE_DIM};
-pub use transformer::Transformer;
+pub use transformer::{Transformer, NORM_CHANNELS};
 
 use candle::{Device, Tensor};
 
-use crate::norm::{conditional_norm_batch, NormKind};
+use crate::norm::{conditional_norm_batch_then, NormKind, PostOp};
 use crate::ops::{conv2d_fused, Activation, ConvSpec, Padding};
 use crate::weights::TensorMap;
 use crate::Result;
@@ -112,8 +112,9 @@ fn cond_norm(
     xs: &[Tensor],
     kind: NormKind,
     gamma_beta: &[(Vec<f64>, Vec<f64>)],
+    post: PostOp,
 ) -> Result<Vec<Tensor>> {
-    conditional_norm_batch(xs, kind, gamma_beta, IN_EPS)
+    conditional_norm_batch_then(xs, kind, gamma_beta, IN_EPS, post)
 }
 
 /// Crops each output to its input's (H, W): the network's raw output is 4·⌈⌈H/2⌉/2⌉ tall.

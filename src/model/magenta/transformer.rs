@@ -8,7 +8,8 @@ use super::{
     check_images, cond_norm, crop_to, each, embedded, Conv, STYLE_DIM, TRANSFORMER_WEIGHTS,
 };
 use crate::norm::NormKind;
-use crate::ops::Activation;
+use crate::norm::PostOp;
+use crate::ops::{upsample_nearest2x, Activation};
 use crate::weights::TensorMap;
 use crate::{Error, Result};
 
@@ -107,28 +108,31 @@ impl Skeleton {
         gb: &dyn Fn(usize) -> Result<GammaBeta>,
     ) -> Result<Vec<Tensor>> {
         let mut k = 0;
-        let mut norm = |ys: Vec<Tensor>| -> Result<Vec<Tensor>> {
-            let r = cond_norm(&ys, kind, &gb(k)?);
+        // Each conditional norm applies its layer's activation in the same pass.
+        let mut norm = |ys: Vec<Tensor>, post: PostOp| -> Result<Vec<Tensor>> {
+            let r = cond_norm(&ys, kind, &gb(k)?, post);
             k += 1;
             r
         };
-        let relu = |ys: Vec<Tensor>| each(&ys, |y| Ok(y.relu()?));
         let mut x = xs.to_vec();
         for conv in &self.contract {
             x = if self.contract_norm {
-                relu(norm(each(&x, |t| {
-                    conv.forward_reflect(t, Activation::None)
-                })?)?)?
+                let y = each(&x, |t| conv.forward_reflect(t, Activation::None))?;
+                norm(y, PostOp::Relu)?
             } else {
                 // Folded batch norm: the ReLU fuses into the convolution.
                 each(&x, |t| conv.forward_reflect(t, Activation::Relu))?
             };
         }
         for (c1, c2) in &self.residual {
-            let h = relu(norm(each(&x, |t| {
-                c1.forward_reflect(t, Activation::None)
-            })?)?)?;
-            let h = norm(each(&h, |t| c2.forward_reflect(t, Activation::None))?)?;
+            let h = norm(
+                each(&x, |t| c1.forward_reflect(t, Activation::None))?,
+                PostOp::Relu,
+            )?;
+            let h = norm(
+                each(&h, |t| c2.forward_reflect(t, Activation::None))?,
+                PostOp::None,
+            )?;
             x = x
                 .iter()
                 .zip(&h)
@@ -137,17 +141,13 @@ impl Skeleton {
         }
         for (i, conv) in self.expand.iter().enumerate() {
             if i < 2 {
-                x = each(&x, |t| {
-                    let (_, _, h, w) = t.dims4()?;
-                    Ok(t.upsample_nearest2d(2 * h, 2 * w)?)
-                })?;
+                x = each(&x, upsample_nearest2x)?;
             }
-            x = norm(each(&x, |t| conv.forward_reflect(t, Activation::None))?)?;
-            x = if i < 2 {
-                relu(x)?
-            } else {
-                each(&x, |t| Ok(((t.neg()?.exp()? + 1.0)?.recip())?))?
-            };
+            let post = if i < 2 { PostOp::Relu } else { PostOp::Sigmoid };
+            x = norm(
+                each(&x, |t| conv.forward_reflect(t, Activation::None))?,
+                post,
+            )?;
         }
         crop_to(x, xs)
     }
@@ -187,6 +187,9 @@ impl Projection {
     }
 }
 
+/// Channels of the transformer's 13 conditional-IN layers, in forward order.
+pub const NORM_CHANNELS: [usize; 13] = [32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 16, 8, 3];
+
 /// The arbitrary-style transformer: a content image and a style vector → the stylized image.
 #[derive(Clone, Debug)]
 pub struct Transformer {
@@ -212,11 +215,10 @@ impl Transformer {
             [(32, 16, 3), (16, 8, 3), (8, 3, 9)],
             true,
         )?;
-        let widths: Vec<usize> = std::iter::repeat_n(32, 10).chain([16, 8, 3]).collect();
         let norms = net
             .norm_prefixes("transformer")
             .iter()
-            .zip(widths)
+            .zip(NORM_CHANNELS)
             .map(|(p, c)| {
                 Ok((
                     Projection::load(map, &format!("{p}.gamma_proj"), c)?,
