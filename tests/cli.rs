@@ -483,3 +483,161 @@ fn presets_renders_a_labeled_sheet() {
     let again = run(&p, &["presets", "--photo", "photo.png", "-o", "sheet.png"]);
     assert_eq!(again.status.code(), Some(1));
 }
+
+#[test]
+fn compare_lays_out_a_labeled_grid_and_writes_the_numbers() {
+    let (_d, p) = setup();
+    let out = run(
+        &p,
+        &[
+            "compare",
+            "photo.png",
+            "photo2.png",
+            "--style",
+            "art.png",
+            "--norms",
+            "in,ln",
+            "--tile",
+            "64",
+            "-o",
+            "grid.png",
+            "--json",
+            "n.json",
+            "--csv",
+            "n.csv",
+            "--html",
+            "n.html",
+            "-q",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Layout (grid.rs): 12-pixel gaps, 64-pixel columns (style/content + 2 variants), a title
+    // line (24 px text → 32) between gaps, rows as tall as their tallest picture + 4 + 21 per
+    // label line + 12: header 64 + 2 lines, photo (64×48) + 4 lines, photo2 (52×64) + 4 lines.
+    let grid = image::open(p.join("grid.png")).unwrap().to_rgb8();
+    let top = 12 + 32 + 12;
+    let rows = [
+        64 + 4 + 2 * 21 + 12,
+        48 + 4 + 4 * 21 + 12,
+        64 + 4 + 4 * 21 + 12,
+    ];
+    assert_eq!(
+        grid.dimensions(),
+        (12 + 3 * (64 + 12), top + rows.iter().sum::<u32>())
+    );
+    // The photo's thumbnail fills its cell; the gap left of it stays white.
+    let y = top + rows[0] + 10;
+    assert_ne!(grid.get_pixel(12 + 5, y).0, [255, 255, 255]);
+    assert_eq!(grid.get_pixel(5, y).0, [255, 255, 255]);
+    // Numbers: one entry per content × variant, with the fields the docs name.
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("n.json")).unwrap()).unwrap();
+    assert_eq!(doc["model"], "magenta");
+    let tiles = doc["tiles"].as_array().unwrap();
+    assert_eq!(tiles.len(), 4);
+    for t in tiles {
+        for key in [
+            "content",
+            "variant",
+            "norm",
+            "alpha",
+            "seconds",
+            "ssim",
+            "color_distance",
+            "style_vector_distance",
+        ] {
+            assert!(t.get(key).is_some(), "{key} missing in {t}");
+        }
+        assert!(t["ssim"].as_f64().unwrap() <= 1.0);
+    }
+    let csv = std::fs::read_to_string(p.join("n.csv")).unwrap();
+    assert!(csv.starts_with("content,variant,norm,alpha,seconds,ssim,color_distance"));
+    assert_eq!(csv.lines().count(), 5);
+    let html = std::fs::read_to_string(p.join("n.html")).unwrap();
+    assert!(html.contains("data:image/png;base64,") && html.contains("<th>ssim</th>"));
+    // The table on stdout has a header and one line per tile.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
+}
+
+#[test]
+fn compare_rejects_bad_variants_and_inputs() {
+    let (_d, p) = setup();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "compare",
+                "photo.png",
+                "--style",
+                "art.png",
+                "--norms",
+                "in,xn",
+            ],
+            "xn",
+        ),
+        (
+            &[
+                "compare",
+                "photo.png",
+                "--style",
+                "art.png",
+                "--norms",
+                "gn:7",
+            ],
+            "--norms: gn:7 divides none of the layers",
+        ),
+        (
+            &[
+                "compare",
+                "photo.png",
+                "--style",
+                "art.png",
+                "--alpha-sweep",
+                "0,2",
+            ],
+            "--alpha: 2 is outside [0, 1]",
+        ),
+        (
+            &[
+                "compare",
+                "photo.png",
+                "--style",
+                "art.png",
+                "--model",
+                "adain",
+            ],
+            "--model adain needs --vgg",
+        ),
+        (
+            &["compare", "photo.png", "--style", "missing.png"],
+            "missing.png",
+        ),
+        (
+            &[
+                "compare",
+                "photo.png",
+                "--style",
+                "art.png",
+                "-o",
+                "photo.png",
+                "--force",
+            ],
+            "would overwrite an input",
+        ),
+    ];
+    let before = files(&p);
+    for (args, want) in cases {
+        let out = run(&p, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: `{want}` not in {err}");
+        assert_eq!(files(&p), before);
+    }
+    // No content at all is a usage error.
+    let out = run(&p, &["compare", "--style", "art.png"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -73,6 +73,9 @@ pub struct Args {
     /// Also write one self-contained HTML page (grid embedded, sortable table).
     #[arg(long, value_hint = clap::ValueHint::FilePath)]
     html: Option<PathBuf>,
+    /// JPEG quality of the grid (1–100).
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    quality: u8,
     /// Overwrite existing outputs.
     #[arg(long)]
     force: bool,
@@ -372,7 +375,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ))
     });
     let sheet = grid::render(&cells, tile, title.as_deref())?;
-    imaging::save(&sheet, &args.output, 92)
+    imaging::save(&sheet, &args.output, args.quality)
         .with_context(|| format!("writing {}", args.output.display()))?;
 
     print!("{}", table(&numbers));

@@ -26,7 +26,7 @@ enum Command {
     /// Paint content photos in the style of a painting (or a built-in preset).
     Stylize(Box<stylize::Args>),
     /// Stylize photos with each normalization variant side by side: a labeled grid and numbers.
-    Compare(compare::Args),
+    Compare(Box<compare::Args>),
     /// Render the 26 built-in styles on one photo as a labeled contact sheet.
     Presets(presets::Args),
     /// Time a model on random inputs (for the side-by-side benchmark scripts).
@@ -47,7 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Norms(args) => norms::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Presets(args) => presets::run(args),
-        Command::Compare(args) => compare::run(args),
+        Command::Compare(args) => compare::run(*args),
         Command::ImportMagenta(args) => import_magenta::run(args),
     }
 }
