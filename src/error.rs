@@ -63,6 +63,14 @@ pub enum Error {
         /// What was wrong in it.
         inner: Box<Error>,
     },
+    /// A download from (or lookup in) the Hugging Face Hub failed.
+    #[error("{repo}: {msg}")]
+    Hub {
+        /// The repository (`OWNER/NAME@REVISION`).
+        repo: String,
+        /// What went wrong and what to do.
+        msg: String,
+    },
     /// An error from a tensor operation in Candle.
     #[error(transparent)]
     Candle(#[from] candle::Error),

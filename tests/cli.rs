@@ -5,8 +5,12 @@ use std::process::{Command, Output};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_normstyle"));
+    // No weights store, hub or network of the machine running the tests.
     c.env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE");
+        .env_remove("RUST_LIB_BACKTRACE")
+        .env_remove("NORMSTYLE_ADAIN_REPO")
+        .env("NORMSTYLE_CACHE", std::env::temp_dir().join("normstyle-tests-no-store"))
+        .env("HF_HUB_OFFLINE", "1");
     c
 }
 
@@ -609,7 +613,7 @@ fn compare_rejects_bad_variants_and_inputs() {
                 "--model",
                 "adain",
             ],
-            "--model adain needs --vgg",
+            "no AdaIN weights",
         ),
         (
             &["compare", "photo.png", "--style", "missing.png"],

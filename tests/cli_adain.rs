@@ -11,8 +11,12 @@ use candle::Tensor;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_normstyle"));
+    // No weights store, hub or network of the machine running the tests.
     c.env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE");
+        .env_remove("RUST_LIB_BACKTRACE")
+        .env_remove("NORMSTYLE_ADAIN_REPO")
+        .env("NORMSTYLE_CACHE", std::env::temp_dir().join("normstyle-tests-no-store"))
+        .env("HF_HUB_OFFLINE", "1");
     c
 }
 
@@ -355,7 +359,7 @@ fn bad_inputs_fail_cleanly_without_writing() {
         v
     };
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (base(&[]), "--model adain needs --vgg PATH and --decoder PATH"),
+        (base(&[]), "--model adain: no AdaIN weights: pass --vgg PATH --decoder PATH"),
         (with("missing.pth", dec, &[]), "missing.pth: No such file"),
         (with("dir.pth", dec, &[]), "dir.pth: is a folder, not a weights file"),
         (with("empty.pth", dec, &[]), "empty.pth: not a PyTorch checkpoint"),
@@ -395,7 +399,7 @@ fn bad_inputs_fail_cleanly_without_writing() {
             ]
             .map(String::from)
             .to_vec(),
-            "--vgg/--decoder: these are AdaIN weights; add --model adain",
+            "--vgg/--decoder/--hf-repo: these are AdaIN weights; add --model adain",
         ),
         (
             [

@@ -43,6 +43,9 @@ pub struct Args {
     /// AdaIN decoder weights (with --model adain).
     #[arg(long, value_hint = clap::ValueHint::FilePath)]
     decoder: Option<PathBuf>,
+    /// Without --vgg/--decoder: fetch the AdaIN weights from this hub repository (cached).
+    #[command(flatten)]
+    repo: super::weights::RepoArgs,
     /// Variants (columns), comma-separated: in, bn, ln, gn, gn:G.
     #[arg(long, value_delimiter = ',', default_value = "in,bn,ln,gn")]
     norms: Vec<String>,
@@ -145,8 +148,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--alpha: {a} is outside [0, 1]");
     }
     match args.model {
-        Model::Adain if args.vgg.is_none() || args.decoder.is_none() => {
-            bail!("--model adain needs --vgg PATH and --decoder PATH")
+        Model::Adain if args.vgg.is_some() != args.decoder.is_some() => {
+            bail!("--vgg and --decoder go together (the encoder and the decoder of one model)")
         }
         Model::Magenta if args.vgg.is_some() || args.decoder.is_some() => {
             bail!("--vgg/--decoder: these are AdaIN weights; add --model adain")
@@ -220,12 +223,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let min_alpha = alphas.iter().cloned().fold(1.0, f64::min);
     let mut engine = match args.model {
-        Model::Adain => Engine::adain(
-            args.vgg.as_deref().unwrap_or(Path::new("")),
-            args.decoder.as_deref().unwrap_or(Path::new("")),
-            &tensors,
-            &common(NormKind::In, min_alpha),
-        )?,
+        Model::Adain => {
+            let (vgg, dec) = super::stylize::adain_weights(
+                args.vgg.as_ref(),
+                args.decoder.as_ref(),
+                &args.repo,
+                args.quiet,
+            )?;
+            Engine::adain(&vgg, &dec, &tensors, &common(NormKind::In, min_alpha))?
+        }
         Model::Magenta => Engine::magenta(false, &images, &common(NormKind::In, min_alpha))?,
     };
     let style_vector = match &engine {

@@ -8,6 +8,7 @@ mod import_magenta;
 mod norms;
 mod presets;
 mod stylize;
+mod weights;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,8 @@ enum Command {
     Bench(bench::Args),
     /// Show what each normalization normalizes over, or run one on a random tensor.
     Norms(norms::Args),
+    /// Download, import, list, verify and locate model weights.
+    Weights(weights::Args),
     /// Convert a checkpoint (PyTorch legacy or zip .pth, safetensors) to safetensors.
     Convert(convert::Args),
     /// Convert the Magenta ONNX files (int8 dequantized) to float32 safetensors.
@@ -44,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Stylize(args) => stylize::run(*args),
         Command::Convert(args) => convert::run(args),
+        Command::Weights(args) => weights::run(args),
         Command::Norms(args) => norms::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Presets(args) => presets::run(args),

@@ -68,6 +68,9 @@ pub struct Args {
     /// AdaIN decoder weights: the released decoder.pth (legacy or zip .pth, or safetensors).
     #[arg(long, value_hint = clap::ValueHint::FilePath)]
     decoder: Option<PathBuf>,
+    /// Without --vgg/--decoder: fetch the AdaIN weights from this hub repository (cached).
+    #[command(flatten)]
+    repo: super::weights::RepoArgs,
     /// Style strength in [0, 1]. AdaIN: decoder(α·t + (1 − α)·f(content)); Magenta: the style
     /// vector interpolated with the content's own.
     #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
@@ -234,10 +237,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let t_load = Instant::now();
     let mut engine = match args.model {
         Model::Adain => {
-            let (Some(vgg), Some(dec)) = (&args.vgg, &args.decoder) else {
-                bail!("internal: --vgg/--decoder checked above");
-            };
-            Engine::adain(vgg, dec, &content_tensors, &common)?
+            let (vgg, dec) = adain_weights(
+                args.vgg.as_ref(),
+                args.decoder.as_ref(),
+                &args.repo,
+                args.quiet,
+            )?;
+            Engine::adain(&vgg, &dec, &content_tensors, &common)?
         }
         Model::Magenta => Engine::magenta(
             matches!(specs.first(), Some(StyleSpec::Preset(_))),
@@ -309,6 +315,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The AdaIN checkpoints: explicit files, else the store (locally added, or downloaded from
+/// --hf-repo / NORMSTYLE_ADAIN_REPO, fetching it now unless HF_HUB_OFFLINE is set).
+pub(super) fn adain_weights(
+    vgg: Option<&PathBuf>,
+    decoder: Option<&PathBuf>,
+    repo: &super::weights::RepoArgs,
+    quiet: bool,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if let (Some(v), Some(d)) = (vgg, decoder) {
+        return Ok((v.clone(), d.clone()));
+    }
+    let mut hub = crate::weights::hub::HubConfig::from_env();
+    hub.progress = !quiet;
+    let spec = repo.spec()?;
+    let p =
+        crate::weights::store::resolve_adain(spec.as_ref(), &hub, &|m| eprintln!("warning: {m}"))?;
+    Ok((p.vgg, p.decoder))
+}
+
 /// A bar over the outputs of the call on stderr; hidden with -q or when stderr is not a
 /// terminal (indicatif's default), and for a single output.
 fn progress_bar(n: usize, quiet: bool) -> ProgressBar {
@@ -329,16 +354,16 @@ fn check_model_flags(args: &Args) -> anyhow::Result<()> {
             if args.preset.is_some() {
                 bail!("--preset: the 26 presets belong to --model magenta");
             }
-            if args.vgg.is_none() || args.decoder.is_none() {
-                bail!(
-                    "--model adain needs --vgg PATH and --decoder PATH (the released vgg_normalised.pth \
-                     and decoder.pth from github.com/naoto0804/pytorch-AdaIN/releases, in any supported format)"
-                );
+            if args.vgg.is_some() != args.decoder.is_some() {
+                bail!("--vgg and --decoder go together (the encoder and the decoder of one model)");
+            }
+            if args.vgg.is_some() && args.repo.hf_repo.is_some() {
+                bail!("--hf-repo: give either local files (--vgg/--decoder) or a hub repository");
             }
         }
         Model::Magenta => {
-            if args.vgg.is_some() || args.decoder.is_some() {
-                bail!("--vgg/--decoder: these are AdaIN weights; add --model adain");
+            if args.vgg.is_some() || args.decoder.is_some() || args.repo.hf_repo.is_some() {
+                bail!("--vgg/--decoder/--hf-repo: these are AdaIN weights; add --model adain");
             }
             if args.style_size.is_some() {
                 bail!("--style-size: applies to --model adain (the Magenta predictor always sees a 256×256 center square)");

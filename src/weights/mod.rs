@@ -2,9 +2,11 @@
 //! own [`pickle`] VM, safetensors), checked for presence, dtype, shape and finite values; and the
 //! ONNX import of the Magenta weights ([`onnx`]).
 
+pub mod hub;
 pub mod onnx;
 pub mod pickle;
 pub mod pth;
+pub mod store;
 
 use std::collections::HashMap;
 use std::path::Path;
