@@ -13,9 +13,16 @@ pub type Rgb = Rgb32FImage;
 
 use crate::{Error, Result};
 
-/// The largest image normstyle decodes, in pixels (a guard against decompression bombs:
-/// 100 megapixels, e.g. 12 000 × 8 000).
+/// The default largest image normstyle decodes, in pixels (a guard against decompression bombs:
+/// 100 megapixels, e.g. 12 000 × 8 000). `--max-pixels` changes it ([`set_pixel_limit`]).
 pub const MAX_PIXELS: u64 = 100_000_000;
+
+static PIXEL_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(MAX_PIXELS);
+
+/// Sets the largest image (in pixels) that decoding accepts, for the whole process.
+pub fn set_pixel_limit(pixels: u64) {
+    PIXEL_LIMIT.store(pixels, std::sync::atomic::Ordering::Relaxed);
+}
 
 fn img_err(path: &Path, msg: impl std::fmt::Display) -> Error {
     Error::Parse {
@@ -56,12 +63,27 @@ pub fn decode_rgb(bytes: &[u8], what: &str) -> Result<Rgb32FImage> {
         .into_decoder()
         .map_err(|e| img_err(path, format!("cannot decode: {e}")))?;
     let (w, h) = decoder.dimensions();
-    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+    let limit = PIXEL_LIMIT.load(std::sync::atomic::Ordering::Relaxed);
+    if u64::from(w) * u64::from(h) > limit {
         return Err(img_err(
             path,
-            format!("{w}×{h} exceeds the limit of {MAX_PIXELS} pixels"),
+            format!("{w}×{h} exceeds the limit of {limit} pixels (raise it with --max-pixels)"),
         ));
     }
+    // The decoder allocates its whole buffer at once and aborts the process if that fails:
+    // ask the allocator first, so an image too large for this machine is an error.
+    let need = decoder.total_bytes();
+    let mut probe: Vec<u8> = Vec::new();
+    if usize::try_from(need).map_or(true, |n| probe.try_reserve_exact(n).is_err()) {
+        return Err(img_err(
+            path,
+            format!(
+                "{w}×{h} needs {:.1} GB to decode, more than this machine can allocate",
+                need as f64 / 1e9
+            ),
+        ));
+    }
+    drop(probe);
     let orientation = decoder.orientation().map_err(|e| img_err(path, e))?;
     let mut img = DynamicImage::from_decoder(decoder)
         .map_err(|e| img_err(path, format!("cannot decode: {e}")))?;

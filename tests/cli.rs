@@ -9,7 +9,10 @@ fn bin() -> Command {
     c.env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
         .env_remove("NORMSTYLE_ADAIN_REPO")
-        .env("NORMSTYLE_CACHE", std::env::temp_dir().join("normstyle-tests-no-store"))
+        .env(
+            "NORMSTYLE_CACHE",
+            std::env::temp_dir().join("normstyle-tests-no-store"),
+        )
         .env("HF_HUB_OFFLINE", "1");
     c
 }
@@ -644,4 +647,35 @@ fn compare_rejects_bad_variants_and_inputs() {
     // No content at all is a usage error.
     let out = run(&p, &["compare", "--style", "art.png"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn completions_and_help_with_examples_for_every_subcommand() {
+    let (_d, p) = setup();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&p, &["completions", shell]);
+        assert!(out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("stylize"),
+            "{shell}"
+        );
+    }
+    for sub in [
+        "stylize",
+        "compare",
+        "presets",
+        "bench",
+        "norms",
+        "weights",
+        "convert",
+        "completions",
+        "import-magenta",
+    ] {
+        let out = run(&p, &[sub, "--help"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("Examples:"),
+            "{sub} --help lacks examples"
+        );
+    }
 }

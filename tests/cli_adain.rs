@@ -15,7 +15,10 @@ fn bin() -> Command {
     c.env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
         .env_remove("NORMSTYLE_ADAIN_REPO")
-        .env("NORMSTYLE_CACHE", std::env::temp_dir().join("normstyle-tests-no-store"))
+        .env(
+            "NORMSTYLE_CACHE",
+            std::env::temp_dir().join("normstyle-tests-no-store"),
+        )
         .env("HF_HUB_OFFLINE", "1");
     c
 }

@@ -38,6 +38,8 @@ pub enum Engine {
         transformer: Option<Transformer>,
         multistyle: Option<Multistyle>,
         content_vectors: Vec<Vec<f32>>,
+        /// Style vectors by style image (computed once per image, not once per pair).
+        style_vectors: HashMap<PathBuf, Vec<f32>>,
     },
 }
 
@@ -77,21 +79,50 @@ impl Engine {
             transformer,
             multistyle,
             content_vectors: Vec::new(),
+            style_vectors: HashMap::new(),
         };
-        // α < 1 interpolates with the content's own style vector (as Magenta does).
-        if !presets && c.alpha < 1.0 {
-            let v = contents
-                .iter()
-                .map(|img| engine.style_vector(img, c))
-                .collect::<anyhow::Result<_>>()?;
-            if let Engine::Magenta {
-                content_vectors, ..
-            } = &mut engine
-            {
-                *content_vectors = v;
+        engine.set_contents(&[], contents, c)?;
+        Ok(engine)
+    }
+
+    /// Switches to another set of contents (a batch run, one photo at a time): AdaIN encodes
+    /// them; Magenta computes their own style vectors when α < 1.
+    pub fn set_contents(
+        &mut self,
+        tensors: &[Tensor],
+        images: &[Rgb],
+        c: &Common,
+    ) -> anyhow::Result<()> {
+        match self {
+            Engine::Adain {
+                net,
+                content_features,
+                ..
+            } => {
+                *content_features = tensors
+                    .iter()
+                    .map(|x| net.encode(x))
+                    .collect::<Result<_, _>>()?;
+            }
+            Engine::Magenta { predictor, .. } => {
+                // α < 1 interpolates with the content's own style vector (as Magenta does).
+                let v = if predictor.is_some() && c.alpha < 1.0 {
+                    images
+                        .iter()
+                        .map(|img| self.style_vector(img, c))
+                        .collect::<anyhow::Result<_>>()?
+                } else {
+                    Vec::new()
+                };
+                if let Engine::Magenta {
+                    content_vectors, ..
+                } = self
+                {
+                    *content_vectors = v;
+                }
             }
         }
-        Ok(engine)
+        Ok(())
     }
 
     /// The model's name in logs and JSON.
@@ -198,9 +229,37 @@ impl Engine {
                     .collect()
             }
             Engine::Magenta { .. } => {
-                // Style vectors per content (CORAL makes them content-dependent).
+                // Style vectors per content (CORAL makes them content-dependent); without CORAL
+                // each style image's vector is computed once and kept.
                 let recolor = c.preserve == Some(PreserveColor::Coral);
+                if !recolor {
+                    let mut paths: Vec<&PathBuf> = blend.iter().map(|(p, _)| p).collect();
+                    if let StyleSpec::Masked([a, b]) = spec {
+                        paths = vec![a, b];
+                    }
+                    for p in paths {
+                        let missing = matches!(self, Engine::Magenta { style_vectors, .. } if !style_vectors.contains_key(p));
+                        if missing {
+                            let v = self
+                                .style_vector(image(p)?, c)
+                                .with_context(|| format!("{}", p.display()))?;
+                            if let Engine::Magenta { style_vectors, .. } = self {
+                                style_vectors.insert(p.clone(), v);
+                            }
+                        }
+                    }
+                }
+                let this: &Engine = self;
+                let cached = |p: &PathBuf| match this {
+                    Engine::Magenta { style_vectors, .. } => style_vectors.get(p).cloned(),
+                    Engine::Adain { .. } => None,
+                };
                 let vector = |p: &PathBuf, content: &Rgb| -> anyhow::Result<Vec<f32>> {
+                    if !recolor {
+                        if let Some(v) = cached(p) {
+                            return Ok(v);
+                        }
+                    }
                     let square = imaging::center_square(image(p)?, 256);
                     let mut t = imaging::to_tensor(&square, &c.device)?;
                     if recolor {

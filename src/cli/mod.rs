@@ -1,5 +1,6 @@
 //! Command-line interface: clap definitions, one module per subcommand.
 
+mod batch;
 mod bench;
 mod compare;
 mod convert;
@@ -38,6 +39,15 @@ enum Command {
     Weights(weights::Args),
     /// Convert a checkpoint (PyTorch legacy or zip .pth, safetensors) to safetensors.
     Convert(convert::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(after_help = "Examples:
+  normstyle completions bash > ~/.local/share/bash-completion/completions/normstyle
+  normstyle completions zsh > ~/.zfunc/_normstyle
+  normstyle completions fish > ~/.config/fish/completions/normstyle.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Convert the Magenta ONNX files (int8 dequantized) to float32 safetensors.
     ImportMagenta(import_magenta::Args),
 }
@@ -48,6 +58,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stylize(args) => stylize::run(*args),
         Command::Convert(args) => convert::run(args),
         Command::Weights(args) => weights::run(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "normstyle", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Norms(args) => norms::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Presets(args) => presets::run(args),

@@ -9,6 +9,9 @@ use crate::norm::{adaptive_norm, NormKind};
 
 /// Arguments of `normstyle norms`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  normstyle norms
+  normstyle norms --demo --norms in,ln,gn:8")]
 pub struct Args {
     /// Align a random (1, C, H, W) "content" map to a random "style" map with each kind and
     /// print the resulting per-channel statistics.

@@ -47,79 +47,94 @@ pub enum Format {
   normstyle stylize a.jpg b.jpg --style s.jpg --norm bn     (BN statistics over both photos)")]
 pub struct Args {
     /// Content images (PNG, JPEG, WebP).
-    #[arg(required = true, value_hint = clap::ValueHint::FilePath)]
-    content: Vec<PathBuf>,
+    #[arg(required_unless_present = "content_dir", value_hint = clap::ValueHint::FilePath)]
+    pub(super) content: Vec<PathBuf>,
+    /// Batch mode: every image in this folder is a content (sorted; hidden files skipped).
+    /// Existing outputs are skipped unless --force, a broken photo is reported and the run goes
+    /// on, Ctrl-C stops after the current photo; a summary ends the run.
+    #[arg(long, value_hint = clap::ValueHint::DirPath)]
+    pub(super) content_dir: Option<PathBuf>,
+    /// Batch mode: every image in this folder is a style (one output per content × style).
+    #[arg(long, value_hint = clap::ValueHint::DirPath)]
+    pub(super) style_dir: Option<PathBuf>,
+    /// With --content-dir/--style-dir: include subfolders (output names join the relative path
+    /// with `_`).
+    #[arg(long)]
+    pub(super) recursive: bool,
     /// Style image(s). Several without --style-weights: one output per content × style.
     #[arg(short, long, value_hint = clap::ValueHint::FilePath)]
-    style: Vec<PathBuf>,
+    pub(super) style: Vec<PathBuf>,
     /// Blend the styles into one: non-negative weights, one per --style, normalized to sum 1.
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
-    style_weights: Option<Vec<f64>>,
+    pub(super) style_weights: Option<Vec<f64>>,
     /// A built-in style of the 26-style network instead of --style: N (0–25), or a blend
     /// N:w,M:w (weights ≥ 0, normalized to sum 1).
     #[arg(long, conflicts_with_all = ["style", "style_weights"])]
-    preset: Option<String>,
+    pub(super) preset: Option<String>,
     /// Model family.
     #[arg(long, value_enum, default_value_t = Model::Magenta)]
-    model: Model,
+    pub(super) model: Model,
     /// AdaIN encoder weights: the released vgg_normalised.pth (legacy or zip .pth, or safetensors).
     #[arg(long, value_hint = clap::ValueHint::FilePath)]
-    vgg: Option<PathBuf>,
+    pub(super) vgg: Option<PathBuf>,
     /// AdaIN decoder weights: the released decoder.pth (legacy or zip .pth, or safetensors).
     #[arg(long, value_hint = clap::ValueHint::FilePath)]
-    decoder: Option<PathBuf>,
+    pub(super) decoder: Option<PathBuf>,
     /// Without --vgg/--decoder: fetch the AdaIN weights from this hub repository (cached).
     #[command(flatten)]
-    repo: super::weights::RepoArgs,
+    pub(super) repo: super::weights::RepoArgs,
     /// Style strength in [0, 1]. AdaIN: decoder(α·t + (1 − α)·f(content)); Magenta: the style
     /// vector interpolated with the content's own.
     #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
-    alpha: f64,
+    pub(super) alpha: f64,
     /// Statistics of the normalization: in, bn (pooled over all contents of the call), ln, gn,
     /// gn:G (G groups, gcd with the channels).
     #[arg(long, default_value = "in")]
-    norm: String,
+    pub(super) norm: String,
     /// Keep the content's colors: coral (recolor the style to the content's color statistics
     /// first) or luminance (keep the stylized luminance with the content's chroma).
     #[arg(long, value_name = "coral|luminance")]
-    preserve_color: Option<String>,
+    pub(super) preserve_color: Option<String>,
     /// Spatial control with exactly two --style images: white pixels of this mask take the first
     /// style, black ones the second (gray values are thresholded at 50 %; resized to fit).
     #[arg(long, value_hint = clap::ValueHint::FilePath)]
-    mask: Option<PathBuf>,
+    pub(super) mask: Option<PathBuf>,
     /// Content size in pixels; 0 keeps the size. AdaIN: the shorter side is resized to N
     /// (default 512, like the reference). Magenta: the longer side is capped at N (default 1024).
     /// The output has the size the content runs at.
     #[arg(long)]
-    content_size: Option<u32>,
+    pub(super) content_size: Option<u32>,
     /// AdaIN only: the style's shorter side is resized to N (default 512); 0 keeps the size.
     #[arg(long)]
-    style_size: Option<u32>,
+    pub(super) style_size: Option<u32>,
     /// Center-crop the content (and, for AdaIN, the style) to a square after resizing.
     #[arg(long)]
-    crop: bool,
+    pub(super) crop: bool,
     /// Output file (one result; `-` writes PNG to stdout) or folder (several results). Default:
     /// `<content>_stylized_<style>.<format>` in the current folder.
     #[arg(short, long, value_hint = clap::ValueHint::AnyPath)]
-    output: Option<PathBuf>,
+    pub(super) output: Option<PathBuf>,
     /// Format of generated output names (a file given with -o takes its extension's format).
     #[arg(long, value_enum, default_value_t = Format::Png)]
-    format: Format,
+    pub(super) format: Format,
     /// Overwrite existing outputs.
     #[arg(long)]
-    force: bool,
+    pub(super) force: bool,
     /// JPEG quality (1–100).
     #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
-    quality: u8,
+    pub(super) quality: u8,
     /// Device: cpu, cuda or metal (never a silent fallback).
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub(super) device: String,
+    /// Refuse images with more pixels than this (a guard against decompression bombs).
+    #[arg(long, default_value_t = crate::imaging::MAX_PIXELS)]
+    pub(super) max_pixels: u64,
     /// Print one JSON object per output on stdout.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// No progress messages on stderr.
     #[arg(short, long)]
-    quiet: bool,
+    pub(super) quiet: bool,
 }
 
 /// What one output is styled with.
@@ -133,7 +148,7 @@ pub enum StyleSpec {
 }
 
 impl StyleSpec {
-    fn label(&self) -> String {
+    pub(super) fn label(&self) -> String {
         match self {
             StyleSpec::Images(v) => v.iter().map(|(p, _)| stem(p)).collect::<Vec<_>>().join("+"),
             StyleSpec::Masked([a, b]) => format!("{}+{}", stem(a), stem(b)),
@@ -148,7 +163,28 @@ impl StyleSpec {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    imaging::set_pixel_limit(args.max_pixels);
+    let batch = args.content_dir.is_some() || args.style_dir.is_some();
+    if let Some(d) = &args.content_dir {
+        let found = list_images(d, args.recursive)
+            .with_context(|| format!("--content-dir {}", d.display()))?;
+        args.content.extend(found);
+    }
+    if let Some(d) = &args.style_dir {
+        let found = list_images(d, args.recursive)
+            .with_context(|| format!("--style-dir {}", d.display()))?;
+        if found.is_empty() {
+            bail!(
+                "--style-dir {}: no images (PNG, JPEG, WebP) in it",
+                d.display()
+            );
+        }
+        args.style.extend(found);
+    }
+    if batch {
+        return super::batch::run(args);
+    }
     let norm: NormKind = args.norm.parse()?;
     if !(0.0..=1.0).contains(&args.alpha) {
         bail!("--alpha: {} is outside [0, 1]", args.alpha);
@@ -315,6 +351,38 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The image files (png, jpg, jpeg, webp, any case) in `dir`, sorted, hidden entries skipped;
+/// subfolders too with `recursive`.
+pub(super) fn list_images(dir: &Path, recursive: bool) -> anyhow::Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        bail!("not a folder");
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let p = e?.path();
+            let hidden = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if p.is_dir() {
+                if recursive {
+                    stack.push(p);
+                }
+            } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                ["png", "jpg", "jpeg", "webp"].contains(&e.to_ascii_lowercase().as_str())
+            }) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The AdaIN checkpoints: explicit files, else the store (locally added, or downloaded from
 /// --hf-repo / NORMSTYLE_ADAIN_REPO, fetching it now unless HF_HUB_OFFLINE is set).
 pub(super) fn adain_weights(
@@ -336,7 +404,7 @@ pub(super) fn adain_weights(
 
 /// A bar over the outputs of the call on stderr; hidden with -q or when stderr is not a
 /// terminal (indicatif's default), and for a single output.
-fn progress_bar(n: usize, quiet: bool) -> ProgressBar {
+pub(super) fn progress_bar(n: usize, quiet: bool) -> ProgressBar {
     if quiet || n < 2 {
         return ProgressBar::hidden();
     }
@@ -348,7 +416,7 @@ fn progress_bar(n: usize, quiet: bool) -> ProgressBar {
 }
 
 /// Flags that belong to one model family, and the ones a family needs.
-fn check_model_flags(args: &Args) -> anyhow::Result<()> {
+pub(super) fn check_model_flags(args: &Args) -> anyhow::Result<()> {
     match args.model {
         Model::Adain => {
             if args.preset.is_some() {
@@ -382,7 +450,7 @@ fn check_model_flags(args: &Args) -> anyhow::Result<()> {
 }
 
 /// The styles of the call: content × style pairs, one blend, or a preset.
-fn style_specs(args: &Args) -> anyhow::Result<Vec<StyleSpec>> {
+pub(super) fn style_specs(args: &Args) -> anyhow::Result<Vec<StyleSpec>> {
     if let Some(p) = &args.preset {
         return Ok(vec![StyleSpec::Preset(parse_preset(p)?)]);
     }
@@ -460,7 +528,7 @@ fn parse_preset(s: &str) -> anyhow::Result<Vec<f64>> {
 }
 
 /// The file stem used in output names.
-fn stem(p: &Path) -> String {
+pub(super) fn stem(p: &Path) -> String {
     p.file_stem()
         .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned())
 }

@@ -108,3 +108,18 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// (vgg, decoder) safetensors files of random AdaIN weights with the released key names, made
+/// once per test binary in Cargo's test temp folder.
+pub fn adain_weight_files(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("adain_weights_{tag}"));
+    let (v, d) = (dir.join("vgg.safetensors"), dir.join("decoder.safetensors"));
+    if !(v.is_file() && d.is_file()) {
+        std::fs::create_dir_all(&dir).unwrap();
+        let (vgg, dec) = random_weights(&mut Stream(7));
+        normstyle::weights::write_tensors(&v, &vgg, Default::default()).unwrap();
+        normstyle::weights::write_tensors(&d, &dec, Default::default()).unwrap();
+    }
+    (v, d)
+}
