@@ -288,3 +288,33 @@ fn find_first_storage_header(b: &[u8]) -> usize {
     }
     pos
 }
+
+/// Tiled encoding and decoding (for large images) equal the untiled network: odd sizes, tiles
+/// of 4 relu4_1 positions (32 pixels) with their 64-pixel margins clipped at the
+/// image edges. Tolerance 1e-4 (float summation order only).
+#[test]
+fn tiled_encode_and_decode_equal_the_whole_image() {
+    let mut s = Stream(5);
+    let (vgg, dec) = random_weights(&mut s);
+    let net = AdaIn::from_maps(&vgg, &dec).unwrap();
+    let img = random_image(&mut s, 97, 131);
+    let whole = net.encoder.forward(&img).unwrap();
+    for tile in [4] {
+        let tiled = net.encode_tiled(&img, tile).unwrap();
+        assert_eq!(tiled.dims(), whole.dims());
+        let d = max_diff(&tiled, &whole);
+        assert!(d <= 1e-4, "encode tile {tile}: {d}");
+        let y_whole = net
+            .decoder
+            .forward(&whole)
+            .unwrap()
+            .narrow(2, 0, 157)
+            .unwrap()
+            .narrow(3, 0, 203)
+            .unwrap();
+        let y = net.decode_tiled(&whole, (97, 131), tile).unwrap();
+        let d = max_diff(&y, &y_whole);
+        println!("tile {tile}: decode max |Δ| = {d:.2e}");
+        assert!(d <= 1e-4, "decode tile {tile}: {d}");
+    }
+}

@@ -8,10 +8,12 @@
 //! (ceil-mode pooling). [`AdaIn::stylize`] returns each output cropped to its content's size.
 
 mod decoder;
+mod tiles;
 mod transfer;
 mod vgg;
 
 pub use decoder::Decoder;
+pub use tiles::MARGIN;
 pub use transfer::{Mask, StyleInput, TransferOptions, MIN_SIDE};
 pub use vgg::Encoder;
 

@@ -80,8 +80,14 @@ impl Default for TransferOptions {
 
 impl AdaIn {
     /// relu4_1 features of an image: (1, 3, H, W) in [0, 1] → (1, 512, ⌈H/8⌉, ⌈W/8⌉).
+    /// Images larger than a tile (1024 pixels) run in tiles ([`Self::encode_tiled`]).
     pub fn encode(&self, image: &Tensor) -> Result<Tensor> {
         check_image(image)?;
+        self.encode_tiled(image, super::tiles::DEFAULT_TILE)
+    }
+
+    /// The encoder on the whole image at once.
+    pub(super) fn encode_whole(&self, image: &Tensor) -> Result<Tensor> {
         self.encoder.forward(image)
     }
 
@@ -145,6 +151,15 @@ impl AdaIn {
     ///
     /// `t`: (1, 512, ⌈H/8⌉, ⌈W/8⌉) → (1, 3, H, W), RGB ≈ [0, 1] (not clamped).
     pub fn decode(&self, t: &Tensor, (height, width): (usize, usize)) -> Result<Tensor> {
+        self.decode_tiled(t, (height, width), super::tiles::DEFAULT_TILE)
+    }
+
+    /// The decoder on the whole map at once, cropped.
+    pub(super) fn decode_whole(
+        &self,
+        t: &Tensor,
+        (height, width): (usize, usize),
+    ) -> Result<Tensor> {
         let y = self.decoder.forward(t)?;
         let (_, _, h, w) = y.dims4()?;
         if height > h || width > w {
