@@ -34,6 +34,7 @@ fn img_err(path: &Path, msg: impl std::fmt::Display) -> Error {
 /// Decodes an image file: EXIF orientation applied, any color type converted to RGB f32 in
 /// [0, 1] (alpha composited on white, 16-bit kept at full precision).
 pub fn load_rgb(path: &Path) -> Result<Rgb32FImage> {
+    let _t = crate::profile::scope("decode image");
     if path.is_dir() {
         return Err(img_err(path, "is a folder, not an image"));
     }
@@ -245,6 +246,7 @@ pub fn encode(img: &image::RgbImage, format: ImageFormat, quality: u8) -> Result
 
 /// Saves atomically (temporary file + rename) in the format of the extension.
 pub fn save(img: &image::RgbImage, path: &Path, quality: u8) -> Result<()> {
+    let _t = crate::profile::scope("encode output");
     let bytes = encode(img, format_for(path)?, quality)?;
     crate::weights::write_atomic(path, &bytes)
 }

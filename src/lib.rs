@@ -22,6 +22,7 @@ pub mod imaging;
 pub mod model;
 pub mod norm;
 pub mod ops;
+pub mod profile;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -266,6 +266,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     bar.finish_and_clear();
+    if args.profile {
+        eprint!("{}", crate::profile::report());
+    }
     let left = total - done - skipped - failed;
     let mut summary = format!("done {done}, skipped {skipped}, failed {failed}");
     if interrupted {

@@ -52,6 +52,7 @@ impl Engine {
         c: &Common,
     ) -> anyhow::Result<Self> {
         let net = AdaIn::load(vgg, decoder, &c.device)?;
+        let _t = crate::profile::scope("encode content");
         let content_features = contents
             .iter()
             .map(|x| net.encode(x))
@@ -99,6 +100,7 @@ impl Engine {
                 content_features,
                 ..
             } => {
+                let _t = crate::profile::scope("encode content");
                 *content_features = tensors
                     .iter()
                     .map(|x| net.encode(x))
@@ -182,6 +184,7 @@ impl Engine {
                     if let Some(f) = style_features.get(p) {
                         return Ok(f.clone());
                     }
+                    let _t = crate::profile::scope("encode style");
                     let t = imaging::to_tensor(image(p)?, &c.device)?;
                     let f = net.encode(&t).with_context(|| format!("{}", p.display()))?;
                     style_features.insert(p.clone(), f.clone());

@@ -126,6 +126,10 @@ pub struct Args {
     /// Device: cpu, cuda or metal (never a silent fallback).
     #[arg(long, default_value = "cpu")]
     pub(super) device: String,
+    /// Print the time of each stage (decode, encode content/style, transfer, decode, encode
+    /// output) on stderr at the end.
+    #[arg(long)]
+    pub(super) profile: bool,
     /// Refuse images with more pixels than this (a guard against decompression bombs).
     #[arg(long, default_value_t = crate::imaging::MAX_PIXELS)]
     pub(super) max_pixels: u64,
@@ -165,6 +169,9 @@ impl StyleSpec {
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     imaging::set_pixel_limit(args.max_pixels);
+    if args.profile {
+        crate::profile::enable();
+    }
     let batch = args.content_dir.is_some() || args.style_dir.is_some();
     if let Some(d) = &args.content_dir {
         let found = list_images(d, args.recursive)
@@ -348,6 +355,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     bar.finish_and_clear();
+    if args.profile {
+        eprint!("{}", crate::profile::report());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -93,6 +93,7 @@ impl AdaIn {
     /// Loads both checkpoints (legacy `.pth`, zip `.pth` or safetensors). Errors name the file,
     /// and a file of the wrong part (the decoder given as the encoder, …) says so.
     pub fn load(vgg: &Path, decoder: &Path, device: &Device) -> Result<Self> {
+        let _t = crate::profile::scope("load weights");
         Ok(AdaIn {
             encoder: load_part(
                 vgg,

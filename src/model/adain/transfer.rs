@@ -82,6 +82,7 @@ impl AdaIn {
     /// relu4_1 features of an image: (1, 3, H, W) in [0, 1] → (1, 512, ⌈H/8⌉, ⌈W/8⌉).
     /// Images larger than a tile (1024 pixels) run in tiles ([`Self::encode_tiled`]).
     pub fn encode(&self, image: &Tensor) -> Result<Tensor> {
+        let _t = crate::profile::scope("encode (VGG)");
         check_image(image)?;
         self.encode_tiled(image, super::tiles::DEFAULT_TILE)
     }
@@ -103,6 +104,7 @@ impl AdaIn {
         styles: &[StyleInput],
         opts: &TransferOptions,
     ) -> Result<Vec<Tensor>> {
+        let _t = crate::profile::scope("transfer (AdaIN)");
         if !(0.0..=1.0).contains(&opts.alpha) {
             return Err(Error::input(
                 WHAT,
@@ -151,6 +153,7 @@ impl AdaIn {
     ///
     /// `t`: (1, 512, ⌈H/8⌉, ⌈W/8⌉) → (1, 3, H, W), RGB ≈ [0, 1] (not clamped).
     pub fn decode(&self, t: &Tensor, (height, width): (usize, usize)) -> Result<Tensor> {
+        let _t = crate::profile::scope("decode (network)");
         self.decode_tiled(t, (height, width), super::tiles::DEFAULT_TILE)
     }
 

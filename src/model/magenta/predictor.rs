@@ -106,6 +106,7 @@ impl StylePredictor {
     /// `style`: (1, 3, H, W) RGB in [0, 1] (the model was trained on 256×256 center crops) →
     /// the style vector, (1, 100) f32.
     pub fn forward(&self, style: &Tensor) -> Result<Tensor> {
+        let _t = crate::profile::scope("style predictor");
         check_images("style predictor", std::slice::from_ref(style), 16)?;
         let mut x = self.stem.forward_same(style, Activation::Relu6)?;
         for b in &self.blocks {

@@ -238,6 +238,7 @@ impl Transformer {
         vectors: &[Vec<f32>],
         kind: NormKind,
     ) -> Result<Vec<Tensor>> {
+        let _t = crate::profile::scope("transformer");
         check_images("transformer", contents, 4)?;
         if vectors.len() != contents.len() || vectors.iter().any(|v| v.len() != STYLE_DIM) {
             return Err(Error::input(
