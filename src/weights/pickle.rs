@@ -18,6 +18,9 @@ use crate::{Error, Result};
 const MAX_VALUES: usize = 1 << 22;
 /// The deepest stack a pickle may build.
 const MAX_STACK: usize = 1 << 16;
+/// The deepest nesting of containers (a state dict needs 4): deeper values would make the
+/// recursive clone, size and drop of a value overflow the thread's stack.
+const MAX_DEPTH: usize = 32;
 
 /// The globals a tensor state dict refers to; nothing else is accepted.
 #[derive(Clone, Debug, PartialEq)]
@@ -103,6 +106,15 @@ pub enum Value {
 }
 
 impl Value {
+    /// Nesting depth (1 for a scalar); bounded by [`MAX_DEPTH`] for every value the VM builds.
+    fn depth(&self) -> usize {
+        1 + match self {
+            Value::Tuple(v) | Value::List(v) => v.iter().map(Value::depth).max().unwrap_or(0),
+            Value::Dict(v) => v.iter().map(|(k, x)| k.depth().max(x.depth())).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     /// Number of values in this one, itself included.
     fn size(&self) -> usize {
         1 + match self {
@@ -221,6 +233,9 @@ impl<'a> Vm<'a> {
         if self.stack.len() >= MAX_STACK {
             return Err(self.err("stack too deep"));
         }
+        if matches!(v, Value::Tuple(_) | Value::List(_) | Value::Dict(_)) && v.depth() > MAX_DEPTH {
+            return Err(self.err(format!("values nested deeper than {MAX_DEPTH}")));
+        }
         self.stack.push(v);
         Ok(())
     }
@@ -255,6 +270,8 @@ impl<'a> Vm<'a> {
     }
 
     fn memo_put(&mut self, key: u32) -> Result<()> {
+        let n = self.top()?.size();
+        self.count(n)?; // the copy costs what it holds
         let v = self.top()?.clone();
         if self.memo.len() >= MAX_STACK && !self.memo.contains_key(&key) {
             return Err(self.err("too many memo entries"));
@@ -459,19 +476,23 @@ impl<'a> Vm<'a> {
                 b's' => {
                     let v = self.pop()?;
                     let k = self.pop()?;
+                    self.check_child(&[&k, &v])?;
                     self.dict_top()?.push((k, v));
                 }
                 b'u' => {
                     let items = self.pop_mark()?;
+                    self.check_child(&items.iter().collect::<Vec<_>>())?;
                     let pairs = self.pairs(items)?;
                     self.dict_top()?.extend(pairs);
                 }
                 b'a' => {
                     let v = self.pop()?;
+                    self.check_child(&[&v])?;
                     self.list_top()?.push(v);
                 }
                 b'e' => {
                     let items = self.pop_mark()?;
+                    self.check_child(&items.iter().collect::<Vec<_>>())?;
                     self.list_top()?.extend(items);
                 }
                 b'0' => {
@@ -483,6 +504,15 @@ impl<'a> Vm<'a> {
                 }
             }
         }
+    }
+
+    /// Values about to go into the container on top of the stack must leave it within
+    /// [`MAX_DEPTH`].
+    fn check_child(&self, children: &[&Value]) -> Result<()> {
+        if children.iter().any(|c| c.depth() >= MAX_DEPTH) {
+            return Err(self.err(format!("values nested deeper than {MAX_DEPTH}")));
+        }
+        Ok(())
     }
 
     fn pairs(&self, items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
@@ -621,6 +651,18 @@ mod tests {
         p.push(b'.');
         let e = load(&p, 0, "t").unwrap_err();
         assert!(e.to_string().contains("builds more than"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // (((…(1,),)…),) 100 000 levels deep, memoized at every level (found by fuzzing).
+        let mut p = b"\x80\x02K\x01".to_vec();
+        for _ in 0..100_000 {
+            p.extend_from_slice(b"\x85q\x00");
+        }
+        p.push(b'.');
+        let e = load(&p, 0, "t").unwrap_err().to_string();
+        assert!(e.contains("nested deeper than 32"), "{e}");
     }
 
     #[test]

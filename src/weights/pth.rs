@@ -231,6 +231,13 @@ fn build<'a>(
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .ok_or_else(|| bad("shape overflows".into()))?;
+        // A view may repeat storage elements (stride 0), but not so much that a few bytes of
+        // file could ask for gigabytes.
+        if count > numel.saturating_mul(16).max(16) {
+            return Err(bad(format!(
+                "view of {count} elements over a storage of {numel} (refused: a checkpoint tensor repeats its storage at most 16×)"
+            )));
+        }
         // The last element the view touches must lie inside the storage.
         if count > 0 {
             let last = t
