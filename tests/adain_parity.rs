@@ -318,3 +318,32 @@ fn tiled_encode_and_decode_equal_the_whole_image() {
         assert!(d <= 1e-4, "decode tile {tile}: {d}");
     }
 }
+
+/// Inputs the fuzzers found (`fuzz/`, kept in tests/fixtures/fuzz): each must be an error, fast.
+#[test]
+fn fuzzer_findings_stay_fixed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        // The pth_legacy target prepends the legacy magic's first bytes.
+        let mut bytes = b"\x80\x02\x8a\x0a".to_vec();
+        bytes.extend_from_slice(&data);
+        let t0 = std::time::Instant::now();
+        assert!(
+            TensorMap::from_bytes(&bytes, "fuzz", &CPU).is_err(),
+            "{}",
+            path.display()
+        );
+        assert!(
+            normstyle::weights::pickle::load(&data, 0, "fuzz").is_err(),
+            "{}",
+            path.display()
+        );
+        assert!(
+            t0.elapsed().as_secs_f64() < 1.0,
+            "{} is slow",
+            path.display()
+        );
+    }
+}

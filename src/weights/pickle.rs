@@ -110,7 +110,11 @@ impl Value {
     fn depth(&self) -> usize {
         1 + match self {
             Value::Tuple(v) | Value::List(v) => v.iter().map(Value::depth).max().unwrap_or(0),
-            Value::Dict(v) => v.iter().map(|(k, x)| k.depth().max(x.depth())).max().unwrap_or(0),
+            Value::Dict(v) => v
+                .iter()
+                .map(|(k, x)| k.depth().max(x.depth()))
+                .max()
+                .unwrap_or(0),
             _ => 0,
         }
     }
