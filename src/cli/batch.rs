@@ -239,8 +239,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     y = keep_luminance(&y, &tensors[0])?;
                 }
                 let rgb = imaging::to_rgb8(&y)?;
-                imaging::save(&rgb, &out, args.quality)
-                    .with_context(|| format!("writing {}", out.display()))?;
+                imaging::save(&rgb, &out, args.quality)?;
                 Ok(rgb.dimensions())
             })();
             bar.inc(1);

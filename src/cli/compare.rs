@@ -381,8 +381,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ))
     });
     let sheet = grid::render(&cells, tile, title.as_deref())?;
-    imaging::save(&sheet, &args.output, args.quality)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    imaging::save(&sheet, &args.output, args.quality)?;
 
     print!("{}", table(&numbers));
     if let Some(p) = &args.json {

@@ -121,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let path = args.output.join("manifest.json");
     let text = serde_json::to_string_pretty(&manifest)? + "\n";
-    write_atomic(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    write_atomic(&path, text.as_bytes())?;
     println!("{}", path.display());
     Ok(ExitCode::SUCCESS)
 }

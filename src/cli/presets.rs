@@ -87,8 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rows: Vec<Vec<Cell>> = cells.chunks(columns).map(<[Cell]>::to_vec).collect();
     let title = format!("normstyle: the 26 presets (--norm {norm})");
     let sheet = grid::render(&rows, args.tile, Some(&title))?;
-    imaging::save(&sheet, &args.output, args.quality)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    imaging::save(&sheet, &args.output, args.quality)?;
     if !args.quiet {
         eprintln!(
             "{} ({}×{})",

@@ -323,8 +323,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                     let bytes = imaging::encode(&rgb, image::ImageFormat::Png, args.quality)?;
                     stdout.write_all(&bytes)?;
                 }
-                Some(path) => imaging::save(&rgb, path, args.quality)
-                    .with_context(|| format!("writing {}", path.display()))?,
+                Some(path) => imaging::save(&rgb, path, args.quality)?,
             }
             bar.inc(1);
             let shown = out

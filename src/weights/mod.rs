@@ -238,7 +238,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    if !dir.is_dir() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "the folder {} does not exist (or is not a folder)",
+                dir.display()
+            ),
+        )));
+    }
+    // tempfile's errors name the temporary file; report the OS error for the real path.
+    let plain = |e: std::io::Error| {
+        let msg = e.to_string();
+        let msg = msg.split(" at path ").next().unwrap_or(&msg).to_string();
+        io(std::io::Error::new(e.kind(), msg))
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(plain)?;
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     // Temporary files are created private (0600); the result is an ordinary file.
@@ -249,7 +264,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .set_permissions(std::fs::Permissions::from_mode(0o644))
             .map_err(io)?;
     }
-    tmp.persist(path).map_err(|e| io(e.error))?;
+    tmp.persist(path).map_err(|e| plain(e.error))?;
     Ok(())
 }
 
