@@ -13,8 +13,12 @@
 
 Also covered: the Ada-LN/GN/BN swaps (DESIGN.md §3) and the official Lua tool's spatial control
 (mask resized nearest, sampling pixel centers, to the relu4_1 map; each region aligned with its
-own statistics). Running the script again rewrites identical files (except zip.pth, which
-carries a random serialization id).
+own statistics). Running the script again rewrites the same values (the safetensors header
+order, the legacy file's storage keys, which are memory addresses, and zip.pth's serialization
+id vary between runs).
+
+- tests/fixtures/ops_parity.safetensors: PyTorch's ReflectionPad2d(1, 2, 3), MaxPool2d(2, 2,
+  ceil_mode=True) and nearest ×2 upsampling on random maps of odd and even sizes.
 
     pip install torch safetensors numpy
     python3 scripts/gen_adain_fixtures.py
@@ -230,6 +234,20 @@ def main():
         "generator": "scripts/gen_adain_fixtures.py", "seed": "2017", "torch": torch.__version__.split("+")[0]})
     for k, v in sorted(out.items()):
         print(f"{k:18} {tuple(v.shape)} range [{v.min():.3f}, {v.max():.3f}]")
+
+    # --- the ops (PyTorch's own modules, float32) ----------------------------------------------
+    g = torch.Generator().manual_seed(3)
+    ops = {}
+    for i, (h, w) in enumerate([(5, 7), (6, 6), (9, 4), (2, 3)]):
+        x = torch.randn(2, 3, h, w, generator=g, dtype=torch.float32)
+        ops[f"x{i}"] = x
+        for p in (1, 2, 3):
+            if p < min(h, w):
+                ops[f"reflect{p}_{i}"] = nn.ReflectionPad2d(p)(x)
+        ops[f"maxpool_{i}"] = nn.MaxPool2d(2, 2, 0, ceil_mode=True)(x)
+        ops[f"up_{i}"] = F.interpolate(x, scale_factor=2, mode="nearest")
+    save_file({k: v.contiguous() for k, v in sorted(ops.items())}, str(FIX / "ops_parity.safetensors"),
+              metadata={"generator": "scripts/gen_adain_fixtures.py"})
 
     # --- the .pth reader fixtures ------------------------------------------------------------
     pth = FIX / "pth"

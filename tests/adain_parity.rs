@@ -349,3 +349,41 @@ fn fuzzer_findings_stay_fixed() {
         );
     }
 }
+
+/// The ops against PyTorch's modules (`tests/fixtures/ops_parity.safetensors`): reflection
+/// padding 1–3, ceil-mode 2×2 max pooling and nearest ×2 upsampling are exact (|Δ| = 0).
+#[test]
+fn ops_match_pytorch_exactly() {
+    use normstyle::ops::{max_pool2x2_ceil, reflection_pad2d, upsample_nearest2x};
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ops_parity.safetensors"
+    );
+    let f = candle::safetensors::load(path, &CPU).unwrap();
+    let mut checked = 0;
+    for i in 0..4 {
+        let x = &f[&format!("x{i}")];
+        for p in 1..=3 {
+            if let Some(want) = f.get(&format!("reflect{p}_{i}")) {
+                assert_eq!(
+                    max_diff(&reflection_pad2d(x, p).unwrap(), want),
+                    0.0,
+                    "reflect{p}_{i}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(
+            max_diff(&max_pool2x2_ceil(x).unwrap(), &f[&format!("maxpool_{i}")]),
+            0.0,
+            "pool {i}"
+        );
+        assert_eq!(
+            max_diff(&upsample_nearest2x(x).unwrap(), &f[&format!("up_{i}")]),
+            0.0,
+            "up {i}"
+        );
+        checked += 2;
+    }
+    assert_eq!(checked, 8 + 10);
+}
