@@ -20,10 +20,11 @@ use candle::Tensor;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::engine::{Common, Engine};
-use super::stylize::{check_model_flags, stem, style_specs, Args, Format, Model, StyleSpec};
+use super::stylize::{
+    check_adain_size, check_model_flags, stem, style_specs, Args, Model, StyleSpec,
+};
 use crate::color::{keep_luminance, PreserveColor};
 use crate::imaging::{self, Rgb};
-use crate::model::adain::{Mask, MIN_SIDE};
 use crate::norm::NormKind;
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -46,11 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("-o {}: a batch run writes into a folder", out_dir.display());
     }
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let ext = match args.format {
-        Format::Png => "png",
-        Format::Jpg => "jpg",
-        Format::Webp => "webp",
-    };
+    let ext = args.format.ext();
     let base_of = |p: &Path, root: Option<&PathBuf>| -> String {
         // Inside a scanned folder, the relative path keeps names from different subfolders apart.
         match root.and_then(|r| p.strip_prefix(r).ok()) {
@@ -80,28 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let device = crate::device::device(&args.device)?;
     let adain = args.model == Model::Adain;
-    let fit = |img: Rgb, size: Option<u32>| {
-        let img = if adain {
-            imaging::resize_short_side(img, size.unwrap_or(512))
-        } else {
-            imaging::cap_long_side(img, size.unwrap_or(1024))
-        };
-        if args.crop {
-            imaging::crop_center_square(img)
-        } else {
-            img
-        }
-    };
-    let mask = match &args.mask {
-        Some(p) => {
-            let (w, h, gray) = imaging::load_gray(p)?;
-            Some(
-                Mask::from_gray(w as usize, h as usize, &gray)
-                    .with_context(|| format!("--mask {}", p.display()))?,
-            )
-        }
-        None => None,
-    };
+    let mask = args.load_mask()?;
     let common = Common {
         device: device.clone(),
         alpha: args.alpha,
@@ -133,7 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         match imaging::load_rgb(p) {
             Ok(img) => {
                 let img = if adain {
-                    fit(img, args.style_size)
+                    args.fit(img, args.style_size)
                 } else {
                     img
                 };
@@ -203,10 +179,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             continue;
         }
         let prepared = (|| -> anyhow::Result<(Rgb, Tensor)> {
-            let img = fit(imaging::load_rgb(path)?, args.content_size);
-            let (w, h) = img.dimensions();
-            if adain && (w.min(h) as usize) < MIN_SIDE {
-                bail!("{}: {w}×{h} is too small for AdaIN (each side ≥ {MIN_SIDE} pixels after resizing)", path.display());
+            let img = args.fit(imaging::load_rgb(path)?, args.content_size);
+            if adain {
+                check_adain_size(path, &img)?;
             }
             let t = imaging::to_tensor(&img, &device)?;
             Ok((img, t))

@@ -35,6 +35,17 @@ pub enum Format {
     Webp,
 }
 
+impl Format {
+    /// The file extension of generated output names.
+    pub(super) fn ext(self) -> &'static str {
+        match self {
+            Format::Png => "png",
+            Format::Jpg => "jpg",
+            Format::Webp => "webp",
+        }
+    }
+}
+
 /// Arguments of `normstyle stylize`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -141,6 +152,47 @@ pub struct Args {
     pub(super) quiet: bool,
 }
 
+impl Args {
+    /// An image resized as the model runs it — AdaIN: shorter side → `size` (default 512);
+    /// Magenta: longer side capped at `size` (default 1024) — then center-cropped with --crop.
+    pub(super) fn fit(&self, img: Rgb, size: Option<u32>) -> Rgb {
+        let img = if self.model == Model::Adain {
+            imaging::resize_short_side(img, size.unwrap_or(512))
+        } else {
+            imaging::cap_long_side(img, size.unwrap_or(1024))
+        };
+        if self.crop {
+            imaging::crop_center_square(img)
+        } else {
+            img
+        }
+    }
+
+    /// The --mask image, if given.
+    pub(super) fn load_mask(&self) -> anyhow::Result<Option<Mask>> {
+        let Some(p) = &self.mask else {
+            return Ok(None);
+        };
+        let (w, h, gray) = imaging::load_gray(p)?;
+        Ok(Some(
+            Mask::from_gray(w as usize, h as usize, &gray)
+                .with_context(|| format!("--mask {}", p.display()))?,
+        ))
+    }
+}
+
+/// AdaIN's encoder needs each side ≥ [`MIN_SIDE`] pixels.
+pub(super) fn check_adain_size(p: &Path, img: &Rgb) -> anyhow::Result<()> {
+    let (w, h) = img.dimensions();
+    if (w.min(h) as usize) < MIN_SIDE {
+        bail!(
+            "{}: {w}×{h} is too small for AdaIN (each side ≥ {MIN_SIDE} pixels after resizing)",
+            p.display()
+        );
+    }
+    Ok(())
+}
+
 /// What one output is styled with.
 pub enum StyleSpec {
     /// Style images and their blend weights (summing to 1).
@@ -214,22 +266,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
 
     // Decode every input first: a broken file fails the call before any work or output.
     let adain = args.model == Model::Adain;
-    let fit = |img: Rgb, size: Option<u32>| {
-        let img = if adain {
-            imaging::resize_short_side(img, size.unwrap_or(512))
-        } else {
-            imaging::cap_long_side(img, size.unwrap_or(1024))
-        };
-        if args.crop {
-            imaging::crop_center_square(img)
-        } else {
-            img
-        }
-    };
     let contents: Vec<Rgb> = args
         .content
         .iter()
-        .map(|p| imaging::load_rgb(p).map(|img| fit(img, args.content_size)))
+        .map(|p| imaging::load_rgb(p).map(|img| args.fit(img, args.content_size)))
         .collect::<Result<_, _>>()?;
     let mut styles: HashMap<PathBuf, Rgb> = HashMap::new();
     for p in &args.style {
@@ -237,7 +277,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             let img = imaging::load_rgb(p)?;
             // The Magenta predictor takes its own 256² center square of the full image.
             let img = if adain {
-                fit(img, args.style_size)
+                args.fit(img, args.style_size)
             } else {
                 img
             };
@@ -246,25 +286,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     }
     if adain {
         for (p, img) in args.content.iter().zip(&contents).chain(&styles) {
-            let (w, h) = img.dimensions();
-            if (w.min(h) as usize) < MIN_SIDE {
-                bail!(
-                    "{}: {w}×{h} is too small for AdaIN (each side ≥ {MIN_SIDE} pixels after resizing)",
-                    p.display()
-                );
-            }
+            check_adain_size(p, img)?;
         }
     }
-    let mask = match &args.mask {
-        Some(p) => {
-            let (w, h, gray) = imaging::load_gray(p)?;
-            Some(
-                Mask::from_gray(w as usize, h as usize, &gray)
-                    .with_context(|| format!("--mask {}", p.display()))?,
-            )
-        }
-        None => None,
-    };
+    let mask = args.load_mask()?;
     let content_tensors: Vec<Tensor> = contents
         .iter()
         .map(|i| imaging::to_tensor(i, &device))
@@ -546,11 +571,7 @@ pub(super) fn stem(p: &Path) -> String {
 /// no overwriting without --force, never an input file.
 fn output_paths(args: &Args, specs: &[StyleSpec]) -> anyhow::Result<Vec<Option<PathBuf>>> {
     let n = specs.len() * args.content.len();
-    let ext = match args.format {
-        Format::Png => "png",
-        Format::Jpg => "jpg",
-        Format::Webp => "webp",
-    };
+    let ext = args.format.ext();
     let name = |c: usize, s: usize| {
         format!(
             "{}_stylized_{}.{ext}",
