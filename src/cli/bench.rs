@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::bail;
 use candle::{DType, Device, Tensor};
 
-use crate::model::adain::{AdaIn, TransferOptions};
+use crate::model::adain::{AdaIn, Decoder, Encoder, TransferOptions};
 use crate::model::magenta::{StylePredictor, Transformer};
 use crate::norm::NormKind;
 use crate::weights::TensorMap;
@@ -111,29 +111,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn random_adain(device: &Device) -> anyhow::Result<AdaIn> {
     let mut vgg = TensorMap::default();
     let mut dec = TensorMap::default();
-    let vgg_convs = [
-        (0, 3, 3, 1),
-        (2, 3, 64, 3),
-        (5, 64, 64, 3),
-        (9, 64, 128, 3),
-        (12, 128, 128, 3),
-        (16, 128, 256, 3),
-        (19, 256, 256, 3),
-        (22, 256, 256, 3),
-        (25, 256, 256, 3),
-        (29, 256, 512, 3),
-    ];
-    let dec_convs = [
-        (1, 512, 256),
-        (5, 256, 256),
-        (8, 256, 256),
-        (11, 256, 256),
-        (14, 256, 128),
-        (18, 128, 128),
-        (21, 128, 64),
-        (25, 64, 64),
-        (28, 64, 3),
-    ];
     let put =
         |map: &mut TensorMap, i: usize, cin: usize, cout: usize, k: usize| -> anyhow::Result<()> {
             let bound = (6.0 / (cin * k * k) as f64).sqrt();
@@ -145,11 +122,11 @@ fn random_adain(device: &Device) -> anyhow::Result<AdaIn> {
             );
             Ok(())
         };
-    for (i, cin, cout, k) in vgg_convs {
+    for (i, (cin, cout, k)) in Encoder::conv_shapes() {
         put(&mut vgg, i, cin, cout, k)?;
     }
-    for (i, cin, cout) in dec_convs {
-        put(&mut dec, i, cin, cout, 3)?;
+    for (i, (cin, cout, k)) in Decoder::conv_shapes() {
+        put(&mut dec, i, cin, cout, k)?;
     }
     Ok(AdaIn::from_maps(&vgg, &dec)?)
 }

@@ -3,7 +3,7 @@
 
 use candle::Tensor;
 
-use super::Layer;
+use super::{Layer, Step};
 use crate::weights::TensorMap;
 use crate::Result;
 
@@ -14,23 +14,39 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Conv module indices and (Cin, Cout, k) in order, as DESIGN.md §4 lists them; `None`
+    /// marks a nearest ×2 upsampling.
+    const STEPS: [Step; 12] = [
+        Some((1, (512, 256, 3))),
+        None,
+        Some((5, (256, 256, 3))),
+        Some((8, (256, 256, 3))),
+        Some((11, (256, 256, 3))),
+        Some((14, (256, 128, 3))),
+        None,
+        Some((18, (128, 128, 3))),
+        Some((21, (128, 64, 3))),
+        None,
+        Some((25, (64, 64, 3))),
+        Some((28, (64, 3, 3))),
+    ];
+
+    /// Every conv: module index and (Cin, Cout, k), in order.
+    pub fn conv_shapes() -> impl Iterator<Item = (usize, (usize, usize, usize))> {
+        Self::STEPS.into_iter().flatten()
+    }
+
     /// Builds the decoder from a checkpoint with the released key names.
     pub fn load(map: &TensorMap) -> Result<Self> {
-        let c = |i, dims| Layer::conv(map, i, dims, true);
-        let layers = vec![
-            c(1, (512, 256, 3))?,
-            Layer::Up,
-            c(5, (256, 256, 3))?,
-            c(8, (256, 256, 3))?,
-            c(11, (256, 256, 3))?,
-            c(14, (256, 128, 3))?,
-            Layer::Up,
-            c(18, (128, 128, 3))?,
-            c(21, (128, 64, 3))?,
-            Layer::Up,
-            c(25, (64, 64, 3))?,
-            Layer::conv(map, 28, (64, 3, 3), false)?,
-        ];
+        let layers = Self::STEPS
+            .iter()
+            .map(|s| match s {
+                // The last conv outputs RGB: no ReLU.
+                Some((28, dims)) => Layer::conv(map, 28, *dims, false),
+                Some((i, dims)) => Layer::conv(map, *i, *dims, true),
+                None => Ok(Layer::Up),
+            })
+            .collect::<Result<_>>()?;
         Ok(Decoder { layers })
     }
 

@@ -30,6 +30,10 @@ use crate::{Error, Result};
 /// Channels of relu4_1, the AdaIN feature space.
 pub const FEATURE_CHANNELS: usize = 512;
 
+/// A conv's module index and (Cin, Cout, k), or `None` for a pool (encoder) or an upsampling
+/// (decoder).
+type Step = Option<(usize, (usize, usize, usize))>;
+
 /// One layer of the encoder or decoder, in module order.
 #[derive(Clone, Debug)]
 pub(crate) enum Layer {

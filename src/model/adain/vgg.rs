@@ -2,12 +2,9 @@
 
 use candle::Tensor;
 
-use super::Layer;
+use super::{Layer, Step};
 use crate::weights::TensorMap;
 use crate::Result;
-
-/// A conv's module index and (Cin, Cout, k), or `None` for a max pool.
-type Step = Option<(usize, (usize, usize, usize))>;
 
 /// The normalised VGG-19 encoder up to relu4_1.
 #[derive(Clone, Debug)]
@@ -31,6 +28,11 @@ impl Encoder {
             Some((29, (256, 512, 3))),
         ],
     ];
+
+    /// Every conv: module index and (Cin, Cout, k), in order.
+    pub fn conv_shapes() -> impl Iterator<Item = (usize, (usize, usize, usize))> {
+        Self::STAGES.into_iter().flatten().filter_map(|s| *s)
+    }
 
     /// Builds the encoder from a checkpoint with the released key names.
     pub fn load(map: &TensorMap) -> Result<Self> {
