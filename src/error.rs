@@ -63,6 +63,16 @@ pub enum Error {
         /// What was wrong in it.
         inner: Box<Error>,
     },
+    /// An image is too small for the model (AdaIN's encoder pools three times).
+    #[error("{width}×{height} is too small for AdaIN (each side ≥ {min} pixels after resizing)")]
+    TooSmall {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// The smallest side the model takes.
+        min: u32,
+    },
     /// A download from (or lookup in) the Hugging Face Hub failed.
     #[error("{repo}: {msg}")]
     Hub {
@@ -80,7 +90,8 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub(crate) fn config(layer: &'static str, msg: impl Into<String>) -> Self {
+    /// A [`Error::Config`] error of `layer`.
+    pub fn config(layer: &'static str, msg: impl Into<String>) -> Self {
         Error::Config {
             layer,
             msg: msg.into(),
@@ -88,7 +99,7 @@ impl Error {
     }
 
     /// Names `path` in the message, unless the error already names a file.
-    pub(crate) fn in_file(self, path: &std::path::Path) -> Self {
+    pub fn in_file(self, path: &std::path::Path) -> Self {
         match self {
             Error::Io { .. } | Error::InFile { .. } => self,
             // Parse errors name their stream (the path already).
@@ -100,7 +111,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn input(layer: &'static str, msg: impl Into<String>) -> Self {
+    /// A [`Error::Input`] error of `layer`.
+    pub fn input(layer: &'static str, msg: impl Into<String>) -> Self {
         Error::Input {
             layer,
             msg: msg.into(),

@@ -60,6 +60,11 @@ pub fn decode_rgb(bytes: &[u8], what: &str) -> Result<Rgb32FImage> {
             "not a recognized image format (PNG, JPEG or WebP)",
         ));
     }
+    if reader.format() == Some(ImageFormat::Jpeg) {
+        // The JPEG decoder fills a truncated or corrupt scan with gray and succeeds; the
+        // structure check makes that an error, as PIL does ("image file is truncated").
+        check_jpeg(bytes).map_err(|msg| img_err(path, format!("corrupt JPEG: {msg}")))?;
+    }
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| img_err(path, format!("cannot decode: {e}")))?;
@@ -89,11 +94,90 @@ pub fn decode_rgb(bytes: &[u8], what: &str) -> Result<Rgb32FImage> {
     let mut img = DynamicImage::from_decoder(decoder)
         .map_err(|e| img_err(path, format!("cannot decode: {e}")))?;
     img.apply_orientation(orientation);
-    Ok(to_rgb_on_white(&img))
+    Ok(to_rgb(&img))
 }
 
-/// RGB f32 with alpha composited on white.
-fn to_rgb_on_white(img: &DynamicImage) -> Rgb32FImage {
+/// Checks a JPEG's marker structure: SOI first; every segment's length within the file; known
+/// markers only, in a possible order; non-zero dimensions; entropy-coded data that ends in a
+/// marker; and an end-of-image marker (data after it is ignored). This catches truncation at
+/// any point and damaged markers, not damage inside the entropy-coded data.
+pub fn check_jpeg(b: &[u8]) -> std::result::Result<(), String> {
+    if !b.starts_with(&[0xFF, 0xD8]) {
+        return Err("no start-of-image marker".into());
+    }
+    let truncated = || "the file is truncated (it ends before the end-of-image marker)".to_string();
+    let (mut pos, mut frame, mut scans) = (2usize, false, 0usize);
+    loop {
+        if pos >= b.len() {
+            return Err(truncated());
+        }
+        if b[pos] != 0xFF {
+            return Err(format!("bad data at byte {pos} (0x{:02X} where a marker should start)", b[pos]));
+        }
+        while pos + 1 < b.len() && b[pos + 1] == 0xFF {
+            pos += 1; // fill bytes
+        }
+        let Some(&m) = b.get(pos + 1) else {
+            return Err(truncated());
+        };
+        match m {
+            0xD9 if scans > 0 => return Ok(()),
+            0xD9 => return Err("end-of-image marker before any image data".into()),
+            0xD0..=0xD7 | 0x01 => {
+                pos += 2;
+                continue;
+            }
+            // Frames (SOFn: C0–CF but DHT C4, JPG C8, DAC CC), tables, scans, APPn, COM.
+            0xC0..=0xC7 | 0xC9..=0xCF | 0xDA..=0xDF | 0xE0..=0xEF | 0xFE => {}
+            _ => return Err(format!("bad marker 0xFF{m:02X} at byte {pos}")),
+        }
+        let sof = (0xC0..=0xCF).contains(&m) && !matches!(m, 0xC4 | 0xCC);
+        if sof && (frame || scans > 0) {
+            return Err(format!("unexpected frame marker 0xFF{m:02X} at byte {pos}"));
+        }
+        let Some(len) = b.get(pos + 2..pos + 4).map(|l| usize::from(l[0]) << 8 | usize::from(l[1])) else {
+            return Err(truncated());
+        };
+        let end = pos + 2 + len;
+        if len < 2 || end > b.len() {
+            return Err(truncated());
+        }
+        if sof {
+            frame = true;
+            let seg = &b[pos + 4..end];
+            let (h, w) = match seg {
+                [_, h0, h1, w0, w1, ..] => (u16::from_be_bytes([*h0, *h1]), u16::from_be_bytes([*w0, *w1])),
+                _ => return Err("frame header too short".into()),
+            };
+            if h == 0 || w == 0 {
+                return Err(format!("{w}×{h} pixels: an image needs a width and height ≥ 1"));
+            }
+        }
+        pos = end;
+        if m == 0xDA {
+            if !frame {
+                return Err("scan before the frame header".into());
+            }
+            scans += 1;
+            // Entropy-coded data: runs until a marker other than stuffing (FF00) or RSTn.
+            loop {
+                let Some(off) = b[pos..].iter().position(|&x| x == 0xFF) else {
+                    return Err(truncated());
+                };
+                pos += off;
+                match b.get(pos + 1) {
+                    None => return Err(truncated()),
+                    Some(0x00 | 0xD0..=0xD7 | 0xFF) => pos += 1,
+                    Some(_) => break,
+                }
+            }
+        }
+    }
+}
+
+/// Any decoded image → RGB f32 in [0, 1], alpha composited on white (16-bit kept at full
+/// precision), as [`load_rgb`] converts files.
+pub fn to_rgb(img: &DynamicImage) -> Rgb32FImage {
     if !img.color().has_alpha() {
         return img.to_rgb32f();
     }
@@ -155,16 +239,11 @@ pub fn crop_center_square(img: Rgb32FImage) -> Rgb32FImage {
     image::imageops::crop_imm(&img, (w - s) / 2, (h - s) / 2, s, s).to_image()
 }
 
-/// Decodes an image as gray values in [0, 1] (a mask): (width, height, row-major values).
-/// Color images are converted to luma, alpha composited on white.
-pub fn load_gray(path: &Path) -> Result<(u32, u32, Vec<f32>)> {
-    let rgb = load_rgb(path)?;
-    let (w, h) = rgb.dimensions();
-    let v = rgb
-        .pixels()
+/// BT.601 luma of every pixel, row-major, in [0, 1].
+pub fn luma(rgb: &Rgb32FImage) -> Vec<f32> {
+    rgb.pixels()
         .map(|p| 0.299 * p.0[0] + 0.587 * p.0[1] + 0.114 * p.0[2])
-        .collect();
-    Ok((w, h, v))
+        .collect()
 }
 
 /// Center-crops to a square and resizes it to `side`×`side` (Lanczos3); an image that already

@@ -5,14 +5,37 @@
 //! style and 26-style networks (Ghiasi et al. 2017; Dumoulin et al. 2017), each runnable with its
 //! instance-norm statistics replaced by batch-, layer- or group-norm statistics.
 //!
+//! Paint a photo in a painting's style with the embedded Magenta weights (offline), then again
+//! with layer-norm statistics at 80 % strength:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use candle::Device;
+//! use normstyle::{NormKind, Stylizer};
+//!
+//! let content = image::open("assets/photos/chicago.jpg")?.thumbnail(96, 96);
+//! let style = image::open("assets/styles/brushstrokes.jpg")?;
+//! let st = Stylizer::magenta(&Device::Cpu)?;
+//! let out: image::RgbImage = st.stylize(&content, &style)?;
+//! assert_eq!(out.dimensions(), (content.width(), content.height()));
+//!
+//! let ln = st.with_norm(NormKind::Ln).with_alpha(0.8).stylize(&content, &style)?;
+//! assert_eq!(ln.dimensions(), out.dimensions());
+//! # Ok(()) }
+//! ```
+//!
+//! - [`pipeline`]: the high-level API — [`Stylizer`] (models, options, blends, masks, presets,
+//!   `bn` batches), batch runs over files, comparisons of the variants as a grid and numbers.
 //! - [`norm`]: BatchNorm2d, LayerNorm, GroupNorm, InstanceNorm2d and statistics alignment
 //!   (AdaIN, Ada-BN/LN/GN), PyTorch semantics.
 //! - [`model`]: AdaIN (released PyTorch weights) and the Magenta family (embedded weights).
 //! - [`weights`]: checkpoints (PyTorch legacy/zip `.pth`, safetensors) as named tensors, checked
-//!   for dtype, shape and finite values.
-//! - [`color`]: color preservation (CORAL, luminance transfer).
+//!   for dtype, shape and finite values; the Hugging Face Hub and a local store.
+//! - [`imaging`], [`color`], [`compare`], [`grid`]: images in and out, color preservation,
+//!   metrics and labeled grids.
 
-pub mod cli;
+#![warn(missing_docs)]
+
 pub mod color;
 pub mod compare;
 pub mod device;
@@ -22,8 +45,10 @@ pub mod imaging;
 pub mod model;
 pub mod norm;
 pub mod ops;
+pub mod pipeline;
 pub mod profile;
 pub mod weights;
 
 pub use error::{Error, Result};
 pub use norm::NormKind;
+pub use pipeline::Stylizer;

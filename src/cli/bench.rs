@@ -6,12 +6,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::bail;
-use candle::{DType, Device, Tensor};
-
-use crate::model::adain::{AdaIn, Decoder, Encoder, TransferOptions};
-use crate::model::magenta::{StylePredictor, Transformer};
-use crate::norm::NormKind;
-use crate::weights::TensorMap;
+use candle::Tensor;
+use normstyle::model::adain::{AdaIn, TransferOptions};
+use normstyle::model::magenta::{StylePredictor, Transformer};
+use normstyle::NormKind;
 
 /// What to time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -56,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.size < 16 || args.runs == 0 {
         bail!("--size must be ≥ 16 and --runs ≥ 1");
     }
-    let device = crate::device::device(&args.device)?;
+    let device = normstyle::device::device(&args.device)?;
     let content = Tensor::rand(0f32, 1.0, (1, 3, args.size, args.size), &device)?;
     let mut step: Box<dyn FnMut() -> anyhow::Result<()>> = match args.which {
         Which::Magenta => {
@@ -74,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Which::Adain => {
             let net = match (&args.vgg, &args.decoder) {
                 (Some(v), Some(d)) => AdaIn::load(v, d, &device)?,
-                (None, None) => random_adain(&device)?,
+                (None, None) => AdaIn::random(&device)?,
                 _ => bail!("give both --vgg and --decoder, or neither (random weights)"),
             };
             let style = Tensor::rand(0f32, 1.0, (1, 3, args.size, args.size), &device)?;
@@ -105,28 +103,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// AdaIN with He-scaled random weights (the timing does not depend on the values).
-fn random_adain(device: &Device) -> anyhow::Result<AdaIn> {
-    let mut vgg = TensorMap::default();
-    let mut dec = TensorMap::default();
-    let put =
-        |map: &mut TensorMap, i: usize, cin: usize, cout: usize, k: usize| -> anyhow::Result<()> {
-            let bound = (6.0 / (cin * k * k) as f64).sqrt();
-            let w = Tensor::rand(-bound as f32, bound as f32, (cout, cin, k, k), device)?;
-            map.insert(format!("{i}.weight"), w);
-            map.insert(
-                format!("{i}.bias"),
-                Tensor::zeros(cout, DType::F32, device)?,
-            );
-            Ok(())
-        };
-    for (i, (cin, cout, k)) in Encoder::conv_shapes() {
-        put(&mut vgg, i, cin, cout, k)?;
-    }
-    for (i, (cin, cout, k)) in Decoder::conv_shapes() {
-        put(&mut dec, i, cin, cout, k)?;
-    }
-    Ok(AdaIn::from_maps(&vgg, &dec)?)
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
-use crate::weights::{sha256_hex, write_tensors, TensorMap};
+use normstyle::weights::{sha256_hex, write_tensors, TensorMap};
 
 /// Arguments of `normstyle convert`.
 #[derive(Debug, clap::Args)]

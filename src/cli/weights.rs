@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
-use crate::weights::hub::{HubConfig, RepoSpec};
-use crate::weights::store::{self, Origin};
-use crate::weights::{sha256_hex, TensorMap};
+use normstyle::weights::hub::HubConfig;
+use normstyle::weights::sha256_hex;
+use normstyle::weights::store::{self, Origin};
+
+use super::RepoArgs;
 
 /// Arguments of `normstyle weights`.
 #[derive(Debug, clap::Args)]
@@ -53,33 +55,6 @@ enum Action {
     },
 }
 
-/// Where AdaIN weights come from on the hub.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RepoArgs {
-    /// Hub repository with vgg_normalised.pth and decoder.pth (OWNER/NAME, or spaces/OWNER/NAME);
-    /// default: NORMSTYLE_ADAIN_REPO.
-    #[arg(long, value_name = "OWNER/NAME")]
-    pub hf_repo: Option<String>,
-    /// Branch, tag or commit of --hf-repo.
-    #[arg(long, requires = "hf_repo")]
-    pub revision: Option<String>,
-}
-
-impl RepoArgs {
-    /// The repository from the flags or `NORMSTYLE_ADAIN_REPO`, if any.
-    pub fn spec(&self) -> anyhow::Result<Option<RepoSpec>> {
-        let id = self.hf_repo.clone().or_else(|| {
-            std::env::var("NORMSTYLE_ADAIN_REPO")
-                .ok()
-                .filter(|v| !v.is_empty())
-        });
-        Ok(match id {
-            Some(id) => Some(RepoSpec::parse(&id, self.revision.as_deref())?),
-            None => None,
-        })
-    }
-}
-
 fn check_model(model: &str) -> anyhow::Result<()> {
     match model {
         "adain" => Ok(()),
@@ -91,6 +66,7 @@ fn check_model(model: &str) -> anyhow::Result<()> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let parts = normstyle::model::adain::layouts();
     match args.action {
         Action::Pull { model, repo, quiet } => {
             check_model(&model)?;
@@ -99,20 +75,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             let mut hub = HubConfig::from_env();
             hub.progress = !quiet;
-            let paths = store::resolve_adain(Some(&spec), &hub, &|m| eprintln!("warning: {m}"))?;
-            println!("{}", paths.vgg.display());
-            println!("{}", paths.decoder.display());
+            let paths =
+                store::resolve_adain(Some(&spec), &hub, &parts, &|m| eprintln!("warning: {m}"))?;
+            println!("{}\n{}", paths.vgg.display(), paths.decoder.display());
         }
         Action::Add { files } => {
-            let dir = store::adain_dir(&Origin::Local);
             for f in &files {
                 let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
                 let name = f.display().to_string();
-                let map = TensorMap::from_bytes(&bytes, &name, &candle::Device::Cpu)?;
-                let Some(role) = store::identify_adain(&map) else {
-                    bail!("{name}: neither the AdaIN encoder (vgg_normalised) nor its decoder");
-                };
-                let (path, warnings) = store::store_adain_part(&dir, role, &bytes, &name)?;
+                let (role, path, warnings) = store::add_local(&bytes, &name, &parts)?;
                 warnings.iter().for_each(|w| eprintln!("warning: {w}"));
                 eprintln!("{name} → {} ({role})", path.display());
             }
@@ -123,102 +94,47 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         Action::List => {
-            let root = store::root();
-            let mut any = false;
-            for dir in walk_dirs(&root.join("adain")) {
-                let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                    .map(|r| {
-                        r.filter_map(|e| e.ok().map(|e| e.path()))
-                            .filter(|p| p.is_file())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                files.sort();
-                for f in files {
-                    let bytes =
-                        std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
-                    println!(
-                        "{}\t{}\t{}\tsafetensors",
-                        f.display(),
-                        human(bytes.len() as u64),
-                        sha256_hex(&bytes)
-                    );
-                    any = true;
-                }
+            let files = store::stored_files();
+            for f in &files {
+                let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                let size = human(bytes.len() as u64);
+                println!(
+                    "{}\t{size}\t{}\tsafetensors",
+                    f.display(),
+                    sha256_hex(&bytes)
+                );
             }
-            if !any {
+            if files.is_empty() {
                 eprintln!(
                     "no stored weights under {} (magenta is embedded)",
-                    root.display()
+                    store::root().display()
                 );
             }
         }
         Action::Verify => {
-            let root = store::root();
-            let mut bad = 0;
-            let mut n = 0;
-            for dir in walk_dirs(&root.join("adain")) {
-                for (role, name) in store::ADAIN_PARTS {
-                    let f = dir.join(format!("{name}.safetensors"));
-                    if !f.is_file() {
-                        continue;
-                    }
-                    n += 1;
-                    let ok = TensorMap::load(&f, &candle::Device::Cpu)
-                        .map_err(|e| e.to_string())
-                        .and_then(|m| match store::identify_adain(&m) {
-                            Some(r) if r == role => Ok(()),
-                            _ => Err(format!("not a valid AdaIN {role}")),
-                        });
-                    match ok {
-                        Ok(()) => println!("ok\t{}", f.display()),
-                        Err(e) => {
-                            bad += 1;
-                            println!("FAILED\t{}\t{e}", f.display());
-                        }
-                    }
+            let results = store::verify(&parts);
+            for (f, problem) in &results {
+                match problem {
+                    None => println!("ok\t{}", f.display()),
+                    Some(e) => println!("FAILED\t{}\t{e}", f.display()),
                 }
             }
+            let bad = results.iter().filter(|(_, p)| p.is_some()).count();
             if bad > 0 {
-                bail!("{bad} of {n} stored files failed verification");
+                bail!(
+                    "{bad} of {} stored files failed verification",
+                    results.len()
+                );
             }
-            eprintln!("{n} stored files verified");
+            eprintln!("{} stored files verified", results.len());
         }
         Action::Path { model, repo } => {
             check_model(&model)?;
-            let origin = match repo.spec()? {
-                Some(r) => Origin::Hub(r),
-                None => Origin::Local,
-            };
+            let origin = repo.spec()?.map_or(Origin::Local, Origin::Hub);
             println!("{}", store::adain_dir(&origin).display());
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Every folder under `root` that directly holds files (the store is two or three levels deep).
-fn walk_dirs(root: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        let mut has_file = false;
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                has_file = true;
-            }
-        }
-        if has_file {
-            out.push(d);
-        }
-    }
-    out.sort();
-    out
 }
 
 fn human(n: u64) -> String {

@@ -1,7 +1,7 @@
 //! The Hugging Face Hub: the only module that talks to the network (hf-hub's blocking `ureq`
 //! client, no async runtime).
 //!
-//! It follows the hub's conventions: `HF_ENDPOINT` (default https://huggingface.co),
+//! It follows the hub's conventions: `HF_ENDPOINT` (default <https://huggingface.co>),
 //! `HF_HUB_CACHE` or `HF_HOME`/hub (default ~/.cache/huggingface/hub) with the hub's own cache
 //! layout (so files are shared with Python tools), `HF_HUB_OFFLINE=1` (never touch the network),
 //! and a token from `HF_TOKEN` or the token file `HF_HOME/token`. Downloads go to a temporary

@@ -9,7 +9,7 @@ pub mod pth;
 pub mod store;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle::{DType, Device, Tensor};
 
@@ -22,6 +22,26 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, Default)]
 pub struct TensorMap {
     tensors: HashMap<String, Tensor>,
+}
+
+/// The tensors a model needs from one checkpoint: names and shapes. Each model describes its
+/// files this way (e.g. `model::adain::layouts()`), so the store validates a file without
+/// knowing the models.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// (key, shape) of every tensor the model reads; a file may hold more.
+    pub tensors: Vec<(String, Vec<usize>)>,
+}
+
+impl Layout {
+    /// Checks that `map` holds every tensor of the layout, with its shape, as a finite float
+    /// tensor. The error names the first tensor that is missing or wrong.
+    pub fn check(&self, map: &TensorMap) -> Result<()> {
+        for (key, shape) in &self.tensors {
+            map.get(key, shape)?;
+        }
+        Ok(())
+    }
 }
 
 impl TensorMap {
@@ -253,7 +273,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let msg = msg.split(" at path ").next().unwrap_or(&msg).to_string();
         io(std::io::Error::new(e.kind(), msg))
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(plain)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{}.{}.", host(), std::process::id()))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(plain)?;
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     // Temporary files are created private (0600); the result is an ordinary file.
@@ -266,6 +290,67 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     tmp.persist(path).map_err(|e| plain(e.error))?;
     Ok(())
+}
+
+/// The start of [`write_atomic`]'s temporary files: `.normstyle-tmp.<host>.<pid>.<random>.tmp`,
+/// so a later run can tell its own leftovers (from a process that was killed) from the files
+/// of a run still going, even on a folder shared between machines.
+pub const TEMP_PREFIX: &str = ".normstyle-tmp.";
+
+/// This machine's name for temporary-file names (dots replaced; `host` if unknown).
+fn host() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let name: String = name
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
+    if name.is_empty() {
+        "host".into()
+    } else {
+        name
+    }
+}
+
+/// Removes the temporary files of [`write_atomic`] in `dir` that no running process will
+/// finish: those of this machine whose process is gone, and any older than `max_age` (a file
+/// from another machine of a shared folder cannot be checked otherwise). Returns what it removed.
+pub fn remove_stale_temps(dir: &Path, max_age: std::time::Duration) -> Result<Vec<PathBuf>> {
+    let me = host();
+    let mut removed = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|err| Error::Io {
+        path: dir.to_path_buf(),
+        err,
+    })?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+            continue;
+        };
+        let mut parts = rest.splitn(3, '.');
+        let (h, pid) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let dead = h == me && pid.parse::<u32>().is_ok_and(|p| !process_alive(p));
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > max_age);
+        if (dead || old) && std::fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether process `pid` runs on this machine (Linux: /proc; elsewhere assumed alive, so only
+/// age removes a file).
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
 }
 
 /// The lowercase hex sha256 of `bytes`.

@@ -1,6 +1,6 @@
 //! PyTorch checkpoints: the legacy serialization (before PyTorch 1.6, used by the released AdaIN
 //! weights; Candle cannot read it) and the zip format of PyTorch ≥ 1.6, both read through the
-//! crate's own [`pickle`](super::pickle) VM.
+//! crate's own [`pickle`] VM.
 //!
 //! Legacy layout (DESIGN.md §4): four pickles — the magic number 0x1950a86a20f9469cfc6c, the
 //! protocol version 1001, a sys-info dict, the state dict whose tensors point at storages by

@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use candle::Device;
 
 use super::hub::{home_dir, HubConfig, RepoSpec};
-use super::{sha256_hex, write_tensors, TensorMap};
-use crate::model::adain::{Decoder, Encoder};
+use super::{sha256_hex, write_tensors, Layout, TensorMap};
 use crate::{Error, Result};
 
 /// A model card.
@@ -129,37 +128,34 @@ pub fn cached_adain(origin: &Origin) -> Option<AdainPaths> {
     (p.vgg.is_file() && p.decoder.is_file()).then_some(p)
 }
 
-/// Which AdaIN part a checkpoint is: `vgg` or `decoder`, by its tensors.
-pub fn identify_adain(map: &TensorMap) -> Option<&'static str> {
-    if Encoder::load(map).is_ok() {
-        Some("vgg")
-    } else if Decoder::load(map).is_ok() {
-        Some("decoder")
-    } else {
-        None
-    }
+/// The files of a model by role, with the tensors each must hold (`model::adain::layouts()`).
+pub type Parts = [(&'static str, Layout)];
+
+/// Which part a checkpoint is (`vgg`, `decoder`, …), by its tensors.
+pub fn identify(map: &TensorMap, parts: &Parts) -> Option<&'static str> {
+    parts
+        .iter()
+        .find(|(_, layout)| layout.check(map).is_ok())
+        .map(|(role, _)| *role)
 }
 
-/// Validates `bytes` (any supported checkpoint format) as the AdaIN part `role` and stores
-/// it as safetensors in `dir`. Returns the stored path and warnings (hash mismatches).
+/// Validates `bytes` (any supported checkpoint format) as the AdaIN part `role` of `parts` and
+/// stores it as safetensors in `dir`. Returns the stored path and warnings (hash mismatches).
 pub fn store_adain_part(
     dir: &Path,
     role: &str,
+    parts: &Parts,
     bytes: &[u8],
     source: &str,
 ) -> Result<(PathBuf, Vec<String>)> {
     let map = TensorMap::from_bytes(bytes, source, &Device::Cpu)?;
-    let check = match role {
-        "vgg" => Encoder::load(&map).map(drop),
-        "decoder" => Decoder::load(&map).map(drop),
-        other => {
-            return Err(Error::Parse {
-                what: source.to_string(),
-                msg: format!("unknown AdaIN part `{other}`"),
-            })
-        }
+    let Some((_, layout)) = parts.iter().find(|(r, _)| *r == role) else {
+        return Err(Error::Parse {
+            what: source.to_string(),
+            msg: format!("unknown AdaIN part `{role}`"),
+        });
     };
-    check.map_err(|e| Error::Parse {
+    layout.check(&map).map_err(|e| Error::Parse {
         what: source.to_string(),
         msg: format!("not a valid AdaIN {role} checkpoint: {e}"),
     })?;
@@ -201,6 +197,7 @@ pub fn store_adain_part(
 pub fn resolve_adain(
     repo: Option<&RepoSpec>,
     hub: &HubConfig,
+    parts: &Parts,
     log: &dyn Fn(String),
 ) -> Result<AdainPaths> {
     let origin = repo.map_or(Origin::Local, |r| Origin::Hub(r.clone()));
@@ -230,7 +227,7 @@ pub fn resolve_adain(
             path: path.clone(),
             err,
         })?;
-        let (_, warnings) = store_adain_part(&dir, role, &bytes, &format!("{repo}/{file}"))
+        let (_, warnings) = store_adain_part(&dir, role, parts, &bytes, &format!("{repo}/{file}"))
             .map_err(|e| Error::Hub {
                 repo: repo.to_string(),
                 msg: format!("{file} failed the structure check: {e}"),
@@ -241,6 +238,61 @@ pub fn resolve_adain(
         repo: repo.to_string(),
         msg: "the store is incomplete after the download".into(),
     })
+}
+
+/// Identifies a checkpoint (any supported format) as one of `parts` and stores it with the
+/// locally added weights. Returns the role, the stored path and warnings (hash mismatches).
+pub fn add_local(
+    bytes: &[u8],
+    source: &str,
+    parts: &Parts,
+) -> Result<(&'static str, PathBuf, Vec<String>)> {
+    let map = TensorMap::from_bytes(bytes, source, &Device::Cpu)?;
+    let role = identify(&map, parts).ok_or_else(|| Error::Parse {
+        what: source.to_string(),
+        msg: "neither the AdaIN encoder (vgg_normalised) nor its decoder".into(),
+    })?;
+    let (path, warnings) =
+        store_adain_part(&adain_dir(&Origin::Local), role, parts, bytes, source)?;
+    Ok((role, path, warnings))
+}
+
+/// Every file in the store, sorted.
+pub fn stored_files() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root().join("adain")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for p in rd.flatten().map(|e| e.path()) {
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Re-checks every stored AdaIN part against `parts`: (file, what is wrong, if anything).
+pub fn verify(parts: &Parts) -> Vec<(PathBuf, Option<String>)> {
+    let mut out = Vec::new();
+    for f in stored_files() {
+        let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let Some((role, _)) = ADAIN_PARTS.iter().find(|(_, name)| *name == stem) else {
+            continue;
+        };
+        let problem = match TensorMap::load(&f, &Device::Cpu) {
+            Err(e) => Some(e.to_string()),
+            Ok(m) if identify(&m, parts) == Some(*role) => None,
+            Ok(_) => Some(format!("not a valid AdaIN {role}")),
+        };
+        out.push((f, problem));
+    }
+    out
 }
 
 #[cfg(test)]

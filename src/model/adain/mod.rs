@@ -24,7 +24,7 @@ use candle::{Device, Tensor};
 use crate::ops::{
     conv2d_fused, max_pool2x2_ceil, upsample_nearest2x, Activation, ConvSpec, Padding,
 };
-use crate::weights::TensorMap;
+use crate::weights::{Layout, TensorMap};
 use crate::{Error, Result};
 
 /// Channels of relu4_1, the AdaIN feature space.
@@ -114,6 +114,26 @@ impl AdaIn {
         })
     }
 
+    /// The network with He-uniform random weights and zero biases on `device`, for benchmarks
+    /// (the timing does not depend on the values) and tests.
+    pub fn random(device: &Device) -> Result<Self> {
+        let map = |convs: &mut dyn Iterator<Item = (usize, (usize, usize, usize))>| {
+            let mut m = TensorMap::default();
+            for (i, (cin, cout, k)) in convs {
+                let bound = (6.0 / (cin * k * k) as f64).sqrt() as f32;
+                let w = Tensor::rand(-bound, bound, (cout, cin, k, k), device)?;
+                m.insert(format!("{i}.weight"), w);
+                let b = Tensor::zeros(cout, candle::DType::F32, device)?;
+                m.insert(format!("{i}.bias"), b);
+            }
+            Ok::<_, Error>(m)
+        };
+        Self::from_maps(
+            &map(&mut Encoder::conv_shapes())?,
+            &map(&mut Decoder::conv_shapes())?,
+        )
+    }
+
     /// Builds the network from checkpoints already in memory.
     pub fn from_maps(vgg: &TensorMap, decoder: &TensorMap) -> Result<Self> {
         Ok(AdaIn {
@@ -121,6 +141,28 @@ impl AdaIn {
             decoder: Decoder::load(decoder)?,
         })
     }
+}
+
+/// The AdaIN checkpoints by role (`vgg`, `decoder`, as the store names them) and the tensors
+/// each must hold.
+pub fn layouts() -> [(&'static str, Layout); 2] {
+    [
+        ("vgg", layout_of(Encoder::conv_shapes())),
+        ("decoder", layout_of(Decoder::conv_shapes())),
+    ]
+}
+
+/// `i.weight` (Cout, Cin, k, k) and `i.bias` (Cout) of every conv.
+fn layout_of(convs: impl Iterator<Item = (usize, (usize, usize, usize))>) -> Layout {
+    let tensors = convs
+        .flat_map(|(i, (cin, cout, k))| {
+            [
+                (format!("{i}.weight"), vec![cout, cin, k, k]),
+                (format!("{i}.bias"), vec![cout]),
+            ]
+        })
+        .collect();
+    Layout { tensors }
 }
 
 /// Loads one checkpoint and builds `which` from it; a missing key says the file is not `which`.

@@ -1,0 +1,92 @@
+//! The programs in `examples/` run as a user runs them: no arguments, in a folder that has the
+//! bundled `assets/`, writing their pictures there. `cargo test` builds the examples before it
+//! runs this test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `target/<profile>/examples/<name>`, next to this test's own `deps/` folder.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples");
+    dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Runs an example in a fresh folder holding a link to the bundled assets; returns the folder
+/// and stdout.
+fn run(name: &str) -> (tempfile::TempDir, String) {
+    let bin = example(name);
+    if !bin.is_file() {
+        // `cargo test` builds the examples first; `cargo test --test examples` does not.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(ok.success() && bin.is_file(), "{} not built", bin.display());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&assets, dir.path().join("assets")).unwrap();
+    #[cfg(not(unix))]
+    copy_dir(&assets, &dir.path().join("assets"));
+    let out = Command::new(&bin).current_dir(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir, stdout)
+}
+
+#[cfg(not(unix))]
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+fn size(p: &Path) -> (u32, u32) {
+    image::image_dimensions(p).unwrap()
+}
+
+#[test]
+fn quickstart_writes_both_pictures() {
+    let (dir, stdout) = run("quickstart");
+    // chicago.jpg is 712×474: under the 1024 default cap, so the output keeps its size.
+    assert_eq!(size(&dir.path().join("quickstart_magenta.png")), (712, 474));
+    assert_eq!(size(&dir.path().join("quickstart_ln.png")), (712, 474));
+    assert!(stdout.contains("quickstart_magenta.png"));
+}
+
+#[test]
+fn norm_row_writes_the_row() {
+    let (dir, stdout) = run("norm_row");
+    let (w, _) = size(&dir.path().join("norm_row.png"));
+    assert_eq!(w, normstyle::grid::GAP + 4 * (256 + normstyle::grid::GAP));
+    assert!(stdout.starts_with("norm_row.png"));
+}
+
+#[test]
+fn compare_variants_prints_the_numbers() {
+    let (dir, stdout) = run("compare_variants");
+    assert!(dir.path().join("compare_variants.png").is_file());
+    // Header, 4 variants × 2 photos, and the closing line.
+    assert_eq!(stdout.lines().count(), 1 + 8 + 1, "{stdout}");
+    assert!(stdout.lines().next().unwrap().starts_with("content"));
+    assert!(stdout.contains("most structure kept:"));
+}
