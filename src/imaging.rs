@@ -112,7 +112,10 @@ pub fn check_jpeg(b: &[u8]) -> std::result::Result<(), String> {
             return Err(truncated());
         }
         if b[pos] != 0xFF {
-            return Err(format!("bad data at byte {pos} (0x{:02X} where a marker should start)", b[pos]));
+            return Err(format!(
+                "bad data at byte {pos} (0x{:02X} where a marker should start)",
+                b[pos]
+            ));
         }
         while pos + 1 < b.len() && b[pos + 1] == 0xFF {
             pos += 1; // fill bytes
@@ -135,7 +138,10 @@ pub fn check_jpeg(b: &[u8]) -> std::result::Result<(), String> {
         if sof && (frame || scans > 0) {
             return Err(format!("unexpected frame marker 0xFF{m:02X} at byte {pos}"));
         }
-        let Some(len) = b.get(pos + 2..pos + 4).map(|l| usize::from(l[0]) << 8 | usize::from(l[1])) else {
+        let Some(len) = b
+            .get(pos + 2..pos + 4)
+            .map(|l| usize::from(l[0]) << 8 | usize::from(l[1]))
+        else {
             return Err(truncated());
         };
         let end = pos + 2 + len;
@@ -146,11 +152,16 @@ pub fn check_jpeg(b: &[u8]) -> std::result::Result<(), String> {
             frame = true;
             let seg = &b[pos + 4..end];
             let (h, w) = match seg {
-                [_, h0, h1, w0, w1, ..] => (u16::from_be_bytes([*h0, *h1]), u16::from_be_bytes([*w0, *w1])),
+                [_, h0, h1, w0, w1, ..] => (
+                    u16::from_be_bytes([*h0, *h1]),
+                    u16::from_be_bytes([*w0, *w1]),
+                ),
                 _ => return Err("frame header too short".into()),
             };
             if h == 0 || w == 0 {
-                return Err(format!("{w}×{h} pixels: an image needs a width and height ≥ 1"));
+                return Err(format!(
+                    "{w}×{h} pixels: an image needs a width and height ≥ 1"
+                ));
             }
         }
         pos = end;

@@ -69,6 +69,7 @@ fn every_bad_input_ends_cleanly() {
         *b = b.wrapping_mul(31).wrapping_add(7);
     }
     std::fs::write(p.join("garbled.png"), &gp).unwrap();
+    corrupt_files(p);
     std::fs::write(p.join("empty.png"), b"").unwrap();
     std::fs::write(p.join("notes.txt"), b"not an image").unwrap();
     std::fs::create_dir(p.join("folder.png")).unwrap();
@@ -127,7 +128,31 @@ fn every_bad_input_ends_cleanly() {
     };
     use Expect::*;
     let cases: Vec<(Vec<String>, Expect)> = vec![
-        (styl("trunc.jpg", &[]), Fails("trunc.jpg: cannot decode")),
+        (styl("trunc.jpg", &[]), Fails("trunc.jpg: corrupt JPEG: the file is truncated")),
+        // Strict decoding: truncation at several points, damaged markers, CRCs and sizes.
+        (styl("cut33.jpg", &[]), Fails("cut33.jpg: corrupt JPEG: the file is truncated")),
+        (styl("cut66.jpg", &[]), Fails("cut66.jpg: corrupt JPEG: the file is truncated")),
+        (styl("cut99.jpg", &[]), Fails("cut99.jpg: corrupt JPEG: the file is truncated")),
+        (styl("noeoi.jpg", &[]), Fails("noeoi.jpg: corrupt JPEG: the file is truncated")),
+        (styl("soi.jpg", &[]), Fails("soi.jpg: corrupt JPEG: the file is truncated")),
+        (styl("marker.jpg", &[]), Fails("marker.jpg: corrupt JPEG: bad marker 0xFF02")),
+        (styl("zerow.jpg", &[]), Fails("zerow.jpg: corrupt JPEG: 0×474 pixels")),
+        (styl("cut33.png", &[]), Fails("cut33.png: cannot decode")),
+        (styl("cut90.png", &[]), Fails("cut90.png: cannot decode")),
+        (styl("noiend.png", &[]), Fails("noiend.png: cannot decode")),
+        (styl("crc_ihdr.png", &[]), Fails("crc_ihdr.png: cannot decode: Format error decoding Png: CRC error")),
+        (styl("crc_idat.png", &[]), Fails("crc_idat.png: cannot decode: Format error decoding Png: CRC error")),
+        (styl("zerow.png", &[]), Fails("zerow.png: cannot decode")),
+        (styl("huge.png", &[]), Fails("huge.png: cannot decode: Memory limit exceeded")),
+        (styl("cut33.webp", &[]), Fails("cut33.webp: cannot decode")),
+        (styl("cut66.webp", &[]), Fails("cut66.webp: cannot decode")),
+        (styl("riff.webp", &[]), Fails("riff.webp: ")),
+        (styl("photo.png", &["--shard", "0/2"]), Fails("--shard/--manifest: these apply to batch runs")),
+        (styl("photo.png", &["--manifest", "m.jsonl"]), Fails("--shard/--manifest: these apply to batch runs")),
+        (s(&["stylize", "--content-dir", ".", "--style", "art.png", "--shard", "3/3"]), Fails("--shard: 3/3: need 0 ≤ K < N")),
+        (s(&["stylize", "--content-dir", ".", "--style", "art.png", "--shard", "x"]), Fails("--shard: `x` is not K/N")),
+        (s(&["stylize", "--content-dir", ".", "--style", "art.png", "--shard", "auto"]), Fails("--shard auto: neither a Slurm array task")),
+        (s(&["manifest", "check", "nowhere.jsonl"]), Fails("nowhere.jsonl: No such file")),
         (styl("garbled.jpg", &[]), Fails("garbled.jpg: ")),
         (styl("trunc.png", &[]), Fails("trunc.png: cannot decode")),
         (styl("garbled.png", &[]), Fails("garbled.png: ")),
@@ -165,12 +190,14 @@ fn every_bad_input_ends_cleanly() {
         (s(&["stylize", "--content-dir", "nowhere", "--style", "art.png"]), Fails("--content-dir nowhere: not a folder")),
         (s(&["stylize", "photo.png", "--style-dir", "nostyles"]), Fails("--style-dir nostyles: no images")),
     ];
-    assert!(cases.len() >= 30, "{} cases", cases.len());
+    assert!(cases.len() >= 50, "{} cases", cases.len());
     for (args, expect) in &cases {
         let before = files(p);
         let out = Command::new(env!("CARGO_BIN_EXE_normstyle"))
             .current_dir(p)
             .env_remove("RUST_BACKTRACE")
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env_remove("JOB_COMPLETION_INDEX")
             .env("NORMSTYLE_CACHE", p.join("no-store"))
             .env("HF_HUB_OFFLINE", "1")
             .args(args)
@@ -199,4 +226,80 @@ fn every_bad_input_ends_cleanly() {
             }
         }
     }
+}
+
+/// Broken JPEG, PNG and WebP files made from good ones: truncated at several points, damaged
+/// markers and CRCs, zero and absurd dimensions.
+fn corrupt_files(p: &Path) {
+    let put = |name: &str, bytes: &[u8]| std::fs::write(p.join(name), bytes).unwrap();
+    let cut = |b: &[u8], pct: usize| b[..b.len() * pct / 100].to_vec();
+    // A real photo (712×474, baseline, one scan).
+    let jpeg =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/photos/chicago.jpg"))
+            .unwrap();
+    put("cut33.jpg", &cut(&jpeg, 33));
+    put("cut66.jpg", &cut(&jpeg, 66));
+    put("cut99.jpg", &cut(&jpeg, 99));
+    put("noeoi.jpg", &jpeg[..jpeg.len() - 2]);
+    put("soi.jpg", &jpeg[..20]); // SOI and part of APP0
+    let mut m = jpeg.clone();
+    let mid = m.len() / 2;
+    m[mid..mid + 2].copy_from_slice(&[0xFF, 0x02]);
+    put("marker.jpg", &m);
+    let mut z = jpeg.clone();
+    let sof = z.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    z[sof + 7..sof + 9].copy_from_slice(&[0, 0]); // width
+    put("zerow.jpg", &z);
+
+    let png = std::fs::read(p.join("photo.png")).unwrap();
+    put("cut33.png", &cut(&png, 33));
+    put("cut90.png", &cut(&png, 90));
+    put("noiend.png", &png[..png.len() - 12]);
+    let mut c = png.clone();
+    c[29] ^= 0xFF; // IHDR's CRC
+    put("crc_ihdr.png", &c);
+    let mut c = png.clone();
+    let idat = c.windows(4).position(|w| w == b"IDAT").unwrap();
+    let len = u32::from_be_bytes(c[idat - 4..idat].try_into().unwrap()) as usize;
+    c[idat + 4 + len] ^= 0xFF; // IDAT's CRC, data intact
+    put("crc_idat.png", &c);
+    let ihdr = |w: u32, h: u32| {
+        let mut c = png.clone();
+        c[16..20].copy_from_slice(&w.to_be_bytes());
+        c[20..24].copy_from_slice(&h.to_be_bytes());
+        let crc = crc32(&c[12..29]);
+        c[29..33].copy_from_slice(&crc.to_be_bytes());
+        c
+    };
+    put("zerow.png", &ihdr(0, 24));
+    put("huge.png", &ihdr(i32::MAX as u32, i32::MAX as u32));
+
+    image::open(p.join("photo.png"))
+        .unwrap()
+        .save(p.join("photo.webp"))
+        .unwrap();
+    let webp = std::fs::read(p.join("photo.webp")).unwrap();
+    std::fs::remove_file(p.join("photo.webp")).unwrap();
+    put("cut33.webp", &cut(&webp, 33));
+    put("cut66.webp", &cut(&webp, 66));
+    let mut r = webp.clone();
+    r[4..8].copy_from_slice(&u32::MAX.to_le_bytes()); // RIFF size beyond the file
+    r.truncate(r.len() - 4);
+    put("riff.webp", &r);
+}
+
+/// CRC-32 (ISO-HDLC), as PNG chunks use.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
 }

@@ -41,6 +41,10 @@ pub fn run(mut args: StylizeArgs) -> anyhow::Result<ExitCode> {
         bail!("--norm bn: a batch run stylizes one photo at a time, so BN statistics would equal IN; give the photos as arguments to pool them");
     }
     let specs = args.specs()?;
+    let shard = args.shard()?;
+    if let (Some((k, from)), false) = (&shard, args.quiet) {
+        eprintln!("shard {k} (from {from})");
+    }
     if args.content.is_empty() {
         bail!("--content-dir: no images (PNG, JPEG, WebP) found");
     }
@@ -58,6 +62,8 @@ pub fn run(mut args: StylizeArgs) -> anyhow::Result<ExitCode> {
         ext: args.format.ext().into(),
         quality: args.quality,
         force: args.force,
+        shard: shard.as_ref().map(|(k, _)| *k),
+        manifest: args.manifest.clone(),
     };
     let st = args.stylizer()?;
 
@@ -103,6 +109,10 @@ pub fn run(mut args: StylizeArgs) -> anyhow::Result<ExitCode> {
     }
     if args.profile {
         eprint!("{}", normstyle::profile::report());
+    }
+    if summary.stale_removed > 0 && !args.quiet {
+        let n = summary.stale_removed;
+        eprintln!("removed {n} temporary file(s) left by an interrupted run");
     }
     if !args.quiet || summary.failed > 0 || summary.not_started > 0 {
         eprintln!("{summary}");

@@ -8,6 +8,7 @@ mod bench;
 mod compare;
 mod convert;
 mod import_magenta;
+mod manifest;
 mod norms;
 mod presets;
 mod stylize;
@@ -21,7 +22,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use normstyle::color::PreserveColor;
 use normstyle::model::adain::Mask;
-use normstyle::pipeline::{mask_from_rgb, parse_preset, StyleSpec};
+use normstyle::pipeline::{mask_from_rgb, parse_preset, Shard, StyleSpec};
 use normstyle::weights::hub::{HubConfig, RepoSpec};
 use normstyle::weights::store;
 use normstyle::{NormKind, Stylizer};
@@ -48,6 +49,8 @@ enum Command {
     Norms(norms::Args),
     /// Download, import, list, verify and locate model weights.
     Weights(weights::Args),
+    /// Check the outputs that batch manifests (--manifest) record: present and unchanged.
+    Manifest(manifest::Args),
     /// Convert a checkpoint (PyTorch legacy or zip .pth, safetensors) to safetensors.
     Convert(convert::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stylize(args) if args.is_batch() => batch::run(*args),
         Command::Stylize(args) => stylize::run(*args),
         Command::Convert(args) => convert::run(args),
+        Command::Manifest(args) => manifest::run(args),
         Command::Weights(args) => weights::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -115,7 +119,7 @@ impl Format {
   normstyle stylize a.jpg b.jpg --style s.jpg --norm bn     (BN statistics over both photos)
   normstyle stylize --content-dir photos/ --style-dir styles/ -o out/      (batch, resumable)")]
 pub struct StylizeArgs {
-    /// Content images (PNG, JPEG, WebP).
+    /// Content images (PNG, JPEG, WebP); `-` reads one from standard input.
     #[arg(required_unless_present = "content_dir", value_hint = clap::ValueHint::FilePath)]
     pub content: Vec<PathBuf>,
     /// Batch mode: every image in this folder is a content (sorted; hidden files skipped).
@@ -130,6 +134,19 @@ pub struct StylizeArgs {
     /// with `_`).
     #[arg(long)]
     pub recursive: bool,
+    /// Batch mode: run only part K of N (0 ≤ K < N) of the (content, style) pairs, so N workers
+    /// share a batch with nothing in common but the output folder; `auto` takes K and N from a
+    /// Slurm array job or a Kubernetes Indexed Job (with --shards N).
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<String>,
+    /// With --shard auto under a Kubernetes Indexed Job: the number of shards (the Job's
+    /// completions; default NORMSTYLE_SHARDS).
+    #[arg(long, value_name = "N", requires = "shard")]
+    pub shards: Option<usize>,
+    /// Batch mode: append one JSON line per finished output (inputs and output with sha256,
+    /// settings, seconds); check it later with `normstyle manifest check`.
+    #[arg(long, value_hint = clap::ValueHint::FilePath)]
+    pub manifest: Option<PathBuf>,
     /// Style image(s). Several without --style-weights: one output per content × style.
     #[arg(short, long, value_hint = clap::ValueHint::FilePath)]
     pub style: Vec<PathBuf>,
@@ -203,6 +220,15 @@ impl StylizeArgs {
         self.content_dir.is_some() || self.style_dir.is_some()
     }
 
+    /// The --shard of a batch, and where `auto` found it.
+    pub fn shard(&self) -> anyhow::Result<Option<(Shard, String)>> {
+        Ok(match self.shard.as_deref() {
+            None => None,
+            Some("auto") => Some(Shard::from_env(|k| std::env::var(k).ok(), self.shards)?),
+            Some(s) => Some((Shard::parse(s)?, "--shard".into())),
+        })
+    }
+
     /// Checks the flags, sets the process-wide ones (pixel limit, profiling) and returns the
     /// styles of the call.
     pub fn specs(&self) -> anyhow::Result<Vec<StyleSpec>> {
@@ -216,6 +242,9 @@ impl StylizeArgs {
         }
         self.preserve()?;
         self.model.check()?;
+        if !self.is_batch() && (self.shard.is_some() || self.manifest.is_some()) {
+            bail!("--shard/--manifest: these apply to batch runs (--content-dir/--style-dir)");
+        }
         match self.model.model {
             Model::Adain if self.preset.is_some() => {
                 bail!("--preset: the 26 presets belong to --model magenta")

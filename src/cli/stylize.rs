@@ -2,7 +2,7 @@
 //! preset) in one call; the contents form one batch, so `--norm bn` pools over them.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -17,11 +17,7 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<ExitCode> {
     let specs = args.specs()?;
     let outputs = output_paths(&args, &specs)?;
     // Decode every input first: a broken file fails the call before any work or output.
-    let contents: Vec<Rgb> = args
-        .content
-        .iter()
-        .map(|p| imaging::load_rgb(p))
-        .collect::<Result<_, _>>()?;
+    let contents: Vec<Rgb> = args.content.iter().map(load).collect::<Result<_, _>>()?;
     let mut style_images: HashMap<PathBuf, Rgb> = HashMap::new();
     for p in &args.style {
         if !style_images.contains_key(p) {
@@ -90,12 +86,32 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Decodes a content file, or standard input for `-`.
+fn load(p: &PathBuf) -> anyhow::Result<Rgb> {
+    if p.as_os_str() != "-" {
+        return Ok(imaging::load_rgb(p)?);
+    }
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut bytes)
+        .context("reading standard input")?;
+    Ok(imaging::decode_rgb(&bytes, "<stdin>")?)
+}
+
 /// One output path per (style, content) job, style-major (`None` = stdout), checked up front:
 /// no overwriting without --force, never an input file.
 fn output_paths(args: &StylizeArgs, specs: &[StyleSpec]) -> anyhow::Result<Vec<Option<PathBuf>>> {
     let n = specs.len() * args.content.len();
+    if args.content.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
+        bail!("-: standard input holds one image; give `-` once");
+    }
     let name = |c: usize, s: usize| {
-        let (content, style) = (stem(&args.content[c]), specs[s].label());
+        let content = match &args.content[c] {
+            p if p.as_os_str() == "-" => "stdin".to_string(),
+            p => stem(p),
+        };
+        let style = specs[s].label();
         format!("{content}_stylized_{style}.{}", args.format.ext())
     };
     let jobs = (0..specs.len()).flat_map(|s| (0..args.content.len()).map(move |c| (c, s)));

@@ -23,11 +23,13 @@
 
 mod batch;
 mod compare;
+pub mod manifest;
 mod spec;
 mod stylizer;
 
-pub use batch::{Batch, Event, Summary};
+pub use batch::{Batch, Event, Shard, Summary};
 pub use compare::{compare, presets_sheet, CompareOptions, Comparison, Labeled, TileNumbers};
+pub use manifest::Manifest;
 pub use spec::{
     list_images, mask_from_image, mask_from_rgb, normalize_weights, parse_preset, stem, StyleSpec,
 };

@@ -100,10 +100,17 @@ impl StyleSpec {
         styles: &'a HashMap<PathBuf, Style>,
         mask: Option<&'a Mask>,
     ) -> Result<Styling<'a>> {
+        self.styling_with(|p| styles.get(p), mask)
+    }
+
+    /// [`StyleSpec::styling`] with the prepared styles looked up by `get`.
+    pub fn styling_with<'a>(
+        &self,
+        get: impl Fn(&PathBuf) -> Option<&'a Style>,
+        mask: Option<&'a Mask>,
+    ) -> Result<Styling<'a>> {
         let get = |p: &PathBuf| {
-            styles
-                .get(p)
-                .ok_or_else(|| parse_err(&p.display().to_string(), "style image not loaded"))
+            get(p).ok_or_else(|| parse_err(&p.display().to_string(), "style image not loaded"))
         };
         Ok(match self {
             StyleSpec::Images(v) => Styling::Blend(

@@ -249,6 +249,21 @@ impl Stylizer {
         self.alpha
     }
 
+    /// The model and options as JSON, for provenance records: `model`, `norm`, `alpha`,
+    /// `preserve_color`, `content_size`, `style_size`, `crop`, `normstyle` (the version).
+    pub fn settings(&self) -> serde_json::Value {
+        serde_json::json!({
+            "model": self.family().name(),
+            "norm": self.norm.to_string(),
+            "alpha": self.alpha,
+            "preserve_color": self.preserve.map(|p| format!("{p:?}").to_lowercase()),
+            "content_size": self.content_size,
+            "style_size": self.style_size,
+            "crop": self.crop,
+            "normstyle": env!("CARGO_PKG_VERSION"),
+        })
+    }
+
     /// The AdaIN network, when this is the AdaIN family (for losses and feature taps).
     pub fn adain_net(&self) -> Option<&AdaIn> {
         match &self.nets {
