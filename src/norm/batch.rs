@@ -1,12 +1,15 @@
 //! Batch normalization over (N, H, W) per channel, with PyTorch's `nn.BatchNorm2d` semantics
 //! (Ioffe & Szegedy 2015).
 
-use candle::{Device, Module, Tensor};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use candle::{Device, ModuleT, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
 
 use super::stats::{affine_planes, Moments, Variance};
 use super::{
-    affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, load_param, plane_affine,
-    DEFAULT_EPS,
+    affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, graph, load_param,
+    new_var, plane_affine, DEFAULT_EPS,
 };
 use crate::weights::TensorMap;
 use crate::{Error, Result};
@@ -43,15 +46,70 @@ impl Default for BatchNorm2dConfig {
 /// Train mode normalizes each channel with the biased variance of the batch and updates the
 /// running statistics (the variance with the unbiased estimate); eval mode uses the running
 /// statistics. Without running statistics both modes use the batch's.
-#[derive(Clone, Debug)]
+///
+/// The running statistics are [`Var`]s updated in place: a layer built by [`batch_norm2d`]
+/// from a `VarMap` updates the map's `running_mean` and `running_var`, so `VarMap::save`
+/// stores the trained layer whole (a clone shares them, as candle-nn's `BatchNorm` does).
+/// Gradients flow through the batch statistics whenever a graph is recorded. Like candle-nn's
+/// `BatchNorm` it implements [`ModuleT`] only (`xs.apply_t(&bn, train)`): a plain `Module`
+/// would hide the mode.
+#[derive(Debug)]
 pub struct BatchNorm2d {
     num_features: usize,
     weight: Option<Tensor>,
     bias: Option<Tensor>,
-    running_mean: Option<Tensor>,
-    running_var: Option<Tensor>,
-    num_batches_tracked: u64,
+    running_mean: Option<Var>,
+    running_var: Option<Var>,
+    num_batches_tracked: AtomicU64,
     cfg: BatchNorm2dConfig,
+}
+
+impl Clone for BatchNorm2d {
+    fn clone(&self) -> Self {
+        BatchNorm2d {
+            num_features: self.num_features,
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+            running_mean: self.running_mean.clone(),
+            running_var: self.running_var.clone(),
+            num_batches_tracked: AtomicU64::new(self.num_batches_tracked()),
+            cfg: self.cfg,
+        }
+    }
+}
+
+/// A [`BatchNorm2d`] whose tensors live in `vb` under PyTorch's names: `weight` (γ = 1) and
+/// `bias` (β = 0) when affine, `running_mean` (0) and `running_var` (1) when tracked — so a
+/// PyTorch state dict loads by name, and a `VarMap` holds the trainable and running values.
+pub fn batch_norm2d(
+    num_features: usize,
+    cfg: BatchNorm2dConfig,
+    vb: VarBuilder,
+) -> Result<BatchNorm2d> {
+    let get = |name: &str, init: f64, wanted: bool| -> Result<Option<Tensor>> {
+        Ok(wanted
+            .then(|| vb.get_with_hints(num_features, name, Init::Const(init)))
+            .transpose()?)
+    };
+    let mut bn = BatchNorm2d::from_tensors(
+        num_features,
+        get("weight", 1.0, cfg.affine)?,
+        get("bias", 0.0, cfg.affine)?,
+        None,
+        None,
+        BatchNorm2dConfig {
+            track_running_stats: false,
+            ..cfg
+        },
+    )?;
+    if cfg.track_running_stats {
+        // Shared with the VarMap, not copied, so the updates land there.
+        let var = |t: Option<Tensor>| t.map(|t| Var::from_tensor(&t)).transpose();
+        bn.running_mean = var(get("running_mean", 0.0, true)?)?;
+        bn.running_var = var(get("running_var", 1.0, true)?)?;
+        bn.cfg.track_running_stats = true;
+    }
+    Ok(bn)
 }
 
 impl BatchNorm2d {
@@ -111,9 +169,9 @@ impl BatchNorm2d {
             num_features,
             weight: check_param(LAYER, "weight", weight, &shape)?,
             bias: check_param(LAYER, "bias", bias, &shape)?,
-            running_mean: check_param(LAYER, "running_mean", running_mean, &shape)?,
-            running_var: check_param(LAYER, "running_var", running_var, &shape)?,
-            num_batches_tracked: 0,
+            running_mean: new_var(check_param(LAYER, "running_mean", running_mean, &shape)?)?,
+            running_var: new_var(check_param(LAYER, "running_var", running_var, &shape)?)?,
+            num_batches_tracked: AtomicU64::new(0),
             cfg,
         })
     }
@@ -139,8 +197,8 @@ impl BatchNorm2d {
     }
 
     /// Training-mode forward: normalizes with the batch statistics and, when tracking, updates
-    /// the running statistics. x: (N, C, H, W) with N·H·W > 1.
-    pub fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
+    /// the running statistics in place. x: (N, C, H, W) with N·H·W > 1.
+    pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, hw) = self.check_input(x)?;
         if n * hw <= 1 {
             return Err(Error::input(
@@ -151,25 +209,28 @@ impl BatchNorm2d {
                 ),
             ));
         }
+        // Momentum None is PyTorch's cumulative average: 1 / batches seen.
+        let m = match &self.running_mean {
+            Some(_) => {
+                let seen = self.num_batches_tracked.fetch_add(1, Ordering::Relaxed) + 1;
+                self.cfg.momentum.unwrap_or(1.0 / seen as f64)
+            }
+            None => 0.0,
+        };
+        if graph::needed(x, &[self.weight.as_ref(), self.bias.as_ref()]) {
+            return self.train_graph(x, m);
+        }
         let per_channel = Moments::of_rows(x, hw)?.merge_by(c, |i| i % c);
         if let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) {
-            self.num_batches_tracked += 1;
-            let m = match self.cfg.momentum {
-                Some(m) => m,
-                None => 1.0 / self.num_batches_tracked as f64,
+            let (rm_old, rv_old) = affine_vectors(Some(rm.as_tensor()), Some(rv.as_tensor()), c)?;
+            let upd = |var: &Var, old: &[f64], new: &dyn Fn(usize) -> f64| -> Result<()> {
+                let v: Vec<f64> = (0..c).map(|k| (1.0 - m) * old[k] + m * new(k)).collect();
+                Ok(var.set(&Tensor::from_vec(v, c, var.device())?.to_dtype(var.dtype())?)?)
             };
-            let (rm_old, rv_old) = affine_vectors(Some(rm), Some(rv), c)?;
-            let device = rm.device().clone();
-            let upd = |old: &[f64], new: &dyn Fn(usize) -> f64| -> Result<Tensor> {
-                let v: Vec<f32> = (0..c)
-                    .map(|k| ((1.0 - m) * old[k] + m * new(k)) as f32)
-                    .collect();
-                Ok(Tensor::from_vec(v, c, &device)?)
-            };
-            self.running_mean = Some(upd(&rm_old, &|k| per_channel.mean[k])?);
-            self.running_var = Some(upd(&rv_old, &|k| {
+            upd(rm, &rm_old, &|k| per_channel.mean[k])?;
+            upd(rv, &rv_old, &|k| {
                 per_channel.variance(k, Variance::Unbiased)
-            })?);
+            })?;
         }
         self.normalize(x, n, c, hw, |ch| {
             (
@@ -179,21 +240,57 @@ impl BatchNorm2d {
         })
     }
 
+    /// The training forward with tensor ops (autograd, any device); `m` is the momentum.
+    fn train_graph(&self, x: &Tensor, m: f64) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let xd = x.to_dtype(graph::compute_dtype(x))?;
+        // (C, N·H·W): each channel's values in one row.
+        let rows = xd.transpose(0, 1)?.reshape((c, n * h * w))?;
+        let (mean, var) = graph::moments_last(&rows)?;
+        if let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) {
+            let count = (n * h * w) as f64;
+            let unbiased = (var.detach().flatten_all()? * (count / (count - 1.0)))?;
+            let mix = |r: &Var, new: &Tensor| -> Result<()> {
+                let old = r.as_tensor().detach().to_dtype(new.dtype())?;
+                let upd = ((old * (1.0 - m))? + (new * m)?)?;
+                Ok(r.set(&upd.to_dtype(r.dtype())?)?)
+            };
+            mix(rm, &mean.detach().flatten_all()?)?;
+            mix(rv, &unbiased)?;
+        }
+        let xn = graph::standardize(&rows, &mean, &var, self.cfg.eps)?
+            .reshape((c, n, h, w))?
+            .transpose(0, 1)?;
+        let y = graph::affine_channels(&xn, self.weight.as_ref(), self.bias.as_ref())?;
+        Ok(y.contiguous()?.to_dtype(x.dtype())?)
+    }
+
     /// Eval-mode forward: normalizes with the running statistics (or, without them, with the
     /// batch's, as PyTorch does). x: (N, C, H, W).
     pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, hw) = self.check_input(x)?;
         match (&self.running_mean, &self.running_var) {
+            (Some(rm), Some(rv))
+                if graph::needed(x, &[self.weight.as_ref(), self.bias.as_ref()]) =>
+            {
+                let cd = graph::compute_dtype(x);
+                let xd = x.to_dtype(cd)?;
+                let mean = graph::per_channel(rm, 4, cd)?;
+                let var = graph::per_channel(rv, 4, cd)?;
+                let xn = graph::standardize(&xd, &mean, &var, self.cfg.eps)?;
+                let y = graph::affine_channels(&xn, self.weight.as_ref(), self.bias.as_ref())?;
+                Ok(y.to_dtype(x.dtype())?)
+            }
             (Some(rm), Some(rv)) => {
-                let (mean, var) = affine_vectors(Some(rm), Some(rv), c)?;
+                let (mean, var) = affine_vectors(Some(rm.as_tensor()), Some(rv.as_tensor()), c)?;
                 self.normalize(x, n, c, hw, |ch| (mean[ch], var[ch]))
             }
-            _ => self.clone().forward_train(x),
+            _ => self.forward_train(x),
         }
     }
 
     /// [`forward_train`](Self::forward_train) when `train`, else [`forward_eval`](Self::forward_eval).
-    pub fn forward_t(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
             self.forward_train(x)
         } else {
@@ -247,17 +344,17 @@ impl BatchNorm2d {
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
-    /// Running mean, shape (C,) f32, when tracked.
+    /// Running mean, shape (C,), when tracked.
     pub fn running_mean(&self) -> Option<&Tensor> {
-        self.running_mean.as_ref()
+        self.running_mean.as_ref().map(Var::as_tensor)
     }
-    /// Running (unbiased) variance, shape (C,) f32, when tracked.
+    /// Running (unbiased) variance, shape (C,), when tracked.
     pub fn running_var(&self) -> Option<&Tensor> {
-        self.running_var.as_ref()
+        self.running_var.as_ref().map(Var::as_tensor)
     }
     /// Training batches seen since construction (PyTorch's `num_batches_tracked`).
     pub fn num_batches_tracked(&self) -> u64 {
-        self.num_batches_tracked
+        self.num_batches_tracked.load(Ordering::Relaxed)
     }
     /// The configuration.
     pub fn config(&self) -> &BatchNorm2dConfig {
@@ -265,9 +362,9 @@ impl BatchNorm2d {
     }
 }
 
-/// Eval mode, so the layer composes with `Tensor::apply`.
-impl Module for BatchNorm2d {
-    fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
-        self.forward_eval(xs).map_err(candle::Error::wrap)
+/// Train mode uses (and updates) the batch statistics, eval mode the running ones.
+impl ModuleT for BatchNorm2d {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> candle::Result<Tensor> {
+        BatchNorm2d::forward_t(self, xs, train).map_err(candle::Error::wrap)
     }
 }

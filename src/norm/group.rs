@@ -2,10 +2,12 @@
 //! semantics (Wu & He 2018).
 
 use candle::{Device, Module, Tensor};
+use candle_nn::{Init, VarBuilder};
 
 use super::stats::normalize_rows;
 use super::{
-    affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, load_param, DEFAULT_EPS,
+    affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, graph, load_param,
+    DEFAULT_EPS,
 };
 use crate::weights::TensorMap;
 use crate::{Error, Result};
@@ -135,6 +137,12 @@ impl GroupNorm {
                 format!("empty input of shape {:?}", x.dims()),
             ));
         }
+        if graph::needed(x, &[self.weight.as_ref(), self.bias.as_ref()]) {
+            let xd = x.to_dtype(graph::compute_dtype(x))?;
+            let xn = graph::normalize_groups(&xd, self.num_groups, self.cfg.eps)?;
+            let y = graph::affine_channels(&xn, self.weight.as_ref(), self.bias.as_ref())?;
+            return Ok(y.to_dtype(x.dtype())?);
+        }
         let per_group = c / self.num_groups;
         let (gamma, beta) = affine_vectors(self.weight.as_ref(), self.bias.as_ref(), c)?;
         normalize_rows(
@@ -168,6 +176,29 @@ impl GroupNorm {
     pub fn config(&self) -> &GroupNormConfig {
         &self.cfg
     }
+}
+
+/// A [`GroupNorm`] whose γ (`weight`, 1) and β (`bias`, 0) live in `vb` when affine, as
+/// PyTorch names them.
+pub fn group_norm(
+    num_groups: usize,
+    num_channels: usize,
+    cfg: GroupNormConfig,
+    vb: VarBuilder,
+) -> Result<GroupNorm> {
+    let get = |name: &str, init: f64| -> Result<Option<Tensor>> {
+        Ok(cfg
+            .affine
+            .then(|| vb.get_with_hints(num_channels, name, Init::Const(init)))
+            .transpose()?)
+    };
+    GroupNorm::from_tensors(
+        num_groups,
+        num_channels,
+        get("weight", 1.0)?,
+        get("bias", 0.0)?,
+        cfg,
+    )
 }
 
 impl Module for GroupNorm {

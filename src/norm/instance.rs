@@ -1,12 +1,13 @@
 //! Instance normalization over (H, W) per sample and channel, with PyTorch's
 //! `nn.InstanceNorm2d` semantics (Ulyanov et al. 2016) — the layer style transfer is built on.
 
-use candle::{Device, Module, Tensor};
+use candle::{Device, Module, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
 
 use super::stats::{affine_planes, normalize_rows, Moments, Variance};
 use super::{
-    affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, load_param, plane_affine,
-    DEFAULT_EPS,
+    affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, graph, load_param,
+    new_var, plane_affine, DEFAULT_EPS,
 };
 use crate::weights::TensorMap;
 use crate::{Error, Result};
@@ -43,14 +44,51 @@ impl Default for InstanceNorm2dConfig {
 /// Each (sample, channel) plane is normalized with its own mean and biased variance. With
 /// `track_running_stats`, train mode also updates running statistics with the batch mean of the
 /// per-instance means and unbiased variances, and eval mode normalizes with them.
+///
+/// Its [`Module`] impl (and so `ModuleT`, through candle's blanket impl) is the eval forward;
+/// with `track_running_stats`, call [`InstanceNorm2d::forward_t`] to train.
 #[derive(Clone, Debug)]
 pub struct InstanceNorm2d {
     num_features: usize,
     weight: Option<Tensor>,
     bias: Option<Tensor>,
-    running_mean: Option<Tensor>,
-    running_var: Option<Tensor>,
+    running_mean: Option<Var>,
+    running_var: Option<Var>,
     cfg: InstanceNorm2dConfig,
+}
+
+/// An [`InstanceNorm2d`] whose tensors live in `vb` under PyTorch's names: `weight` (1) and
+/// `bias` (0) when affine, `running_mean` (0) and `running_var` (1) when tracked (shared with a
+/// `VarMap`, updated in place).
+pub fn instance_norm2d(
+    num_features: usize,
+    cfg: InstanceNorm2dConfig,
+    vb: VarBuilder,
+) -> Result<InstanceNorm2d> {
+    let get = |name: &str, init: f64, wanted: bool| -> Result<Option<Tensor>> {
+        Ok(wanted
+            .then(|| vb.get_with_hints(num_features, name, Init::Const(init)))
+            .transpose()?)
+    };
+    let untracked = InstanceNorm2dConfig {
+        track_running_stats: false,
+        ..cfg
+    };
+    let mut layer = InstanceNorm2d::from_tensors(
+        num_features,
+        get("weight", 1.0, cfg.affine)?,
+        get("bias", 0.0, cfg.affine)?,
+        None,
+        None,
+        untracked,
+    )?;
+    if cfg.track_running_stats {
+        let var = |t: Option<Tensor>| t.map(|t| Var::from_tensor(&t)).transpose();
+        layer.running_mean = var(get("running_mean", 0.0, true)?)?;
+        layer.running_var = var(get("running_var", 1.0, true)?)?;
+        layer.cfg = cfg;
+    }
+    Ok(layer)
 }
 
 impl InstanceNorm2d {
@@ -107,8 +145,8 @@ impl InstanceNorm2d {
             num_features,
             weight: check_param(LAYER, "weight", weight, &shape)?,
             bias: check_param(LAYER, "bias", bias, &shape)?,
-            running_mean: check_param(LAYER, "running_mean", running_mean, &shape)?,
-            running_var: check_param(LAYER, "running_var", running_var, &shape)?,
+            running_mean: new_var(check_param(LAYER, "running_mean", running_mean, &shape)?)?,
+            running_var: new_var(check_param(LAYER, "running_var", running_var, &shape)?)?,
             cfg,
         })
     }
@@ -133,32 +171,61 @@ impl InstanceNorm2d {
         )
     }
 
-    /// Training-mode forward (instance statistics; updates running statistics when tracked).
-    pub fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
+    /// Training-mode forward (instance statistics; updates running statistics in place when
+    /// tracked).
+    pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, hw) = self.check_input(x)?;
+        if graph::needed(x, &[self.weight.as_ref(), self.bias.as_ref()]) {
+            return self.train_graph(x, (n, c, hw));
+        }
         let (gamma, beta) = affine_vectors(self.weight.as_ref(), self.bias.as_ref(), c)?;
         let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) else {
             return normalize_rows(x, hw, hw, self.cfg.eps, &gamma, &beta, None);
         };
         let m = Moments::of_rows(x, hw)?;
         let mom = self.cfg.momentum;
-        let (rm_old, rv_old) = affine_vectors(Some(rm), Some(rv), c)?;
-        let device = rm.device().clone();
+        let (rm_old, rv_old) = affine_vectors(Some(rm.as_tensor()), Some(rv.as_tensor()), c)?;
         // ATen repeats the running stats per sample, updates each, then averages over N.
-        let upd = |old: &[f64], stat: &dyn Fn(usize) -> f64| -> Result<Tensor> {
-            let v: Vec<f32> = (0..c)
+        let upd = |var: &Var, old: &[f64], stat: &dyn Fn(usize) -> f64| -> Result<()> {
+            let v: Vec<f64> = (0..c)
                 .map(|k| {
                     let avg = (0..n).map(|s| stat(s * c + k)).sum::<f64>() / n as f64;
-                    ((1.0 - mom) * old[k] + mom * avg) as f32
+                    (1.0 - mom) * old[k] + mom * avg
                 })
                 .collect();
-            Ok(Tensor::from_vec(v, c, &device)?)
+            Ok(var.set(&Tensor::from_vec(v, c, var.device())?.to_dtype(var.dtype())?)?)
         };
-        self.running_mean = Some(upd(&rm_old, &|p| m.mean[p])?);
-        self.running_var = Some(upd(&rv_old, &|p| m.variance(p, Variance::Unbiased))?);
+        upd(rm, &rm_old, &|p| m.mean[p])?;
+        upd(rv, &rv_old, &|p| m.variance(p, Variance::Unbiased))?;
         self.normalize(x, n, c, hw, |p| {
             (m.mean[p], m.variance(p, Variance::Biased))
         })
+    }
+
+    /// The training forward with tensor ops (autograd, any device).
+    fn train_graph(&self, x: &Tensor, (n, c, hw): (usize, usize, usize)) -> Result<Tensor> {
+        let planes = x.to_dtype(graph::compute_dtype(x))?.reshape((n, c, hw))?;
+        let (mean, var) = graph::moments_last(&planes)?;
+        if let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) {
+            let mom = self.cfg.momentum;
+            let unbiased = (var.detach() * (hw as f64 / (hw as f64 - 1.0)))?;
+            let mix = |r: &Var, per_instance: &Tensor| -> Result<()> {
+                let avg = per_instance.detach().mean(0)?.flatten_all()?;
+                let old = r.as_tensor().detach().to_dtype(avg.dtype())?;
+                let upd = ((old * (1.0 - mom))? + (avg * mom)?)?;
+                Ok(r.set(&upd.to_dtype(r.dtype())?)?)
+            };
+            mix(rm, &mean)?;
+            mix(rv, &unbiased)?;
+        }
+        let xn = graph::standardize(&planes, &mean, &var, self.cfg.eps)?;
+        self.affine_graph(x, &xn)
+    }
+
+    /// γ·x̂ + β on the (N, C, H·W) view, back in x's shape and dtype.
+    fn affine_graph(&self, x: &Tensor, xn: &Tensor) -> Result<Tensor> {
+        let y = graph::affine_channels(xn, self.weight.as_ref(), self.bias.as_ref())?;
+        Ok(y.reshape(x.dims())?.to_dtype(x.dtype())?)
     }
 
     /// Eval-mode forward: running statistics when tracked, else instance statistics.
@@ -166,15 +233,28 @@ impl InstanceNorm2d {
         match (&self.running_mean, &self.running_var) {
             (Some(rm), Some(rv)) => {
                 let (n, c, hw) = self.check_dims(x)?;
-                let (mean, var) = affine_vectors(Some(rm), Some(rv), c)?;
+                if graph::needed(x, &[self.weight.as_ref(), self.bias.as_ref()]) {
+                    let cd = graph::compute_dtype(x);
+                    let planes = x.to_dtype(cd)?.reshape((n, c, hw))?;
+                    let (mean, var) = (
+                        graph::per_channel(rm, 3, cd)?,
+                        graph::per_channel(rv, 3, cd)?,
+                    );
+                    let xn = graph::standardize(&planes, &mean, &var, self.cfg.eps)?;
+                    return self.affine_graph(x, &xn);
+                }
+                let (mean, var) = affine_vectors(Some(rm.as_tensor()), Some(rv.as_tensor()), c)?;
                 self.normalize(x, n, c, hw, |p| (mean[p % c], var[p % c]))
             }
-            _ => self.clone().forward_train(x),
+            _ => {
+                // Without running statistics train and eval agree (and nothing is updated).
+                self.forward_train(x)
+            }
         }
     }
 
     /// [`forward_train`](Self::forward_train) when `train`, else [`forward_eval`](Self::forward_eval).
-    pub fn forward_t(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
             self.forward_train(x)
         } else {
@@ -259,13 +339,13 @@ impl InstanceNorm2d {
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
-    /// Running mean, shape (C,) f32, when tracked.
+    /// Running mean, shape (C,), when tracked.
     pub fn running_mean(&self) -> Option<&Tensor> {
-        self.running_mean.as_ref()
+        self.running_mean.as_ref().map(Var::as_tensor)
     }
-    /// Running (unbiased) variance, shape (C,) f32, when tracked.
+    /// Running (unbiased) variance, shape (C,), when tracked.
     pub fn running_var(&self) -> Option<&Tensor> {
-        self.running_var.as_ref()
+        self.running_var.as_ref().map(Var::as_tensor)
     }
     /// The configuration.
     pub fn config(&self) -> &InstanceNorm2dConfig {

@@ -2,9 +2,10 @@
 //! semantics (Ba et al. 2016). For images the shape is (C, H, W): one mean and variance per sample.
 
 use candle::{Device, Module, Tensor};
+use candle_nn::{Init, VarBuilder};
 
 use super::stats::normalize_rows;
-use super::{check_eps, check_pair, check_param, load_param, DEFAULT_EPS};
+use super::{check_eps, check_pair, check_param, graph, load_param, DEFAULT_EPS};
 use crate::weights::TensorMap;
 use crate::{Error, Result};
 
@@ -129,6 +130,18 @@ impl LayerNorm {
             ));
         }
         let row_len: usize = self.normalized_shape.iter().product();
+        if graph::needed(x, &[self.weight.as_ref(), self.bias.as_ref()]) {
+            let cd = graph::compute_dtype(x);
+            let rows = x.to_dtype(cd)?.reshape(((), row_len))?;
+            let (mean, var) = graph::moments_last(&rows)?;
+            let mut y = graph::standardize(&rows, &mean, &var, self.cfg.eps)?.reshape(dims)?;
+            if let (Some(g), Some(b)) = (&self.weight, &self.bias) {
+                y = y
+                    .broadcast_mul(&g.to_dtype(cd)?)?
+                    .broadcast_add(&b.to_dtype(cd)?)?;
+            }
+            return Ok(y.to_dtype(x.dtype())?);
+        }
         let ew = match (&self.weight, &self.bias) {
             (Some(g), Some(b)) => Some((g, b)),
             _ => None,
@@ -152,6 +165,27 @@ impl LayerNorm {
     pub fn config(&self) -> &LayerNormConfig {
         &self.cfg
     }
+}
+
+/// A [`LayerNorm`] over `normalized_shape` whose elementwise γ (`weight`, 1) and β (`bias`, 0)
+/// live in `vb`, as PyTorch names them.
+pub fn layer_norm(
+    normalized_shape: &[usize],
+    cfg: LayerNormConfig,
+    vb: VarBuilder,
+) -> Result<LayerNorm> {
+    let get = |name: &str, init: f64| -> Result<Option<Tensor>> {
+        Ok(cfg
+            .elementwise_affine
+            .then(|| vb.get_with_hints(normalized_shape, name, Init::Const(init)))
+            .transpose()?)
+    };
+    LayerNorm::from_tensors(
+        normalized_shape,
+        get("weight", 1.0)?,
+        get("bias", 0.0)?,
+        cfg,
+    )
 }
 
 impl Module for LayerNorm {

@@ -1,4 +1,7 @@
-//! Normalization layers implemented in this crate (not candle-nn's), with PyTorch semantics.
+//! Normalization layers implemented in this crate (not candle-nn's), with PyTorch semantics,
+//! built the way candle-nn builds layers: `VarBuilder` constructors with PyTorch's parameter
+//! names ([`batch_norm2d`], [`layer_norm`], [`group_norm`], [`instance_norm2d`]), `Module` /
+//! `ModuleT`, autograd through the statistics. [`Norm`] is one layer chosen by a [`NormKind`].
 //!
 //! | layer | statistics over (for x: (N, C, H, W)) | batch-dependent | PyTorch |
 //! |---|---|---|---|
@@ -15,10 +18,12 @@
 
 pub mod adaptive;
 pub mod batch;
+pub(crate) mod graph;
 pub mod group;
 pub mod instance;
 pub mod layer;
 pub mod stats;
+mod swap;
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,11 +34,12 @@ pub use adaptive::{
     adain, adaptive_norm, adaptive_norm_batch, align, align_then, conditional_norm_batch,
     conditional_norm_batch_then, style_stats, FeatureStats,
 };
-pub use batch::{BatchNorm2d, BatchNorm2dConfig};
-pub use group::{GroupNorm, GroupNormConfig};
-pub use instance::{InstanceNorm2d, InstanceNorm2dConfig};
-pub use layer::{LayerNorm, LayerNormConfig};
+pub use batch::{batch_norm2d, BatchNorm2d, BatchNorm2dConfig};
+pub use group::{group_norm, GroupNorm, GroupNormConfig};
+pub use instance::{instance_norm2d, InstanceNorm2d, InstanceNorm2dConfig};
+pub use layer::{layer_norm, LayerNorm, LayerNormConfig};
 pub use stats::{Moments, PlaneAffine, PostOp, Variance};
+pub use swap::Norm;
 
 use crate::weights::TensorMap;
 use crate::{Error, Result};
@@ -145,7 +151,14 @@ fn check_eps(layer: &'static str, eps: f64) -> Result<()> {
     }
 }
 
-/// An optional per-element parameter (γ or β): checks its shape and stores it as f32.
+/// A copy of `t` as a new [`Var`](candle::Var) (never sharing `t`'s storage).
+fn new_var(t: Option<Tensor>) -> Result<Option<candle::Var>> {
+    Ok(t.map(|t| candle::Var::from_tensor(&t.detach()))
+        .transpose()?)
+}
+
+/// An optional per-element parameter (γ or β, running statistics): checks its shape and float
+/// dtype; the tensor is kept as is (a `Var` stays trainable).
 fn check_param(
     layer: &'static str,
     name: &str,
@@ -165,7 +178,7 @@ fn check_param(
             format!("{name} must be a float tensor, found {:?}", t.dtype()),
         ));
     }
-    Ok(Some(t.to_dtype(DType::F32)?))
+    Ok(Some(t))
 }
 
 /// Checks that an optional pair of tensors (γ and β, or the running statistics) is present
