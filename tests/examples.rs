@@ -24,7 +24,7 @@ fn run(name: &str) -> (tempfile::TempDir, String) {
         // `cargo test` builds the examples first; `cargo test --test examples` does not.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let ok = Command::new(cargo)
-            .args(["build", "--example", name])
+            .args(["build", "--profile", "test", "--example", name])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .unwrap();
@@ -89,4 +89,28 @@ fn compare_variants_prints_the_numbers() {
     assert_eq!(stdout.lines().count(), 1 + 8 + 1, "{stdout}");
     assert!(stdout.lines().next().unwrap().starts_with("content"));
     assert!(stdout.contains("most structure kept:"));
+}
+
+#[test]
+fn train_norm_trains_every_kind() {
+    let (_, stdout) = run("train_norm");
+    assert!(
+        stdout.starts_with("gn:8 on [4, 32, 16, 16] → [4, 32, 16, 16]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"["norm1.bias", "norm1.weight"]"#),
+        "{stdout}"
+    );
+    for kind in ["in", "bn", "ln", "gn:4"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{kind}:")))
+            .unwrap();
+        let v: Vec<f32> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert!(v[1] < v[0], "{line}");
+    }
 }

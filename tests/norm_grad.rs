@@ -343,3 +343,53 @@ fn a_small_conv_net_trains_with_each_norm() {
         assert!(last < 0.5 * first, "{kind}: loss {first} → {last}");
     }
 }
+
+/// A small AdaIN-style decoder (reflection-padded 3×3 convolutions with ReLU, nearest ×2
+/// upsampling, the crate's fast convolution) learns to imitate a fixed random "teacher" decoder:
+/// training runs through the custom op's backward.
+#[test]
+fn a_decoder_trains_through_the_fast_convolution() {
+    use normstyle::ops::{conv2d_fused, upsample_nearest2x, Activation, ConvSpec, Padding};
+    let spec = |act| ConvSpec {
+        padding: Padding::Reflect(1),
+        act,
+        ..ConvSpec::default()
+    };
+    let decode = |x: &Tensor, w: [&Tensor; 4]| -> Tensor {
+        let h = conv2d_fused(x, w[0], Some(w[1]), spec(Activation::Relu)).unwrap();
+        let h = upsample_nearest2x(&h).unwrap();
+        conv2d_fused(&h, w[2], Some(w[3]), spec(Activation::None)).unwrap()
+    };
+    let teacher = [
+        Tensor::randn(0f32, 0.3, (8, 16, 3, 3), &CPU).unwrap(),
+        Tensor::randn(0f32, 0.1, 8, &CPU).unwrap(),
+        Tensor::randn(0f32, 0.3, (3, 8, 3, 3), &CPU).unwrap(),
+        Tensor::randn(0f32, 0.1, 3, &CPU).unwrap(),
+    ];
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &CPU);
+    let init = candle_nn::init::DEFAULT_KAIMING_NORMAL;
+    let student = [
+        vb.get_with_hints((8, 16, 3, 3), "dec.1.weight", init)
+            .unwrap(),
+        vb.get_with_hints(8, "dec.1.bias", candle_nn::Init::Const(0.))
+            .unwrap(),
+        vb.get_with_hints((3, 8, 3, 3), "dec.4.weight", init)
+            .unwrap(),
+        vb.get_with_hints(3, "dec.4.bias", candle_nn::Init::Const(0.))
+            .unwrap(),
+    ];
+    let mut opt = candle_nn::AdamW::new_lr(vm.all_vars(), 1e-2).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..60 {
+        let feats = Tensor::randn(0f32, 1.0, (4, 16, 6, 6), &CPU).unwrap();
+        let target = decode(&feats, [&teacher[0], &teacher[1], &teacher[2], &teacher[3]]);
+        let y = decode(&feats, [&student[0], &student[1], &student[2], &student[3]]);
+        let loss = (y - target).unwrap().sqr().unwrap().mean_all().unwrap();
+        opt.backward_step(&loss).unwrap();
+        losses.push(loss.to_scalar::<f32>().unwrap());
+    }
+    let first: f32 = losses[..5].iter().sum::<f32>() / 5.0;
+    let last: f32 = losses[55..].iter().sum::<f32>() / 5.0;
+    assert!(last < 0.6 * first, "loss {first} → {last}");
+}

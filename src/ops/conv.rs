@@ -94,8 +94,14 @@ pub fn conv2d_fused(
             ));
         }
     }
-    let fast =
-        x.device().is_cpu() && x.dtype() == DType::F32 && (g == 1 || (g == cin && cin_g == 1));
+    let on_cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
+    let tracked = x.track_op() || weight.track_op() || bias.is_some_and(Tensor::track_op);
+    if tracked && on_cpu_f32 && g == 1 {
+        // Training: the same GEMM, as an op with a backward (padding, bias and activation as
+        // tensor ops around it, so autograd sees them too).
+        return super::conv_grad::conv2d_train(x, weight, bias, spec);
+    }
+    let fast = on_cpu_f32 && !tracked && (g == 1 || (g == cin && cin_g == 1));
     if !fast {
         return candle_path(x, weight, bias, spec);
     }
@@ -164,20 +170,20 @@ pub fn conv2d_fused(
 const DIRECT_MAX_COUT: usize = 8;
 
 /// Shapes of one sample's convolution.
-struct Geometry {
-    cin: usize,
-    hp: usize,
-    wp: usize,
-    cout: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    ho: usize,
-    wo: usize,
+pub(super) struct Geometry {
+    pub(super) cin: usize,
+    pub(super) hp: usize,
+    pub(super) wp: usize,
+    pub(super) cout: usize,
+    pub(super) kh: usize,
+    pub(super) kw: usize,
+    pub(super) stride: usize,
+    pub(super) ho: usize,
+    pub(super) wo: usize,
 }
 
 /// Other devices and dtypes: explicit padding, Candle's convolution, bias, ReLU.
-fn candle_path(
+pub(super) fn candle_path(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
@@ -290,7 +296,7 @@ impl OutPtr {
 }
 
 /// Dense convolution of one padded sample: `src` (Cin, Hp, Wp) → `dst` (Cout, Ho, Wo).
-fn dense(
+pub(super) fn dense(
     src: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,

@@ -2,6 +2,7 @@
 //! padding, ceil-mode max pooling, nearest upsampling, and a conv helper.
 
 mod conv;
+mod conv_grad;
 mod pad;
 mod resample;
 
