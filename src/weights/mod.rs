@@ -1,6 +1,10 @@
 //! Weights I/O: named tensors from checkpoints (PyTorch legacy and zip `.pth` through the crate's
 //! own [`pickle`] VM, safetensors), checked for presence, dtype, shape and finite values; and the
 //! ONNX import of the Magenta weights ([`onnx`]).
+//!
+//! Both readers serve as `candle_nn::VarBuilder` backends ([`var_builder`],
+//! [`TensorMap::var_builder`]), and the models build from a `VarBuilder` as candle-transformers'
+//! models do; [`tensor`] reads one tensor from any `VarBuilder` with this module's errors.
 
 pub mod hub;
 pub mod onnx;
@@ -12,6 +16,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle::{DType, Device, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
 
 use crate::{Error, Result};
 
@@ -44,7 +50,144 @@ impl Layout {
     }
 }
 
+/// A `VarBuilder` over a checkpoint file: safetensors are memory-mapped (tensors are read, and
+/// checked, when a model asks for them), `.pth` files (legacy or zip) are read whole. Tensors
+/// come as f32 on `device`.
+pub fn var_builder(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
+    not_a_folder(path)?;
+    let head = {
+        let mut f = std::fs::File::open(path).map_err(|err| Error::Io {
+            path: path.to_path_buf(),
+            err,
+        })?;
+        let mut b = Vec::with_capacity(16);
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, 16), &mut b).map_err(
+            |err| Error::Io {
+                path: path.to_path_buf(),
+                err,
+            },
+        )?;
+        b
+    };
+    if looks_like_safetensors_header(&head) {
+        // SAFETY: the file is mapped read-only; like any mmap it must not be truncated while
+        // mapped (candle's reader has the same contract). Every tensor is copied out on `get`.
+        let mmap = unsafe { candle::safetensors::MmapedSafetensors::new(path) }.map_err(|e| {
+            Error::Parse {
+                what: path.display().to_string(),
+                msg: format!("corrupt safetensors file: {e}"),
+            }
+        })?;
+        let backend = Checked(mmap);
+        return Ok(VarBuilder::from_backend(
+            Box::new(backend),
+            DType::F32,
+            device.clone(),
+        ));
+    }
+    Ok(TensorMap::load(path, device)?.var_builder(device))
+}
+
+/// Reads `name` with `shape` from `vb` as f32, with this crate's errors: a missing tensor is
+/// [`Error::MissingTensor`] and a wrong shape [`Error::TensorShape`] (both with the full key),
+/// NaN or ∞ values are refused by this module's backends.
+pub fn tensor(vb: &VarBuilder, name: &str, shape: &[usize]) -> Result<Tensor> {
+    let key = match vb.prefix() {
+        p if p.is_empty() => name.to_string(),
+        p => format!("{p}.{name}"),
+    };
+    if !vb.contains_tensor(name) {
+        return Err(Error::MissingTensor { key });
+    }
+    let t = vb.get_unchecked(name)?;
+    if t.dims() != shape {
+        return Err(Error::TensorShape {
+            key,
+            expected: shape.to_vec(),
+            found: t.dims().to_vec(),
+        });
+    }
+    Ok(vb.get(shape, name)?.to_dtype(DType::F32)?)
+}
+
+/// A memory-mapped safetensors file whose tensors are checked like [`TensorMap::get`]'s.
+struct Checked(candle::safetensors::MmapedSafetensors);
+
+impl SimpleBackend for Checked {
+    fn get(
+        &self,
+        s: candle::Shape,
+        name: &str,
+        h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle::Result<Tensor> {
+        let _ = h; // a checkpoint has every tensor; nothing is initialized
+        let t = self.0.load(name, dev)?;
+        if t.shape() != &s {
+            candle::bail!(
+                "tensor `{name}`: expected shape {:?}, found {:?}",
+                s.dims(),
+                t.dims()
+            );
+        }
+        check_values(name, &t)
+            .map_err(candle::Error::wrap)?
+            .to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle::Result<Tensor> {
+        SimpleBackend::get_unchecked(&self.0, name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        SimpleBackend::contains_tensor(&self.0, name)
+    }
+}
+
+/// A checkpoint held in memory as a `VarBuilder` backend: lookups check dtype, shape and
+/// values as [`TensorMap::get`] does.
+impl SimpleBackend for TensorMap {
+    fn get(
+        &self,
+        s: candle::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle::Result<Tensor> {
+        let t = TensorMap::get(self, name, s.dims()).map_err(candle::Error::wrap)?;
+        t.to_dtype(dtype)?.to_device(dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle::Result<Tensor> {
+        match self.tensors.get(name) {
+            Some(t) => t.to_dtype(dtype)?.to_device(dev),
+            None => Err(candle::Error::CannotFindTensor {
+                path: name.to_string(),
+            }),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+}
+
 impl TensorMap {
+    /// The map as a `VarBuilder` (f32 on `device`); tensors are shared, not copied.
+    pub fn var_builder(&self, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self.clone()), DType::F32, device.clone())
+    }
+
+    /// The device of the tensors (the CPU for an empty map).
+    pub fn device(&self) -> Device {
+        self.tensors
+            .values()
+            .next()
+            .map_or(Device::Cpu, |t| t.device().clone())
+    }
+
     /// Wraps already-loaded tensors.
     pub fn new(tensors: HashMap<String, Tensor>) -> Self {
         TensorMap { tensors }
@@ -95,32 +238,7 @@ impl TensorMap {
                 found: t.dims().to_vec(),
             });
         }
-        let t = match t.dtype() {
-            DType::F32 => t.clone(),
-            DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
-            other => {
-                return Err(Error::Input {
-                    layer: "checkpoint",
-                    msg: format!(
-                    "tensor `{key}`: expected a float dtype (f32, f16, bf16, f64), found {other:?}"
-                ),
-                })
-            }
-        };
-        // A NaN or ∞ weight would silently turn every output black.
-        let finite = t
-            .flatten_all()?
-            .abs()?
-            .max(0)?
-            .to_scalar::<f32>()?
-            .is_finite();
-        if !finite && t.elem_count() > 0 {
-            return Err(Error::Input {
-                layer: "checkpoint",
-                msg: format!("tensor `{key}` contains NaN or infinite values"),
-            });
-        }
-        Ok(t)
+        check_values(key, t)
     }
 
     /// The tensor `key` as stored (any dtype and shape), unchecked.
@@ -155,13 +273,53 @@ fn looks_like_safetensors(data: &[u8]) -> bool {
         ]) <= (data.len() - 8) as u64
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>> {
+/// A checkpoint tensor as f32: float dtypes only, finite values only (a NaN or ∞ weight would
+/// silently turn every output black).
+fn check_values(key: &str, t: &Tensor) -> Result<Tensor> {
+    let t = match t.dtype() {
+        DType::F32 => t.clone(),
+        DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
+        other => {
+            return Err(Error::Input {
+                layer: "checkpoint",
+                msg: format!(
+                    "tensor `{key}`: expected a float dtype (f32, f16, bf16, f64), found {other:?}"
+                ),
+            })
+        }
+    };
+    let finite = t.elem_count() == 0
+        || t.flatten_all()?
+            .abs()?
+            .max(0)?
+            .to_scalar::<f32>()?
+            .is_finite();
+    if !finite {
+        return Err(Error::Input {
+            layer: "checkpoint",
+            msg: format!("tensor `{key}` contains NaN or infinite values"),
+        });
+    }
+    Ok(t)
+}
+
+fn not_a_folder(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(Error::Io {
             path: path.to_path_buf(),
             err: std::io::Error::other("is a folder, not a weights file"),
         });
     }
+    Ok(())
+}
+
+/// The first bytes of a safetensors file: a little-endian header length, then `{`.
+fn looks_like_safetensors_header(head: &[u8]) -> bool {
+    head.len() >= 9 && head[8] == b'{'
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    not_a_folder(path)?;
     std::fs::read(path).map_err(|err| Error::Io {
         path: path.to_path_buf(),
         err,

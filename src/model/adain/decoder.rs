@@ -2,6 +2,7 @@
 //! upsampling in place of pooling.
 
 use candle::Tensor;
+use candle_nn::VarBuilder;
 
 use super::{Layer, Step};
 use crate::weights::TensorMap;
@@ -36,14 +37,19 @@ impl Decoder {
         Self::STEPS.into_iter().flatten()
     }
 
-    /// Builds the decoder from a checkpoint with the released key names.
+    /// Builds it from a checkpoint in memory (see [`Self::new`]).
     pub fn load(map: &TensorMap) -> Result<Self> {
+        Self::new(&map.var_builder(&map.device()))
+    }
+
+    /// Builds the decoder from a checkpoint with the released key names.
+    pub fn new(vb: &VarBuilder) -> Result<Self> {
         let layers = Self::STEPS
             .iter()
             .map(|s| match s {
                 // The last conv outputs RGB: no ReLU.
-                Some((28, dims)) => Layer::conv(map, 28, *dims, false),
-                Some((i, dims)) => Layer::conv(map, *i, *dims, true),
+                Some((28, dims)) => Layer::conv(vb, 28, *dims, false),
+                Some((i, dims)) => Layer::conv(vb, *i, *dims, true),
                 None => Ok(Layer::Up),
             })
             .collect::<Result<_>>()?;

@@ -20,11 +20,12 @@ pub use vgg::Encoder;
 use std::path::Path;
 
 use candle::{Device, Tensor};
+use candle_nn::VarBuilder;
 
 use crate::ops::{
     conv2d_fused, max_pool2x2_ceil, upsample_nearest2x, Activation, ConvSpec, Padding,
 };
-use crate::weights::{Layout, TensorMap};
+use crate::weights::{tensor, Layout, TensorMap};
 use crate::{Error, Result};
 
 /// Channels of relu4_1, the AdaIN feature space.
@@ -51,14 +52,14 @@ pub(crate) enum Layer {
 
 impl Layer {
     fn conv(
-        map: &TensorMap,
+        vb: &VarBuilder,
         index: usize,
         (cin, cout, k): (usize, usize, usize),
         relu: bool,
     ) -> Result<Self> {
         Ok(Layer::Conv {
-            weight: map.get(&format!("{index}.weight"), &[cout, cin, k, k])?,
-            bias: map.get(&format!("{index}.bias"), &[cout])?,
+            weight: tensor(vb, &format!("{index}.weight"), &[cout, cin, k, k])?,
+            bias: tensor(vb, &format!("{index}.bias"), &[cout])?,
             relu,
         })
     }
@@ -94,8 +95,9 @@ pub struct AdaIn {
 }
 
 impl AdaIn {
-    /// Loads both checkpoints (legacy `.pth`, zip `.pth` or safetensors). Errors name the file,
-    /// and a file of the wrong part (the decoder given as the encoder, …) says so.
+    /// Loads both checkpoints (legacy `.pth`, zip `.pth`, or safetensors, which are
+    /// memory-mapped) through [`crate::weights::var_builder`]. Errors name the file, and a file of
+    /// the wrong part (the decoder given as the encoder, …) says so.
     pub fn load(vgg: &Path, decoder: &Path, device: &Device) -> Result<Self> {
         let _t = crate::profile::scope("load weights");
         Ok(AdaIn {
@@ -103,13 +105,13 @@ impl AdaIn {
                 vgg,
                 device,
                 "the normalised VGG-19 encoder (vgg_normalised.pth)",
-                Encoder::load,
+                Encoder::new,
             )?,
             decoder: load_part(
                 decoder,
                 device,
                 "an AdaIN decoder (decoder.pth)",
-                Decoder::load,
+                Decoder::new,
             )?,
         })
     }
@@ -132,6 +134,15 @@ impl AdaIn {
             &map(&mut Encoder::conv_shapes())?,
             &map(&mut Decoder::conv_shapes())?,
         )
+    }
+
+    /// Builds the network from two `VarBuilder`s with the released key names (`0.weight` …
+    /// for the encoder, `1.weight` … for the decoder), as candle-transformers' models build.
+    pub fn new(vgg: &VarBuilder, decoder: &VarBuilder) -> Result<Self> {
+        Ok(AdaIn {
+            encoder: Encoder::new(vgg)?,
+            decoder: Decoder::new(decoder)?,
+        })
     }
 
     /// Builds the network from checkpoints already in memory.
@@ -170,10 +181,10 @@ fn load_part<T>(
     path: &Path,
     device: &Device,
     which: &str,
-    build: impl Fn(&TensorMap) -> Result<T>,
+    build: impl Fn(&VarBuilder) -> Result<T>,
 ) -> Result<T> {
-    let map = TensorMap::load(path, device)?;
-    build(&map).map_err(|e| match e {
+    let vb = crate::weights::var_builder(path, device)?;
+    build(&vb).map_err(|e| match e {
         Error::MissingTensor { key } => Error::InFile {
             path: path.to_path_buf(),
             inner: Box::new(Error::Parse {

@@ -1,6 +1,7 @@
 //! The normalised VGG-19 encoder up to relu4_1 (pytorch-AdaIN `net.py::vgg`, modules 0–30).
 
 use candle::Tensor;
+use candle_nn::VarBuilder;
 
 use super::{Layer, Step};
 use crate::weights::TensorMap;
@@ -34,15 +35,20 @@ impl Encoder {
         Self::STAGES.into_iter().flatten().filter_map(|s| *s)
     }
 
-    /// Builds the encoder from a checkpoint with the released key names.
+    /// Builds it from a checkpoint in memory (see [`Self::new`]).
     pub fn load(map: &TensorMap) -> Result<Self> {
+        Self::new(&map.var_builder(&map.device()))
+    }
+
+    /// Builds the encoder from a checkpoint with the released key names.
+    pub fn new(vb: &VarBuilder) -> Result<Self> {
         let stage = |s: usize| -> Result<Vec<Layer>> {
             Self::STAGES[s]
                 .iter()
                 .map(|l| match l {
                     // The leading 1×1 conv (RGB → BGR·255 − mean) has no ReLU.
-                    Some((0, dims)) => Layer::conv(map, 0, *dims, false),
-                    Some((i, dims)) => Layer::conv(map, *i, *dims, true),
+                    Some((0, dims)) => Layer::conv(vb, 0, *dims, false),
+                    Some((i, dims)) => Layer::conv(vb, *i, *dims, true),
                     None => Ok(Layer::Pool),
                 })
                 .collect()

@@ -18,10 +18,11 @@ pub use predictor::{StylePredictor, STYLE_DIM};
 pub use transformer::{Transformer, NORM_CHANNELS};
 
 use candle::{Device, Tensor};
+use candle_nn::VarBuilder;
 
 use crate::norm::{conditional_norm_batch_then, NormKind, PostOp};
 use crate::ops::{conv2d_fused, Activation, ConvSpec, Padding};
-use crate::weights::TensorMap;
+use crate::weights::{tensor, TensorMap};
 use crate::Result;
 
 /// The converted predictor weights (float32 safetensors).
@@ -56,16 +57,16 @@ struct Conv {
 impl Conv {
     /// Loads `prefix.weight` of shape (cout, cin/groups, k, k) and, when `bias`, `prefix.bias`.
     fn load(
-        map: &TensorMap,
+        vb: &VarBuilder,
         prefix: &str,
         (cin, cout, k): (usize, usize, usize),
         stride: usize,
         groups: usize,
         bias: bool,
     ) -> Result<Self> {
-        let weight = map.get(&format!("{prefix}.weight"), &[cout, cin / groups, k, k])?;
+        let weight = tensor(vb, &format!("{prefix}.weight"), &[cout, cin / groups, k, k])?;
         let bias = if bias {
-            Some(map.get(&format!("{prefix}.bias"), &[cout])?)
+            Some(tensor(vb, &format!("{prefix}.bias"), &[cout])?)
         } else {
             None
         };

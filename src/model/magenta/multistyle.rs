@@ -3,11 +3,12 @@
 //! tables; a blend of styles is the weighted sum of table rows.
 
 use candle::{Device, Tensor};
+use candle_nn::VarBuilder;
 
 use super::transformer::{GammaBeta, Skeleton};
 use super::{check_images, embedded, MULTISTYLE_WEIGHTS};
 use crate::norm::NormKind;
-use crate::weights::TensorMap;
+use crate::weights::{tensor, TensorMap};
 use crate::{Error, Result};
 
 /// Number of built-in styles.
@@ -27,10 +28,15 @@ impl Multistyle {
         Self::load(&embedded(MULTISTYLE_WEIGHTS, device)?)
     }
 
-    /// Loads `multistyle.*` tensors.
+    /// Builds it from a checkpoint in memory (see [`Self::new`]).
     pub fn load(map: &TensorMap) -> Result<Self> {
+        Self::new(&map.var_builder(&map.device()))
+    }
+
+    /// Loads `multistyle.*` tensors.
+    pub fn new(vb: &VarBuilder) -> Result<Self> {
         let net = Skeleton::load(
-            map,
+            vb,
             "multistyle",
             [(3, 32, 9), (32, 32, 3), (32, 32, 3)],
             6,
@@ -44,12 +50,10 @@ impl Multistyle {
             .iter()
             .zip(widths)
             .map(|(p, c)| {
-                let g = map
-                    .get(&format!("{p}.gamma_table"), &[PRESET_COUNT, c])?
+                let g = tensor(vb, &format!("{p}.gamma_table"), &[PRESET_COUNT, c])?
                     .flatten_all()?
                     .to_vec1()?;
-                let b = map
-                    .get(&format!("{p}.beta_table"), &[PRESET_COUNT, c])?
+                let b = tensor(vb, &format!("{p}.beta_table"), &[PRESET_COUNT, c])?
                     .flatten_all()?
                     .to_vec1()?;
                 Ok((g, b, c))

@@ -2,10 +2,11 @@
 //! mean and a linear 1280 → 100 bottleneck (MAGENTA.md §2).
 
 use candle::{Device, Tensor, D};
+use candle_nn::VarBuilder;
 
 use super::{check_images, embedded, Conv, PREDICTOR_WEIGHTS};
 use crate::ops::Activation;
-use crate::weights::TensorMap;
+use crate::weights::{tensor, TensorMap};
 use crate::Result;
 
 /// Length of the style vector.
@@ -56,9 +57,14 @@ impl StylePredictor {
         Self::load(&embedded(PREDICTOR_WEIGHTS, device)?)
     }
 
-    /// Loads `predictor.*` tensors (names as `normstyle import-magenta` writes them).
+    /// Builds it from a checkpoint in memory (see [`Self::new`]).
     pub fn load(map: &TensorMap) -> Result<Self> {
-        let stem = Conv::load(map, "predictor.stem", (3, 32, 3), 2, 1, true)?;
+        Self::new(&map.var_builder(&map.device()))
+    }
+
+    /// Loads `predictor.*` tensors (names as `normstyle import-magenta` writes them).
+    pub fn new(vb: &VarBuilder) -> Result<Self> {
+        let stem = Conv::load(vb, "predictor.stem", (3, 32, 3), 2, 1, true)?;
         let mut blocks = Vec::with_capacity(BLOCKS.len());
         let mut cin = 32;
         for (i, &(t, cout, stride)) in BLOCKS.iter().enumerate() {
@@ -68,7 +74,7 @@ impl StylePredictor {
                 None
             } else {
                 Some(Conv::load(
-                    map,
+                    vb,
                     &format!("{p}.expand"),
                     (cin, hidden, 1),
                     1,
@@ -77,14 +83,14 @@ impl StylePredictor {
                 )?)
             };
             let depthwise = Conv::load(
-                map,
+                vb,
                 &format!("{p}.depthwise"),
                 (hidden, hidden, 3),
                 stride,
                 hidden,
                 true,
             )?;
-            let project = Conv::load(map, &format!("{p}.project"), (hidden, cout, 1), 1, 1, true)?;
+            let project = Conv::load(vb, &format!("{p}.project"), (hidden, cout, 1), 1, 1, true)?;
             blocks.push(Block {
                 expand,
                 depthwise,
@@ -93,8 +99,8 @@ impl StylePredictor {
             });
             cin = cout;
         }
-        let head = Conv::load(map, "predictor.head", (320, 1280, 1), 1, 1, true)?;
-        let bottleneck = map.get("predictor.bottleneck.weight", &[STYLE_DIM, 1280])?;
+        let head = Conv::load(vb, "predictor.head", (320, 1280, 1), 1, 1, true)?;
+        let bottleneck = tensor(vb, "predictor.bottleneck.weight", &[STYLE_DIM, 1280])?;
         Ok(StylePredictor {
             stem,
             blocks,

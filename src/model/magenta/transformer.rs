@@ -3,6 +3,7 @@
 //! ×2 upsampling + convs, a final 9×9 conv and sigmoid). Every conv is reflection-padded.
 
 use candle::{Device, Tensor};
+use candle_nn::VarBuilder;
 
 use super::{
     check_images, cond_norm, crop_to, each, embedded, Conv, STYLE_DIM, TRANSFORMER_WEIGHTS,
@@ -10,7 +11,7 @@ use super::{
 use crate::norm::NormKind;
 use crate::norm::PostOp;
 use crate::ops::{upsample_nearest2x, Activation};
-use crate::weights::TensorMap;
+use crate::weights::{tensor, TensorMap};
 use crate::{Error, Result};
 
 /// (γ, β) per image for one conditional-norm layer.
@@ -30,7 +31,7 @@ impl Skeleton {
     /// Loads `{prefix}.contract.conv{1,2,3}`, `{prefix}.residual.{i}.conv{1,2}` and
     /// `{prefix}.expand.conv{1,2,3}` with the given channel widths.
     pub fn load(
-        map: &TensorMap,
+        vb: &VarBuilder,
         prefix: &str,
         contract: [(usize, usize, usize); 3],
         blocks: usize,
@@ -42,7 +43,7 @@ impl Skeleton {
         let contract = (0..3)
             .map(|i| {
                 Conv::load(
-                    map,
+                    vb,
                     &format!("{prefix}.contract.conv{}", i + 1),
                     contract[i],
                     stride[i],
@@ -55,7 +56,7 @@ impl Skeleton {
             .map(|i| {
                 let conv = |j| {
                     Conv::load(
-                        map,
+                        vb,
                         &format!("{prefix}.residual.{i}.conv{j}"),
                         (width, width, 3),
                         1,
@@ -69,7 +70,7 @@ impl Skeleton {
         let expand = (0..3)
             .map(|i| {
                 Conv::load(
-                    map,
+                    vb,
                     &format!("{prefix}.expand.conv{}", i + 1),
                     expand[i],
                     1,
@@ -161,12 +162,11 @@ struct Projection {
 }
 
 impl Projection {
-    fn load(map: &TensorMap, prefix: &str, c: usize) -> Result<Self> {
-        let weight = map
-            .get(&format!("{prefix}.weight"), &[c, STYLE_DIM])?
+    fn load(vb: &VarBuilder, prefix: &str, c: usize) -> Result<Self> {
+        let weight = tensor(vb, &format!("{prefix}.weight"), &[c, STYLE_DIM])?
             .flatten_all()?
             .to_vec1()?;
-        let bias = map.get(&format!("{prefix}.bias"), &[c])?.to_vec1()?;
+        let bias = tensor(vb, &format!("{prefix}.bias"), &[c])?.to_vec1()?;
         Ok(Projection { weight, bias })
     }
 
@@ -204,10 +204,15 @@ impl Transformer {
         Self::load(&embedded(TRANSFORMER_WEIGHTS, device)?)
     }
 
-    /// Loads `transformer.*` tensors.
+    /// Builds it from a checkpoint in memory (see [`Self::new`]).
     pub fn load(map: &TensorMap) -> Result<Self> {
+        Self::new(&map.var_builder(&map.device()))
+    }
+
+    /// Loads `transformer.*` tensors.
+    pub fn new(vb: &VarBuilder) -> Result<Self> {
         let net = Skeleton::load(
-            map,
+            vb,
             "transformer",
             [(3, 8, 9), (8, 16, 3), (16, 32, 3)],
             5,
@@ -221,8 +226,8 @@ impl Transformer {
             .zip(NORM_CHANNELS)
             .map(|(p, c)| {
                 Ok((
-                    Projection::load(map, &format!("{p}.gamma_proj"), c)?,
-                    Projection::load(map, &format!("{p}.beta_proj"), c)?,
+                    Projection::load(vb, &format!("{p}.gamma_proj"), c)?,
+                    Projection::load(vb, &format!("{p}.beta_proj"), c)?,
                 ))
             })
             .collect::<Result<_>>()?;
