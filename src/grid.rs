@@ -10,7 +10,7 @@ use image::{Rgb, RgbImage};
 use crate::{Error, Result};
 
 /// The bundled font.
-static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+pub(crate) static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
 /// Space around and between cells, in pixels.
 pub const GAP: u32 = 12;

@@ -40,6 +40,7 @@ pub mod color;
 pub mod compare;
 pub mod device;
 pub mod error;
+pub mod experiment;
 pub mod grid;
 pub mod imaging;
 pub mod model;

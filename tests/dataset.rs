@@ -330,19 +330,7 @@ fn kill_9_then_rerun_leaves_exactly_the_expected_files() {
     let mut gone = Command::new("true").spawn().unwrap();
     let pid = gone.id();
     gone.wait().unwrap();
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host: String = host
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let stale = format!("{}{host}.{pid}.abc123.tmp", normstyle::weights::TEMP_PREFIX);
+    let stale = format!("{}abc123.tmp", normstyle::weights::temp_prefix(pid));
     std::fs::write(p.join("out").join(&stale), b"half an image").unwrap();
 
     let again = run(p, &[&BATCH[..], &["-o", "out"]].concat());

@@ -393,3 +393,47 @@ fn a_decoder_trains_through_the_fast_convolution() {
     let last: f32 = losses[55..].iter().sum::<f32>() / 5.0;
     assert!(last < 0.6 * first, "loss {first} → {last}");
 }
+
+/// `normstyle norms experiment` at a tiny size: the CSV has a row per (norm, batch size) with
+/// the documented columns, the plot is a PNG, and the same seed gives the same numbers.
+#[test]
+fn the_experiment_writes_its_csv_and_plot_and_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |out: &str| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_normstyle"))
+            .current_dir(dir.path())
+            .args([
+                "norms",
+                "experiment",
+                "--norms",
+                "bn,gn:4,none",
+                "--batch-sizes",
+                "2,8",
+                "--steps",
+                "6",
+                "--seed",
+                "7",
+                "-q",
+                "-o",
+                out,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let csv = std::fs::read_to_string(dir.path().join(out).join("results.csv")).unwrap();
+        // Everything but the timing column.
+        csv.lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect::<Vec<_>>()
+    };
+    let a = run("a");
+    assert_eq!(a[0], "norm,batch_size,steps,train_loss,test_error");
+    assert_eq!(a.len(), 1 + 6);
+    assert!(
+        a[1].starts_with("bn,2,6,") && a[6].starts_with("none,8,6,"),
+        "{a:?}"
+    );
+    let plot = image::open(dir.path().join("a/plot.png")).unwrap();
+    assert_eq!((plot.width(), plot.height()), (900, 600));
+    assert_eq!(run("b"), a, "same seed, same results");
+}

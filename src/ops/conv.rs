@@ -189,17 +189,27 @@ pub(super) fn candle_path(
     bias: Option<&Tensor>,
     spec: ConvSpec,
 ) -> Result<Tensor> {
-    let (kh, _) = (weight.dims()[2], weight.dims()[3]);
-    let x = match spec.padding {
+    let x = pad_input(x, weight.dims()[2], spec)?;
+    let y = x.conv2d(weight, 0, spec.stride, 1, spec.groups)?;
+    bias_act(y, bias, spec.act)
+}
+
+/// The input padded as `spec` says, with tensor ops (differentiable, any device).
+pub(super) fn pad_input(x: &Tensor, k: usize, spec: ConvSpec) -> Result<Tensor> {
+    Ok(match spec.padding {
         Padding::None => x.clone(),
         Padding::Reflect(p) => reflection_pad2d(x, p)?,
-        Padding::Same => same_pad2d(x, kh, spec.stride)?,
+        Padding::Same => same_pad2d(x, k, spec.stride)?,
+    })
+}
+
+/// act(y + bias) with tensor ops.
+pub(super) fn bias_act(y: Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+    let y = match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?,
+        None => y,
     };
-    let mut y = x.conv2d(weight, 0, spec.stride, 1, spec.groups)?;
-    if let Some(b) = bias {
-        y = y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?;
-    }
-    Ok(match spec.act {
+    Ok(match act {
         Activation::None => y,
         Activation::Relu => y.relu()?,
         Activation::Relu6 => y.clamp(0f32, 6f32)?,

@@ -12,8 +12,7 @@
 use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::{candle_path, dense, Activation, ConvSpec, Geometry, Padding};
-use super::{reflection_pad2d, same_pad2d};
+use super::conv::{bias_act, candle_path, dense, pad_input, Activation, ConvSpec, Geometry};
 use crate::Result;
 
 /// `conv2d_fused` for f32 CPU tensors that record a graph (groups = 1).
@@ -23,12 +22,7 @@ pub(super) fn conv2d_train(
     bias: Option<&Tensor>,
     spec: ConvSpec,
 ) -> Result<Tensor> {
-    let k = weight.dims()[2];
-    let xp = match spec.padding {
-        Padding::None => x.clone(),
-        Padding::Reflect(p) => reflection_pad2d(x, p)?,
-        Padding::Same => same_pad2d(x, k, spec.stride)?,
-    };
+    let xp = pad_input(x, weight.dims()[2], spec)?;
     let (_, _, hp, wp) = xp.dims4()?;
     if hp < weight.dims()[2] || wp < weight.dims()[3] {
         // Let Candle's path report the size error in its words.
@@ -37,15 +31,8 @@ pub(super) fn conv2d_train(
     let core = ConvCore {
         stride: spec.stride,
     };
-    let mut y = xp.contiguous()?.apply_op2(&weight.contiguous()?, core)?;
-    if let Some(b) = bias {
-        y = y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?;
-    }
-    Ok(match spec.act {
-        Activation::None => y,
-        Activation::Relu => y.relu()?,
-        Activation::Relu6 => y.clamp(0f32, 6f32)?,
-    })
+    let y = xp.contiguous()?.apply_op2(&weight.contiguous()?, core)?;
+    bias_act(y, bias, spec.act)
 }
 
 /// A VALID convolution (no padding, no bias) of (N, Cin, Hp, Wp) by (Cout, Cin, kh, kw).

@@ -432,7 +432,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         io(std::io::Error::new(e.kind(), msg))
     };
     let mut tmp = tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{}.{}.", host(), std::process::id()))
+        .prefix(&temp_prefix(std::process::id()))
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(plain)?;
@@ -454,6 +454,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// so a later run can tell its own leftovers (from a process that was killed) from the files
 /// of a run still going, even on a folder shared between machines.
 pub const TEMP_PREFIX: &str = ".normstyle-tmp.";
+
+/// The start of the temporary files of process `pid` on this machine.
+pub fn temp_prefix(pid: u32) -> String {
+    format!("{TEMP_PREFIX}{}.{pid}.", host())
+}
 
 /// This machine's name for temporary-file names (dots replaced; `host` if unknown).
 fn host() -> String {
