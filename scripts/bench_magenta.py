@@ -51,6 +51,17 @@ content = rng.random((1, args.size, args.size, 3), dtype=np.float32)
 names = [i.name for i in trans.get_inputs()]
 
 
+def machine():
+    """The CPU, its vector extensions and the kernels normstyle takes on it."""
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    ext = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni") if f in flags]
+    out = subprocess.run([args.exe, "bench", "magenta", "--size", "32", "--warmup", "0", "--runs", "1"],
+                         capture_output=True, text=True, check=True).stdout
+    kern = json.loads(out.strip().splitlines()[-1])["kernels"]
+    return f"CPU: {cpu}; vector extensions: {' '.join(ext)}; onnxruntime {ort.__version__}\nnormstyle kernels: {kern}"
+
+
 def ort_once():
     t0 = time.perf_counter()
     v = pred.run(None, {pred.get_inputs()[0].name: style})[0]
@@ -67,6 +78,7 @@ def normstyle_once():
 
 ort_once()  # warm-up
 a, b = [], []
+print(machine(), flush=True)
 for r in range(args.rounds):
     a.append(normstyle_once())
     b.append(ort_once())

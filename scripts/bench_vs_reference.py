@@ -122,6 +122,14 @@ def peak_rss_mib(size, threads):
     return float("nan")
 
 
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+ext = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16") if f in flags]
+kern = json.loads(subprocess.run([args.exe, "bench", "adain", "--size", "32", "--warmup", "0", "--runs", "1"],
+                                 capture_output=True, text=True, check=True).stdout.splitlines()[-1])["kernels"]
+import importlib.metadata
+print(f"CPU: {cpu}; vector extensions: {' '.join(ext)}; PyTorch {importlib.metadata.version('torch')}", flush=True)
+print(f"normstyle kernels: {kern}", flush=True)
 print("| size | threads | normstyle (s) | PyTorch (s) | ratio | normstyle GFLOP/s | PyTorch GFLOP/s | normstyle peak RSS |")
 print("|---|---|---|---|---|---|---|---|")
 for size in map(int, args.sizes.split(",")):

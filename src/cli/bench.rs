@@ -99,7 +99,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::json!({"impl": "normstyle", "model": format!("{:?}", args.which).to_lowercase(),
                                "size": args.size, "run": i, "seconds": s,
-                               "threads": candle::utils::get_num_threads()})
+                               "threads": candle::utils::get_num_threads(),
+                               "kernels": normstyle::ops::kernel_path()})
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -73,6 +73,18 @@ pub fn conv2d_fused(
     bias: Option<&Tensor>,
     spec: ConvSpec,
 ) -> Result<Tensor> {
+    conv2d_prepared(x, weight, bias, spec, None)
+}
+
+/// [`conv2d_fused`] with the weight's Winograd transform made once, at load
+/// ([`WinogradWeights::new`]); without it a Winograd layer transforms its weight on every call.
+pub fn conv2d_prepared(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    spec: ConvSpec,
+    winograd: Option<&WinogradWeights>,
+) -> Result<Tensor> {
     let (n, cin, h, w) = x.dims4()?;
     let (cout, cin_g, kh, kw) = weight.dims4()?;
     let g = spec.groups;
@@ -129,6 +141,16 @@ pub fn conv2d_fused(
         wo,
     };
     let direct = g == 1 && spec.stride == 1 && cout <= DIRECT_MAX_COUT && kh * kw > 1;
+    // Transformed once per call, shared by the batch (cost ≈ 36·Cout·Cin, ≪ the convolution).
+    let fresh;
+    let wino: Option<&[f32]> = match (!direct && super::winograd::applies(&geo, g), winograd) {
+        (false, _) => None,
+        (true, Some(p)) if p.cout == cout && p.cin == cin => Some(&p.u),
+        (true, _) => {
+            fresh = super::winograd::transform_weights(&ws, cout, cin);
+            Some(&fresh)
+        }
+    };
     let mut out = vec![0f32; n * cout * ho * wo];
     let mut padded = Vec::new();
     let (storage, layout) = x.storage_and_layout();
@@ -153,7 +175,9 @@ pub fn conv2d_fused(
             &padded
         };
         let dst = &mut out[s * cout * ho * wo..(s + 1) * cout * ho * wo];
-        if direct {
+        if let Some(u) = wino {
+            super::winograd::conv(src, u, bs.as_deref(), dst, &geo, spec.act);
+        } else if direct {
             direct_small(src, &ws, bs.as_deref(), dst, &geo, spec.act);
         } else if g == 1 {
             dense(src, &ws, bs.as_deref(), dst, &geo, spec.act);
@@ -163,6 +187,29 @@ pub fn conv2d_fused(
     }
     drop(storage);
     Ok(Tensor::from_vec(out, (n, cout, ho, wo), &Device::Cpu)?)
+}
+
+/// A 3×3 weight transformed for Winograd F(4×4, 3×3) (36 matrices Cout × Cin), made once when a
+/// model loads; see [`conv2d_prepared`].
+#[derive(Clone, Debug)]
+pub struct WinogradWeights {
+    cout: usize,
+    cin: usize,
+    u: Vec<f32>,
+}
+
+impl WinogradWeights {
+    /// The transform of a (Cout, Cin, 3, 3) CPU f32 weight with at least 16 channels in and
+    /// out (where Winograd runs); `None` for other weights.
+    pub fn new(weight: &Tensor) -> Result<Option<Self>> {
+        let (cout, cin, kh, kw) = weight.dims4()?;
+        let fits = kh == 3 && kw == 3 && cin >= 16 && cout >= 16;
+        if !(fits && weight.device().is_cpu() && weight.dtype() == DType::F32) {
+            return Ok(None);
+        }
+        let u = super::winograd::transform_weights(&cpu_f32(weight)?, cout, cin);
+        Ok(Some(WinogradWeights { cout, cin, u }))
+    }
 }
 
 /// Up to this many output channels a stride-1 convolution runs as direct row updates: an
@@ -292,7 +339,7 @@ fn pad_plane_stack(
 
 /// A raw pointer that bands of one output share; each band writes disjoint rows.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(super) struct OutPtr(pub(super) *mut f32);
 // SAFETY: the pointer is only used to write disjoint regions from different threads (one band
 // of output rows each), and the buffer outlives the parallel loop.
 unsafe impl Send for OutPtr {}
@@ -300,7 +347,7 @@ unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(super) fn at(self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }
@@ -554,7 +601,7 @@ fn depthwise(
 }
 
 /// Adds the bias and applies the activation in one pass.
-fn epilogue(row: &mut [f32], b: f32, act: Activation) {
+pub(super) fn epilogue(row: &mut [f32], b: f32, act: Activation) {
     match act {
         Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
         Activation::Relu6 => row.iter_mut().for_each(|v| *v = (*v + b).clamp(0.0, 6.0)),

@@ -5,14 +5,33 @@ mod conv;
 mod conv_grad;
 mod pad;
 mod resample;
+mod winograd;
 
-pub use conv::{conv2d_fused, Activation, ConvSpec, Padding};
+pub use conv::{conv2d_fused, conv2d_prepared, Activation, ConvSpec, Padding, WinogradWeights};
 pub use pad::{reflection_pad2d, same_pad2d};
 pub use resample::{max_pool2x2_ceil, upsample_nearest2x};
 
 use candle::Tensor;
 
 use crate::Result;
+
+/// The CPU kernels this machine runs, for benchmark reports: the GEMM's instruction set (chosen
+/// at run time: AVX-512, AVX2/FMA or portable) and which convolutions use Winograd.
+pub fn kernel_path() -> String {
+    #[cfg(target_arch = "x86_64")]
+    let isa = if std::arch::is_x86_feature_detected!("avx512f") {
+        "avx512f"
+    } else if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        "avx2+fma"
+    } else {
+        "portable"
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let isa = "portable";
+    format!("gemm {isa}; winograd F(4x4,3x3) for stride-1 3x3 convs with >= 16 channels in and out; banded im2col GEMM otherwise")
+}
 
 /// A 2-D convolution with an optional bias: `x` (N, Cin, H, W), `weight` (Cout, Cin/groups,
 /// kh, kw), `bias` (Cout) → (N, Cout, H', W'). No padding: callers pad explicitly.

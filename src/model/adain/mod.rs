@@ -23,7 +23,8 @@ use candle::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::ops::{
-    conv2d_fused, max_pool2x2_ceil, upsample_nearest2x, Activation, ConvSpec, Padding,
+    conv2d_prepared, max_pool2x2_ceil, upsample_nearest2x, Activation, ConvSpec, Padding,
+    WinogradWeights,
 };
 use crate::weights::{tensor, Layout, TensorMap};
 use crate::{Error, Result};
@@ -43,6 +44,8 @@ pub(crate) enum Layer {
         weight: Tensor,
         bias: Tensor,
         relu: bool,
+        /// The 3×3 weight transformed for Winograd, once, at load.
+        winograd: Option<std::sync::Arc<WinogradWeights>>,
     },
     /// 2×2 max pool, stride 2, ceil mode.
     Pool,
@@ -57,8 +60,10 @@ impl Layer {
         (cin, cout, k): (usize, usize, usize),
         relu: bool,
     ) -> Result<Self> {
+        let weight = tensor(vb, &format!("{index}.weight"), &[cout, cin, k, k])?;
         Ok(Layer::Conv {
-            weight: tensor(vb, &format!("{index}.weight"), &[cout, cin, k, k])?,
+            winograd: WinogradWeights::new(&weight)?.map(std::sync::Arc::new),
+            weight,
             bias: tensor(vb, &format!("{index}.bias"), &[cout])?,
             relu,
         })
@@ -66,7 +71,12 @@ impl Layer {
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Layer::Conv { weight, bias, relu } => {
+            Layer::Conv {
+                weight,
+                bias,
+                relu,
+                winograd,
+            } => {
                 let k = weight.dims()[3];
                 let spec = ConvSpec {
                     padding: Padding::Reflect(k / 2),
@@ -77,7 +87,7 @@ impl Layer {
                     },
                     ..ConvSpec::default()
                 };
-                conv2d_fused(x, weight, Some(bias), spec)
+                conv2d_prepared(x, weight, Some(bias), spec, winograd.as_deref())
             }
             Layer::Pool => max_pool2x2_ceil(x),
             Layer::Up => upsample_nearest2x(x),

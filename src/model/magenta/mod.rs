@@ -21,7 +21,7 @@ use candle::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::norm::{conditional_norm_batch_then, NormKind, PostOp};
-use crate::ops::{conv2d_fused, Activation, ConvSpec, Padding};
+use crate::ops::{conv2d_prepared, Activation, ConvSpec, Padding, WinogradWeights};
 use crate::weights::{tensor, TensorMap};
 use crate::Result;
 
@@ -52,6 +52,8 @@ struct Conv {
     bias: Option<Tensor>,
     stride: usize,
     groups: usize,
+    /// The 3×3 weight transformed for Winograd (stride 1, ≥ 16 channels), once, at load.
+    winograd: Option<std::sync::Arc<WinogradWeights>>,
 }
 
 impl Conv {
@@ -70,11 +72,17 @@ impl Conv {
         } else {
             None
         };
+        let winograd = (stride == 1 && groups == 1)
+            .then(|| WinogradWeights::new(&weight))
+            .transpose()?
+            .flatten()
+            .map(std::sync::Arc::new);
         Ok(Conv {
             weight,
             bias,
             stride,
             groups,
+            winograd,
         })
     }
 
@@ -99,7 +107,13 @@ impl Conv {
             padding,
             act,
         };
-        conv2d_fused(x, &self.weight, self.bias.as_ref(), spec)
+        conv2d_prepared(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            spec,
+            self.winograd.as_deref(),
+        )
     }
 }
 
