@@ -51,5 +51,5 @@ pub mod profile;
 pub mod weights;
 
 pub use error::{Error, Result};
-pub use norm::NormKind;
+pub use norm::{Norm, NormKind};
 pub use pipeline::Stylizer;

@@ -24,7 +24,6 @@ use normstyle::color::PreserveColor;
 use normstyle::model::adain::Mask;
 use normstyle::pipeline::{mask_from_rgb, parse_preset, Shard, StyleSpec};
 use normstyle::weights::hub::{HubConfig, RepoSpec};
-use normstyle::weights::store;
 use normstyle::{NormKind, Stylizer};
 
 /// Neural style transfer with swappable normalization (IN, BN, LN, GN).
@@ -355,11 +354,13 @@ impl ModelArgs {
         }
         let mut hub = HubConfig::from_env();
         hub.progress = !quiet;
-        let parts = normstyle::model::adain::layouts();
-        let p = store::resolve_adain(self.repo.spec()?.as_ref(), &hub, &parts, &|m| {
-            eprintln!("warning: {m}")
-        })?;
-        Ok(Stylizer::adain(&p.vgg, &p.decoder, &device)?)
+        let warn = |m| eprintln!("warning: {m}");
+        Ok(Stylizer::adain_from_store(
+            self.repo.spec()?.as_ref(),
+            &hub,
+            &warn,
+            &device,
+        )?)
     }
 }
 

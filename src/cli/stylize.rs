@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use normstyle::imaging::{self, Rgb};
-use normstyle::pipeline::{stem, Content, Style, StyleSpec};
+use normstyle::pipeline::{output_name, stem, Content, Style, StyleSpec};
 
 use super::{check_output, progress_bar, StylizeArgs};
 
@@ -111,8 +111,7 @@ fn output_paths(args: &StylizeArgs, specs: &[StyleSpec]) -> anyhow::Result<Vec<O
             p if p.as_os_str() == "-" => "stdin".to_string(),
             p => stem(p),
         };
-        let style = specs[s].label();
-        format!("{content}_stylized_{style}.{}", args.format.ext())
+        output_name(&content, &specs[s].label(), args.format.ext())
     };
     let jobs = (0..specs.len()).flat_map(|s| (0..args.content.len()).map(move |c| (c, s)));
     let paths: Vec<Option<PathBuf>> = match &args.output {

@@ -18,16 +18,6 @@ use rayon::prelude::*;
 use super::conv::{epilogue, Geometry, OutPtr};
 use super::Activation;
 
-/// Bᵀ of F(4, 3).
-const BT: [[f32; 6]; 6] = [
-    [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
-    [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
-    [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
-    [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
-    [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
-    [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
-];
-
 /// G of F(4, 3).
 const G: [[f64; 3]; 6] = [
     [1.0 / 4.0, 0.0, 0.0],
@@ -36,14 +26,6 @@ const G: [[f64; 3]; 6] = [
     [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
     [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
     [0.0, 0.0, 1.0],
-];
-
-/// Aᵀ of F(4, 3).
-const AT: [[f32; 6]; 4] = [
-    [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
-    [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
-    [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
-    [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
 ];
 
 /// Tiles transformed together in SIMD lanes.
@@ -105,15 +87,20 @@ pub(super) fn conv(
     let blocks = tiles.div_ceil(block);
     let out = OutPtr(dst.as_mut_ptr());
     candle::utils::with_threadpool(|| {
-        (0..blocks).into_par_iter().for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(v, m), b| {
+        (0..blocks).into_par_iter().for_each(|b| {
+            SCRATCH.with_borrow_mut(|(v, m)| {
                 let t0 = b * block;
                 let nt = block.min(tiles - t0);
                 let ntp = nt.div_ceil(LANES) * LANES;
-                v.resize(36 * g.cin * ntp, 0.0);
-                m.resize(36 * g.cout * ntp, 0.0);
-                input_transform(src, g, tw, t0, nt, ntp, v);
+                // Grown once per thread and reused: fresh 32 MiB buffers per block cost page
+                // faults and zeroing (21 % of a run). Every element used is written below.
+                if v.len() < 36 * g.cin * ntp {
+                    v.resize(36 * g.cin * ntp, 0.0);
+                }
+                if m.len() < 36 * g.cout * ntp {
+                    m.resize(36 * g.cout * ntp, 0.0);
+                }
+                input_transform(src, g, tw, (t0, nt, ntp), v);
                 for xi in 0..36 {
                     // SAFETY: M_ξ (Cout × ntp) = U_ξ (Cout × Cin) · V_ξ (Cin × ntp), all
                     // row-major inside their buffers (sizes set above).
@@ -141,22 +128,23 @@ pub(super) fn conv(
                         );
                     }
                 }
-                output_transform(m, g, tw, t0, nt, ntp, bias, act, out);
-            },
-        );
+                output_transform(m, g, tw, (t0, nt, ntp), bias, act, out);
+            })
+        });
     });
 }
 
-/// V[ξ][ci][t] = (Bᵀ·d·B)[ξ] for tiles t0 .. t0 + nt (lanes past nt are zero tiles).
-fn input_transform(
-    src: &[f32],
-    g: &Geometry,
-    tw: usize,
-    t0: usize,
-    nt: usize,
-    ntp: usize,
-    v: &mut [f32],
-) {
+thread_local! {
+    /// Per-thread V and M of a tile block.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Tiles t0 .. t0 + nt of a block padded to ntp lanes.
+type Block = (usize, usize, usize);
+
+/// V[ξ][ci][t] = (Bᵀ·d·B)[ξ] for the block's tiles (lanes past nt are zero tiles).
+fn input_transform(src: &[f32], g: &Geometry, tw: usize, (t0, nt, ntp): Block, v: &mut [f32]) {
     let plane = g.hp * g.wp;
     for ci in 0..g.cin {
         let p = &src[ci * plane..][..plane];
@@ -186,48 +174,61 @@ fn input_transform(
     }
 }
 
-/// Bᵀ·d·B for 6×6 tiles in lanes.
+/// Bᵀ·d·B for 6×6 tiles in lanes: Bᵀ on the columns, then on the rows.
 #[inline(always)]
 fn sandwich6(d: &[[Lanes; 6]; 6]) -> [[Lanes; 6]; 6] {
-    let mut t = [[[0f32; LANES]; 6]; 6]; // Bᵀ·d
-    for i in 0..6 {
-        for j in 0..6 {
-            t[i][j] = combine(&BT[i], |k| &d[k][j]);
+    let mut t = [[[0f32; LANES]; 6]; 6];
+    for j in 0..6 {
+        let col = bt6([&d[0][j], &d[1][j], &d[2][j], &d[3][j], &d[4][j], &d[5][j]]);
+        for (i, v) in col.into_iter().enumerate() {
+            t[i][j] = v;
         }
     }
-    let mut r = [[[0f32; LANES]; 6]; 6]; // (Bᵀ·d)·B
+    let mut r = [[[0f32; LANES]; 6]; 6];
     for i in 0..6 {
-        for j in 0..6 {
-            r[i][j] = combine(&BT[j], |k| &t[i][k]);
-        }
+        r[i] = bt6([&t[i][0], &t[i][1], &t[i][2], &t[i][3], &t[i][4], &t[i][5]]);
     }
     r
 }
 
-/// Σ_k coef[k]·row(k), lane-wise, skipping zero coefficients.
+/// Bᵀ·x for six lane vectors (Bᵀ = [[4,0,−5,0,1,0], [0,−4,−4,1,1,0], [0,4,−4,−1,1,0], [0,−2,−1,2,1,0],
+/// [0,2,−1,−2,1,0], [0,4,0,−5,0,1]], written out so it vectorizes).
 #[inline(always)]
-fn combine<'a, const N: usize>(coef: &[f32; N], row: impl Fn(usize) -> &'a Lanes) -> Lanes {
-    let mut acc = [0f32; LANES];
-    for (k, &c) in coef.iter().enumerate() {
-        if c != 0.0 {
-            let r = row(k);
-            for l in 0..LANES {
-                acc[l] += c * r[l];
-            }
-        }
+fn bt6(x: [&Lanes; 6]) -> [Lanes; 6] {
+    let mut o = [[0f32; LANES]; 6];
+    for l in 0..LANES {
+        let (d0, d1, d2, d3, d4, d5) = (x[0][l], x[1][l], x[2][l], x[3][l], x[4][l], x[5][l]);
+        o[0][l] = 4.0 * d0 - 5.0 * d2 + d4;
+        o[1][l] = -4.0 * (d1 + d2) + d3 + d4;
+        o[2][l] = 4.0 * (d1 - d2) - d3 + d4;
+        o[3][l] = 2.0 * (d3 - d1) - d2 + d4;
+        o[4][l] = 2.0 * (d1 - d3) - d2 + d4;
+        o[5][l] = 4.0 * d1 - 5.0 * d3 + d5;
     }
-    acc
+    o
 }
 
-/// Y = Aᵀ·M·A per (co, tile), + bias, activation, into the output rows.
-#[allow(clippy::too_many_arguments)] // the block's coordinates, all distinct
+/// Aᵀ·x for six lane vectors (Aᵀ = [[1,1,1,1,1,0], [0,1,−1,2,−2,0], [0,1,1,4,4,0], [0,1,−1,8,−8,1]]).
+#[inline(always)]
+fn at6(x: [&Lanes; 6]) -> [Lanes; 4] {
+    let mut o = [[0f32; LANES]; 4];
+    for l in 0..LANES {
+        let (m0, m1, m2, m3, m4, m5) = (x[0][l], x[1][l], x[2][l], x[3][l], x[4][l], x[5][l]);
+        let (a, b, c, d) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+        o[0][l] = m0 + a + c;
+        o[1][l] = b + 2.0 * d;
+        o[2][l] = a + 4.0 * c;
+        o[3][l] = b + 8.0 * d + m5;
+    }
+    o
+}
+
+/// Y = Aᵀ·M·A per (co, tile), + bias, activation, into the output rows; `block` = (t0, nt, ntp).
 fn output_transform(
     m: &[f32],
     g: &Geometry,
     tw: usize,
-    t0: usize,
-    nt: usize,
-    ntp: usize,
+    (t0, nt, ntp): Block,
     bias: Option<&[f32]>,
     act: Activation,
     out: OutPtr,
@@ -241,16 +242,17 @@ fn output_transform(
                 cell.copy_from_slice(&m[(xi * g.cout + co) * ntp + lane0..][..LANES]);
             }
             let mut t = [[[0f32; LANES]; 6]; 4]; // Aᵀ·M
-            for i in 0..4 {
-                for j in 0..6 {
-                    t[i][j] = combine(&AT[i], |k| &mm[k][j]);
+            for j in 0..6 {
+                let col = at6([
+                    &mm[0][j], &mm[1][j], &mm[2][j], &mm[3][j], &mm[4][j], &mm[5][j],
+                ]);
+                for (i, v) in col.into_iter().enumerate() {
+                    t[i][j] = v;
                 }
             }
             let mut y = [[[0f32; LANES]; 4]; 4]; // (Aᵀ·M)·A
             for i in 0..4 {
-                for j in 0..4 {
-                    y[i][j] = combine(&AT[j], |k| &t[i][k]);
-                }
+                y[i] = at6([&t[i][0], &t[i][1], &t[i][2], &t[i][3], &t[i][4], &t[i][5]]);
             }
             for l in 0..LANES.min(nt.saturating_sub(lane0)) {
                 let t_idx = t0 + lane0 + l;
@@ -277,6 +279,43 @@ fn output_transform(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bᵀ of F(4, 3).
+    const BT: [[f32; 6]; 6] = [
+        [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+        [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+        [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+        [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+        [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+    ];
+
+    /// Aᵀ of F(4, 3).
+    const AT: [[f32; 6]; 4] = [
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+        [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+        [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+    ];
+
+    /// The written-out transforms equal the matrices of Lavin & Gray.
+    #[test]
+    fn transforms_equal_their_matrices() {
+        let x: [Lanes; 6] =
+            std::array::from_fn(|k| std::array::from_fn(|l| (k * 8 + l) as f32 * 0.37 - 5.0));
+        let r = [&x[0], &x[1], &x[2], &x[3], &x[4], &x[5]];
+        let (b, a) = (bt6(r), at6(r));
+        for l in 0..LANES {
+            for i in 0..6 {
+                let want: f32 = (0..6).map(|k| BT[i][k] * x[k][l]).sum();
+                assert!((b[i][l] - want).abs() < 1e-4, "Bᵀ row {i}");
+            }
+            for i in 0..4 {
+                let want: f32 = (0..6).map(|k| AT[i][k] * x[k][l]).sum();
+                assert!((a[i][l] - want).abs() < 1e-3, "Aᵀ row {i}");
+            }
+        }
+    }
 
     /// float64 direct convolution of a padded sample.
     fn reference(src: &[f32], w: &[f32], bias: &[f32], g: &Geometry) -> Vec<f64> {

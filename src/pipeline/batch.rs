@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::manifest::{Manifest, Record, StyleRecord};
-use super::spec::{stem, StyleSpec};
+use super::spec::{output_name, stem, StyleSpec};
 use super::stylizer::{Content, Style, Stylizer};
 use crate::imaging;
 use crate::model::adain::Mask;
@@ -279,8 +279,7 @@ impl Batch {
             StyleSpec::Images(v) if v.len() == 1 => name_in(&v[0].0, self.style_root.as_deref()),
             other => other.label(),
         };
-        self.out_dir
-            .join(format!("{content}_stylized_{style}.{}", self.ext))
+        self.out_dir.join(output_name(&content, &style, &self.ext))
     }
 
     /// Runs the batch with `st`, reporting each pair to `on`. `stop` is polled between photos.
@@ -302,7 +301,7 @@ impl Batch {
         };
         let manifest = self.manifest.as_deref().map(Manifest::open).transpose()?;
         let pairs = self.pairs();
-        let styles = self.load_styles(st, manifest.is_some(), &mut on);
+        let styles = self.load_styles(st, &pairs, manifest.is_some(), &mut on);
         let mut next = 0;
         while next < pairs.len() {
             let c = pairs[next].0;
@@ -346,6 +345,7 @@ impl Batch {
     fn load_styles(
         &self,
         st: &Stylizer,
+        pairs: &[(usize, usize)],
         hash: bool,
         on: &mut impl FnMut(Event),
     ) -> HashMap<PathBuf, (Style, String)> {
@@ -369,11 +369,15 @@ impl Batch {
                     styles.insert(p.clone(), s);
                 }
                 Err(e) => {
-                    let uses = self.specs.iter().filter(|s| s.paths().contains(&p)).count();
+                    // This shard's pairs that need the style.
+                    let uses = pairs
+                        .iter()
+                        .filter(|(_, s)| self.specs[*s].paths().contains(&p))
+                        .count();
                     on(Event::Failed {
                         file: p,
                         error: &e.in_file(p),
-                        outputs: uses * self.contents.len(),
+                        outputs: uses,
                     });
                 }
             }

@@ -31,6 +31,7 @@ pub use batch::{Batch, Event, Shard, Summary};
 pub use compare::{compare, presets_sheet, CompareOptions, Comparison, Labeled, TileNumbers};
 pub use manifest::Manifest;
 pub use spec::{
-    list_images, mask_from_image, mask_from_rgb, normalize_weights, parse_preset, stem, StyleSpec,
+    list_images, mask_from_image, mask_from_rgb, normalize_weights, output_name, parse_preset,
+    stem, StyleSpec,
 };
 pub use stylizer::{Content, Family, Style, Styling, Stylizer};

@@ -223,6 +223,11 @@ pub fn list_images(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The name of an output: `<content>_stylized_<style>.<ext>`.
+pub fn output_name(content: &str, style: &str, ext: &str) -> String {
+    format!("{content}_stylized_{style}.{ext}")
+}
+
 /// The file stem used in output names (`image` when there is none).
 pub fn stem(p: &Path) -> String {
     p.file_stem()

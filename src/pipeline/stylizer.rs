@@ -11,6 +11,7 @@ use crate::imaging::{self, Rgb};
 use crate::model::adain::{AdaIn, Mask, StyleInput, TransferOptions, MIN_SIDE};
 use crate::model::magenta::{Multistyle, StylePredictor, Transformer, PRESET_COUNT, STYLE_DIM};
 use crate::norm::NormKind;
+use crate::weights::hub::{HubConfig, RepoSpec};
 use crate::{Error, Result};
 
 /// The side of the square the Magenta style predictor sees.
@@ -164,6 +165,21 @@ impl Stylizer {
     ) -> Result<Self> {
         let net = AdaIn::load(vgg.as_ref(), decoder.as_ref(), device)?;
         Ok(Self::from_adain(net, device))
+    }
+
+    /// AdaIN from the local store or the Hugging Face Hub: the weights added with
+    /// `normstyle weights add` when `repo` is `None`, else those of `repo` (downloaded once,
+    /// validated and converted into the store; no request when cached or `HF_HUB_OFFLINE`).
+    /// `warn` receives warnings (e.g. a sha256 that differs from the model card's).
+    pub fn adain_from_store(
+        repo: Option<&RepoSpec>,
+        hub: &HubConfig,
+        warn: &dyn Fn(String),
+        device: &Device,
+    ) -> Result<Self> {
+        let parts = crate::model::adain::layouts();
+        let p = crate::weights::store::resolve_adain(repo, hub, &parts, warn)?;
+        Self::adain(&p.vgg, &p.decoder, device)
     }
 
     /// AdaIN from a network built elsewhere (e.g. [`AdaIn::from_maps`]); its tensors must live
@@ -512,7 +528,11 @@ impl Magenta<'_> {
                 check_blend(blend)?;
                 self.transform(contents, blend)
             }
-            Styling::Preset(_) => Err(not_prepared()),
+            // Presets run on the 26-style network (render_tensors routes them there).
+            Styling::Preset(_) => Err(Error::config(
+                "Stylizer",
+                "presets run on the 26-style network, not the arbitrary-style transformer",
+            )),
         }
     }
 
