@@ -420,6 +420,11 @@ fn the_experiment_writes_its_csv_and_plot_and_is_deterministic() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.stderr.is_empty(),
+            "-q prints nothing: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let csv = std::fs::read_to_string(dir.path().join(out).join("results.csv")).unwrap();
         // Everything but the timing column.
         csv.lines()

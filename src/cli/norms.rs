@@ -68,7 +68,15 @@ enum Experiment {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(Experiment::Experiment {
+    match args.experiment {
+        Some(e) => experiment(e),
+        None => table(args),
+    }
+}
+
+/// `norms experiment`: train, then write results.csv and plot.png.
+fn experiment(e: Experiment) -> anyhow::Result<ExitCode> {
+    let Experiment::Experiment {
         norms,
         batch_sizes,
         steps,
@@ -77,53 +85,57 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         output,
         force,
         quiet,
-    }) = args.experiment
-    {
-        let norms = norms
-            .iter()
-            .map(|s| match s.trim() {
-                "none" => Ok(None),
-                k => k.parse::<NormKind>().map(Some),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let cfg = ExperimentConfig {
-            norms,
-            batch_sizes,
-            steps,
-            seed,
-            ..ExperimentConfig::default()
-        };
-        let (csv_path, png_path) = (output.join("results.csv"), output.join("plot.png"));
-        for p in [&csv_path, &png_path] {
-            if p.exists() && !force {
-                bail!("{}: already exists (use --force to overwrite)", p.display());
-            }
+    } = e;
+    let norms = norms
+        .iter()
+        .map(|s| match s.trim() {
+            "none" => Ok(None),
+            k => k.parse::<NormKind>().map(Some),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cfg = ExperimentConfig {
+        norms,
+        batch_sizes,
+        steps,
+        seed,
+        ..ExperimentConfig::default()
+    };
+    let (csv_path, png_path) = (output.join("results.csv"), output.join("plot.png"));
+    for p in [&csv_path, &png_path] {
+        if p.exists() && !force {
+            bail!("{}: already exists (use --force to overwrite)", p.display());
         }
-        let device = normstyle::device::device(&device)?;
-        let bar = progress_bar(cfg.norms.len() * cfg.batch_sizes.len(), quiet);
-        bar.set_message("training");
-        let results = experiment::run(&cfg, &device, |r| {
-            bar.inc(1);
-            bar.suspend(|| {
-                eprintln!(
-                    "{:>5} batch {:>3}: test error {:5.1} %, {:.1} s",
-                    r.norm,
-                    r.batch_size,
-                    100.0 * r.test_error,
-                    r.seconds
-                )
-            });
-        })?;
-        bar.finish_and_clear();
-        std::fs::create_dir_all(&output)
-            .with_context(|| format!("creating {}", output.display()))?;
-        write_atomic(&csv_path, experiment::csv(&results).as_bytes())?;
-        let budget = steps.map_or("one epoch each".into(), |s| format!("{s} steps each"));
-        let title = format!("test error vs batch size ({budget}, seed {seed})");
-        normstyle::imaging::save(&experiment::plot(&results, &title)?, &png_path, 95)?;
-        print!("{}", experiment::csv(&results));
-        return Ok(ExitCode::SUCCESS);
     }
+    let device = normstyle::device::device(&device)?;
+    let bar = progress_bar(cfg.norms.len() * cfg.batch_sizes.len(), quiet);
+    bar.set_message("training");
+    let results = experiment::run(&cfg, &device, |r| {
+        bar.inc(1);
+        if quiet {
+            return;
+        }
+        bar.suspend(|| {
+            eprintln!(
+                "{:>5} batch {:>3}: test error {:5.1} %, {:.1} s",
+                r.norm,
+                r.batch_size,
+                100.0 * r.test_error,
+                r.seconds
+            )
+        });
+    })?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&output).with_context(|| format!("creating {}", output.display()))?;
+    write_atomic(&csv_path, experiment::csv(&results).as_bytes())?;
+    let budget = steps.map_or("one epoch each".into(), |s| format!("{s} steps each"));
+    let title = format!("test error vs batch size ({budget}, seed {seed})");
+    normstyle::imaging::save(&experiment::plot(&results, &title)?, &png_path, 95)?;
+    print!("{}", experiment::csv(&results));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The table of what each kind normalizes over, and `--demo`.
+fn table(args: Args) -> anyhow::Result<ExitCode> {
     let kinds = args
         .norms
         .iter()
