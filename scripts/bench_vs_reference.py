@@ -95,6 +95,7 @@ def torch_worker(size, threads, rounds):
         return time.perf_counter() - t0
 
     once()
+    print(json.dumps({"ready": True}), flush=True)
     for _ in sys.stdin:
         print(json.dumps({"seconds": once()}), flush=True)
 
@@ -137,6 +138,9 @@ for size in map(int, args.sizes.split(",")):
         worker = subprocess.Popen([sys.executable, __file__, "--torch-worker", f"{size},{threads},{args.rounds}"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                   env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+        # Wait until the reference has imported torch and warmed up: otherwise its start-up
+        # runs beside the first normstyle round and slows it.
+        worker.stdout.readline()
         a, b = [], []
         for _ in range(args.rounds):
             a.append(normstyle_once(size, threads))

@@ -19,6 +19,10 @@ pub enum Which {
     /// AdaIN: encode a size² content and a size² style, AdaIN, decode (random weights unless
     /// --vgg/--decoder are given).
     Adain,
+    /// Each distinct convolution of AdaIN at size² alone (reflection pad 1, bias, ReLU; weights
+    /// prepared as the model prepares them): one JSON line per layer with the median seconds
+    /// of the runs and GFLOP/s counted as for direct convolution.
+    AdainLayers,
 }
 
 /// Arguments of `normstyle bench`.
@@ -55,6 +59,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--size must be ≥ 16 and --runs ≥ 1");
     }
     let device = normstyle::device::device(&args.device)?;
+    if args.which == Which::AdainLayers {
+        return layers(&args, &device);
+    }
     let content = Tensor::rand(0f32, 1.0, (1, 3, args.size, args.size), &device)?;
     let mut step: Box<dyn FnMut() -> anyhow::Result<()>> = match args.which {
         Which::Magenta => {
@@ -69,6 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(())
             })
         }
+        Which::AdainLayers => unreachable!("handled above"),
         Which::Adain => {
             let net = match (&args.vgg, &args.decoder) {
                 (Some(v), Some(d)) => AdaIn::load(v, d, &device)?,
@@ -100,6 +108,66 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             serde_json::json!({"impl": "normstyle", "model": format!("{:?}", args.which).to_lowercase(),
                                "size": args.size, "run": i, "seconds": s,
                                "threads": candle::utils::get_num_threads(),
+                               "kernels": normstyle::ops::kernel_path()})
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The 3×3 convolutions of AdaIN at `size`²: (Cin, Cout, side, how many per stylization; the
+/// encoder runs on content and style).
+fn adain_layers(size: usize) -> Vec<(usize, usize, usize, usize)> {
+    let (s1, s2, s4, s8) = (size, size.div_ceil(2), size.div_ceil(4), size.div_ceil(8));
+    vec![
+        (3, 64, s1, 2),
+        (64, 64, s1, 3),
+        (64, 128, s2, 2),
+        (128, 128, s2, 3),
+        (128, 256, s4, 2),
+        (256, 256, s4, 9),
+        (256, 512, s8, 2),
+        (512, 256, s8, 1),
+        (256, 128, s4, 1),
+        (128, 64, s2, 1),
+        (64, 3, s1, 1),
+    ]
+}
+
+fn layers(args: &Args, device: &candle::Device) -> anyhow::Result<ExitCode> {
+    use normstyle::ops::{conv2d_prepared, Activation, ConvSpec, Padding, WinogradWeights};
+    let spec = ConvSpec {
+        padding: Padding::Reflect(1),
+        act: Activation::Relu,
+        ..ConvSpec::default()
+    };
+    for (cin, cout, side, count) in adain_layers(args.size) {
+        let x = Tensor::rand(0f32, 1.0, (1, cin, side, side), device)?;
+        let bound = (6.0 / (cin * 9) as f64).sqrt();
+        let w =
+            Tensor::rand(-bound, bound, (cout, cin, 3, 3), device)?.to_dtype(candle::DType::F32)?;
+        let b = Tensor::rand(-0.1f32, 0.1, cout, device)?;
+        let prepared = WinogradWeights::new(&w)?;
+        let once = || -> anyhow::Result<f64> {
+            let t0 = Instant::now();
+            let y = conv2d_prepared(&x, &w, Some(&b), spec, prepared.as_ref())?;
+            device.synchronize()?;
+            drop(y);
+            Ok(t0.elapsed().as_secs_f64())
+        };
+        for _ in 0..args.warmup {
+            once()?;
+        }
+        let mut times = (0..args.runs)
+            .map(|_| once())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        let gflop = 2.0 * (cin * cout * 9 * side * side) as f64 / 1e9;
+        println!(
+            "{}",
+            serde_json::json!({"impl": "normstyle", "layer": format!("{cin}->{cout} {side}x{side}"),
+                               "per_stylization": count, "seconds": median,
+                               "gflops": gflop / median, "threads": candle::utils::get_num_threads(),
                                "kernels": normstyle::ops::kernel_path()})
         );
     }

@@ -127,7 +127,6 @@ pub fn conv2d_prepared(
     }
     let (ho, wo) = ((hp - kh) / spec.stride + 1, (wp - kw) / spec.stride + 1);
     let x = x.contiguous()?;
-    let ws = cpu_f32(weight)?;
     let bs = bias.map(cpu_f32).transpose()?;
     let geo = Geometry {
         cin,
@@ -141,13 +140,21 @@ pub fn conv2d_prepared(
         wo,
     };
     let direct = g == 1 && spec.stride == 1 && cout <= DIRECT_MAX_COUT && kh * kw > 1;
+    let prepared = winograd.filter(|p| p.packed.cout == cout && p.packed.cin == cin);
+    // The raw weight (a copy) is only needed when no prepared transform serves.
+    let ws = if prepared.is_some() {
+        Vec::new()
+    } else {
+        cpu_f32(weight)?
+    };
     // Transformed once per call, shared by the batch (cost ≈ 36·Cout·Cin, ≪ the convolution).
     let fresh;
-    let wino: Option<&[f32]> = match (!direct && super::winograd::applies(&geo, g), winograd) {
+    let wino = !direct && super::winograd::applies(cin, cout, kh, kw, spec.stride, g);
+    let wino: Option<&super::winograd::Packed> = match (wino, prepared) {
         (false, _) => None,
-        (true, Some(p)) if p.cout == cout && p.cin == cin => Some(&p.u),
+        (true, Some(p)) => Some(&p.packed),
         (true, _) => {
-            fresh = super::winograd::transform_weights(&ws, cout, cin);
+            fresh = super::winograd::pack(&ws, cout, cin, super::winograd::Isa::detect());
             Some(&fresh)
         }
     };
@@ -161,6 +168,19 @@ pub fn conv2d_prepared(
     let xs = &cpu.as_slice::<f32>()?[start..start + n * cin * h * w];
     for s in 0..n {
         let input = &xs[s * cin * h * w..(s + 1) * cin * h * w];
+        let dst = &mut out[s * cout * ho * wo..(s + 1) * cout * ho * wo];
+        if let Some(p) = wino {
+            // Winograd reads the padding on the fly: no padded copy.
+            let x = super::winograd::Input {
+                data: input,
+                h,
+                w,
+                pads: (pt, pb, pl, pr),
+                reflect: matches!(spec.padding, Padding::Reflect(_)),
+            };
+            super::winograd::conv(&x, p, bs.as_deref(), dst, (ho, wo), spec.act);
+            continue;
+        }
         let src: &[f32] = if (pt, pb, pl, pr) == (0, 0, 0, 0) {
             input
         } else {
@@ -174,10 +194,7 @@ pub fn conv2d_prepared(
             );
             &padded
         };
-        let dst = &mut out[s * cout * ho * wo..(s + 1) * cout * ho * wo];
-        if let Some(u) = wino {
-            super::winograd::conv(src, u, bs.as_deref(), dst, &geo, spec.act);
-        } else if direct {
+        if direct {
             direct_small(src, &ws, bs.as_deref(), dst, &geo, spec.act);
         } else if g == 1 {
             dense(src, &ws, bs.as_deref(), dst, &geo, spec.act);
@@ -189,13 +206,12 @@ pub fn conv2d_prepared(
     Ok(Tensor::from_vec(out, (n, cout, ho, wo), &Device::Cpu)?)
 }
 
-/// A 3×3 weight transformed for Winograd F(4×4, 3×3) (36 matrices Cout × Cin), made once when a
-/// model loads; see [`conv2d_prepared`].
+/// A 3×3 weight transformed for Winograd F(4×4, 3×3) and packed for this CPU's micro-kernel
+/// (36 matrices Cout × Cin in register-block panels), made once when a model loads; see
+/// [`conv2d_prepared`].
 #[derive(Clone, Debug)]
 pub struct WinogradWeights {
-    cout: usize,
-    cin: usize,
-    u: Vec<f32>,
+    packed: super::winograd::Packed,
 }
 
 impl WinogradWeights {
@@ -203,12 +219,13 @@ impl WinogradWeights {
     /// out (where Winograd runs); `None` for other weights.
     pub fn new(weight: &Tensor) -> Result<Option<Self>> {
         let (cout, cin, kh, kw) = weight.dims4()?;
-        let fits = kh == 3 && kw == 3 && cin >= 16 && cout >= 16;
+        let fits = super::winograd::applies(cin, cout, kh, kw, 1, 1);
         if !(fits && weight.device().is_cpu() && weight.dtype() == DType::F32) {
             return Ok(None);
         }
-        let u = super::winograd::transform_weights(&cpu_f32(weight)?, cout, cin);
-        Ok(Some(WinogradWeights { cout, cin, u }))
+        let isa = super::winograd::Isa::detect();
+        let packed = super::winograd::pack(&cpu_f32(weight)?, cout, cin, isa);
+        Ok(Some(WinogradWeights { packed }))
     }
 }
 

@@ -18,19 +18,30 @@ use crate::Result;
 /// The CPU kernels this machine runs, for benchmark reports: the GEMM's instruction set (chosen
 /// at run time: AVX-512, AVX2/FMA or portable) and which convolutions use Winograd.
 pub fn kernel_path() -> String {
+    let isa = winograd::Isa::detect();
+    format!(
+        "winograd F(4x4,3x3) on own {} {}x{} micro-kernels for stride-1 3x3 convs with >= 16 \
+         channels in and out; banded im2col + gemm crate ({}) otherwise",
+        isa.name(),
+        isa.mr(),
+        isa.nr(),
+        gemm_isa()
+    )
+}
+
+/// The instruction set the `gemm` crate picks at run time on this CPU.
+fn gemm_isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
-    let isa = if std::arch::is_x86_feature_detected!("avx512f") {
-        "avx512f"
-    } else if std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
     {
-        "avx2+fma"
-    } else {
-        "portable"
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let isa = "portable";
-    format!("gemm {isa}; winograd F(4x4,3x3) for stride-1 3x3 convs with >= 16 channels in and out; banded im2col GEMM otherwise")
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512f";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "avx2+fma";
+        }
+    }
+    "portable"
 }
 
 /// A 2-D convolution with an optional bias: `x` (N, Cin, H, W), `weight` (Cout, Cin/groups,
