@@ -364,8 +364,7 @@ pub fn affine_planes_tensor_ops(x: &Tensor, plane_len: usize, ab: &PlaneAffine) 
 const BLOCK: usize = 16 * 1024;
 
 fn cpu_affine_planes(data: &[f32], plane_len: usize, ab: &PlaneAffine, post: PostOp) -> Vec<f32> {
-    // A zeroed Vec of this size comes from calloc'ed (lazily zeroed) pages: no extra pass.
-    let mut out = vec![0f32; data.len()];
+    let mut out = crate::ops::zeroed(data.len());
     candle::utils::with_threadpool(|| {
         out.par_chunks_mut(BLOCK)
             .zip(data.par_chunks(BLOCK))
@@ -430,7 +429,7 @@ pub fn affine_rows_elementwise(
                 .to_vec1::<f32>()?;
             let b = beta.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             let out = with_cpu_slice(&xf, |data| {
-                let mut out = vec![0f32; data.len()];
+                let mut out = crate::ops::zeroed(data.len());
                 candle::utils::with_threadpool(|| {
                     out.par_chunks_mut(row_len)
                         .zip(data.par_chunks(row_len))
@@ -544,7 +543,7 @@ fn normalize_rows_impl(
     };
     let out = with_cpu_slice(&xf, |data| {
         let run = |ew: Option<(&[f32], &[f32])>| {
-            let mut out = vec![0f32; data.len()];
+            let mut out = crate::ops::zeroed(data.len());
             candle::utils::with_threadpool(|| {
                 out.par_chunks_mut(row_len)
                     .zip(data.par_chunks(row_len))

@@ -158,7 +158,11 @@ pub fn conv2d_prepared(
             Some(&fresh)
         }
     };
-    let mut out = vec![0f32; n * cout * ho * wo];
+    // Winograd writes every output element once, so its output is never zeroed; the other
+    // paths get their sample zeroed by the thread pool first.
+    let per = cout * ho * wo;
+    let mut out: Vec<f32> = Vec::with_capacity(n * per);
+    let base = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
     let mut padded = Vec::new();
     let (storage, layout) = x.storage_and_layout();
     let candle::Storage::Cpu(cpu) = &*storage else {
@@ -168,7 +172,7 @@ pub fn conv2d_prepared(
     let xs = &cpu.as_slice::<f32>()?[start..start + n * cin * h * w];
     for s in 0..n {
         let input = &xs[s * cin * h * w..(s + 1) * cin * h * w];
-        let dst = &mut out[s * cout * ho * wo..(s + 1) * cout * ho * wo];
+        let dst = base.at(s * per);
         if let Some(p) = wino {
             // Winograd reads the padding on the fly: no padded copy.
             let x = super::winograd::Input {
@@ -178,9 +182,16 @@ pub fn conv2d_prepared(
                 pads: (pt, pb, pl, pr),
                 reflect: matches!(spec.padding, Padding::Reflect(_)),
             };
-            super::winograd::conv(&x, p, bs.as_deref(), dst, (ho, wo), spec.act);
+            // SAFETY: `dst` has room for this sample's Cout·Ho·Wo outputs.
+            unsafe { super::winograd::conv(&x, p, bs.as_deref(), OutPtr(dst), (ho, wo), spec.act) };
             continue;
         }
+        // SAFETY: this sample's `per` elements lie inside the capacity; they are zeroed before
+        // the slice is made.
+        let dst = unsafe {
+            zero_par(dst, per);
+            std::slice::from_raw_parts_mut(dst, per)
+        };
         let src: &[f32] = if (pt, pb, pl, pr) == (0, 0, 0, 0) {
             input
         } else {
@@ -203,6 +214,9 @@ pub fn conv2d_prepared(
         }
     }
     drop(storage);
+    // SAFETY: every sample's outputs were written above (Winograd: every tile; otherwise zeroed
+    // first).
+    unsafe { out.set_len(n * per) };
     Ok(Tensor::from_vec(out, (n, cout, ho, wo), &Device::Cpu)?)
 }
 
@@ -351,6 +365,22 @@ fn pad_plane_stack(
                     }
                 }
             })
+    });
+}
+
+/// Zeroes `len` floats at `p` on the thread pool.
+///
+/// # Safety
+/// `p .. p + len` is writable memory of one allocation.
+unsafe fn zero_par(p: *mut f32, len: usize) {
+    const CHUNK: usize = 1 << 16;
+    let p = OutPtr(p);
+    candle::utils::with_threadpool(|| {
+        (0..len.div_ceil(CHUNK)).into_par_iter().for_each(|i| {
+            let n = CHUNK.min(len - i * CHUNK);
+            // SAFETY: chunk i lies inside `p .. p + len` and no other task writes it.
+            unsafe { std::ptr::write_bytes(p.at(i * CHUNK), 0, n) };
+        })
     });
 }
 

@@ -42,7 +42,7 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     }
     // CPU: each output row pair from one input row, planes in parallel (Candle's is serial).
     let v = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = vec![0f32; v.len() * 4];
+    let mut out = super::zeroed(v.len() * 4);
     candle::utils::with_threadpool(|| {
         out.par_chunks_mut(4 * h * w)
             .zip(v.par_chunks(h * w))

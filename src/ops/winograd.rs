@@ -192,12 +192,16 @@ impl Input<'_> {
 }
 
 /// act(conv3×3(pad(x)) + bias) of one sample: `x` (Cin, H, W) → `dst` (Cout, Ho, Wo) with
-/// Ho = H + top + bottom − 2 and Wo likewise; `p` from [`pack`].
-pub(super) fn conv(
+/// Ho = H + top + bottom − 2 and Wo likewise; `p` from [`pack`]. Every output is written once,
+/// so `dst` may be uninitialized.
+///
+/// # Safety
+/// `dst` points to Cout·Ho·Wo writable floats that nothing else accesses during the call.
+pub(super) unsafe fn conv(
     x: &Input,
     p: &Packed,
     bias: Option<&[f32]>,
-    dst: &mut [f32],
+    dst: OutPtr,
     (ho, wo): (usize, usize),
     act: Activation,
 ) {
@@ -215,7 +219,7 @@ pub(super) fn conv(
         x,
         p,
         bias,
-        out: OutPtr(dst.as_mut_ptr()),
+        out: dst,
         ho,
         wo,
         twp,
@@ -871,13 +875,20 @@ mod tests {
                     pads,
                     reflect,
                 };
-                conv(
-                    &input,
-                    &pack(&wts, cout, cin, isa),
-                    Some(&bias),
-                    &mut dst,
-                    (ho, wo),
-                    Activation::None,
+                // SAFETY: `dst` holds Cout·Ho·Wo floats.
+                unsafe {
+                    conv(
+                        &input,
+                        &pack(&wts, cout, cin, isa),
+                        Some(&bias),
+                        OutPtr(dst.as_mut_ptr()),
+                        (ho, wo),
+                        Activation::None,
+                    )
+                };
+                assert!(
+                    !dst.iter().any(|v| v.is_nan()),
+                    "{isa:?}: an output was not written"
                 );
                 let want = reference(&src, &wts, &bias, (cin, cout, h, w), pads, reflect);
                 let scale = (want.iter().map(|v| v * v).sum::<f64>() / want.len() as f64).sqrt();
@@ -920,7 +931,17 @@ mod tests {
                 reflect: true,
             };
             let p = pack(&wts, cout, cin, Isa::detect());
-            conv(&input, &p, Some(&bias), &mut dst, (h, w), act);
+            // SAFETY: `dst` holds Cout·H·W floats.
+            unsafe {
+                conv(
+                    &input,
+                    &p,
+                    Some(&bias),
+                    OutPtr(dst.as_mut_ptr()),
+                    (h, w),
+                    act,
+                )
+            };
             for (got, want) in dst.iter().zip(&want) {
                 assert!((f64::from(*got) - f(*want)).abs() < 1e-4, "{act:?}");
             }
