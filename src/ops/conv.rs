@@ -142,7 +142,10 @@ pub fn conv2d_prepared(
         wo,
     };
     let direct = g == 1 && spec.stride == 1 && cout <= DIRECT_MAX_COUT && kh * kw > 1;
-    let prepared = winograd.filter(|p| p.packed.cout == cout && p.packed.cin == cin);
+    let wino = !direct && super::winograd::applies(cin, cout, kh, kw, spec.stride, g);
+    // A prepared transform serves only a Winograd layer of its own shape (a caller may pass one
+    // with another stride, say).
+    let prepared = winograd.filter(|p| wino && p.packed.cout == cout && p.packed.cin == cin);
     // The raw weight (a copy) is only needed when no prepared transform serves.
     let ws = if prepared.is_some() {
         Vec::new()
@@ -151,7 +154,6 @@ pub fn conv2d_prepared(
     };
     // Transformed once per call, shared by the batch (cost ≈ 36·Cout·Cin, ≪ the convolution).
     let fresh;
-    let wino = !direct && super::winograd::applies(cin, cout, kh, kw, spec.stride, g);
     let wino: Option<&super::winograd::Packed> = match (wino, prepared) {
         (false, _) => None,
         (true, Some(p)) => Some(&p.packed),
@@ -904,6 +906,48 @@ mod tests {
                 "case {i}: candle path"
             );
         }
+    }
+
+    /// Prepared Winograd weights give the unprepared result, and are ignored (not misused) by
+    /// a convolution they do not fit (stride 2, other shapes).
+    #[test]
+    fn prepared_weights_serve_only_their_own_layer() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 16, 11, 13), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.2, (24, 16, 3, 3), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 24, &dev).unwrap();
+        let prepared = WinogradWeights::new(&w).unwrap().expect("a Winograd shape");
+        for stride in [1, 2] {
+            let spec = ConvSpec {
+                stride,
+                padding: Padding::Reflect(1),
+                act: Activation::Relu,
+                ..ConvSpec::default()
+            };
+            let got = conv2d_prepared(&x, &w, Some(&b), spec, Some(&prepared)).unwrap();
+            let want = naive(&x, &w, Some(&b), spec);
+            let d = (got - want).unwrap().abs().unwrap().flatten_all().unwrap();
+            let d = d.max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(d <= 1e-4, "stride {stride}: max |Δ| {d}");
+        }
+        let other = Tensor::randn(0f32, 0.2, (24, 16, 5, 5), &dev).unwrap();
+        let spec = ConvSpec {
+            padding: Padding::Reflect(2),
+            ..ConvSpec::default()
+        };
+        let got = conv2d_prepared(&x, &other, None, spec, Some(&prepared)).unwrap();
+        let d = (got - naive(&x, &other, None, spec))
+            .unwrap()
+            .abs()
+            .unwrap();
+        let d = d
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d <= 1e-4, "5×5 with 3×3 prepared weights: max |Δ| {d}");
     }
 
     #[test]

@@ -522,6 +522,8 @@ fn at6(x: &[Lanes; 6]) -> [Lanes; 4] {
 trait Micro {
     const MR: usize;
     const NR: usize;
+    /// Whether the CPU running this kernel has AVX2 (the transforms' shuffles use it).
+    const AVX: bool;
     /// # Safety
     /// `a` holds k·MR floats, `b` (k − 1)·ldb + NR, `c` reaches (rows − 1)·ldc +
     /// (NR/8 − 1)·288 + 8; rows ≤ MR; the CPU has the kernel's features.
@@ -540,6 +542,10 @@ trait Micro {
     /// The CPU has the kernel's features.
     #[inline(always)]
     unsafe fn split4(x: &[f32; 4 * LANES]) -> [Lanes; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if Self::AVX {
+            return split4_avx(x);
+        }
         std::array::from_fn(|k| std::array::from_fn(|l| x[4 * l + k]))
     }
 
@@ -549,6 +555,10 @@ trait Micro {
     /// The CPU has the kernel's features.
     #[inline(always)]
     unsafe fn join4(y: &[Lanes; 4]) -> [f32; 4 * LANES] {
+        #[cfg(target_arch = "x86_64")]
+        if Self::AVX {
+            return join4_avx(y);
+        }
         std::array::from_fn(|i| y[i % 4][i / 4])
     }
 }
@@ -618,6 +628,7 @@ struct Portable;
 impl Micro for Portable {
     const MR: usize = 4;
     const NR: usize = 8;
+    const AVX: bool = false;
     unsafe fn run(
         k: usize,
         a: *const f32,
@@ -649,6 +660,7 @@ struct Avx2;
 impl Micro for Avx2 {
     const MR: usize = 6;
     const NR: usize = 16;
+    const AVX: bool = true;
     #[inline(always)]
     unsafe fn run(
         k: usize,
@@ -658,14 +670,6 @@ impl Micro for Avx2 {
         rows: usize,
     ) {
         micro_avx2(k, a, b, c, rows)
-    }
-    #[inline(always)]
-    unsafe fn split4(x: &[f32; 4 * LANES]) -> [Lanes; 4] {
-        split4_avx(x)
-    }
-    #[inline(always)]
-    unsafe fn join4(y: &[Lanes; 4]) -> [f32; 4 * LANES] {
-        join4_avx(y)
     }
 }
 
@@ -705,6 +709,7 @@ struct Avx512;
 impl Micro for Avx512 {
     const MR: usize = 8;
     const NR: usize = 48;
+    const AVX: bool = true;
     #[inline(always)]
     unsafe fn run(
         k: usize,
@@ -714,14 +719,6 @@ impl Micro for Avx512 {
         rows: usize,
     ) {
         micro_avx512(k, a, b, c, rows)
-    }
-    #[inline(always)]
-    unsafe fn split4(x: &[f32; 4 * LANES]) -> [Lanes; 4] {
-        split4_avx(x)
-    }
-    #[inline(always)]
-    unsafe fn join4(y: &[Lanes; 4]) -> [f32; 4 * LANES] {
-        join4_avx(y)
     }
 }
 
