@@ -133,8 +133,15 @@ pub struct Packed {
     u: Vec<f32>,
 }
 
-/// Transforms a (Cout, Cin, 3, 3) weight (row-major f32) and packs it for `isa`.
+/// Transforms a (Cout, Cin, 3, 3) weight (row-major f32) and packs it for `isa` (for this
+/// CPU's best kernel instead if the CPU lacks `isa`'s features: [`conv`] runs the kernel a
+/// `Packed` names without checking again).
 pub fn pack(w: &[f32], cout: usize, cin: usize, isa: Isa) -> Packed {
+    let isa = if Isa::available().contains(&isa) {
+        isa
+    } else {
+        Isa::detect()
+    };
     let mr = isa.mr();
     let ncp = cout.div_ceil(mr);
     let mut u = vec![0f32; 36 * ncp * mr * cin];
@@ -230,7 +237,7 @@ pub(super) unsafe fn conv(
             let (r0, r1) = (b * rows, th.min((b + 1) * rows));
             SCRATCH.with_borrow_mut(|s| match p.isa {
                 Isa::Portable => job.block::<Portable>(r0, r1, s),
-                // SAFETY: `pack` only produces these kinds after detecting the CPU features.
+                // SAFETY: `pack` names only kernels this CPU has.
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx2 => unsafe { block_avx2(&job, r0, r1, s) },
                 #[cfg(target_arch = "x86_64")]
