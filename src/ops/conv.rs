@@ -193,7 +193,7 @@ pub fn conv2d_prepared(
         // SAFETY: this sample's `per` elements lie inside the capacity; they are zeroed before
         // the slice is made.
         let dst = unsafe {
-            zero_par(dst, per);
+            super::zero_par(dst, per);
             std::slice::from_raw_parts_mut(dst, per)
         };
         let src: &[f32] = if (pt, pb, pl, pr) == (0, 0, 0, 0) {
@@ -373,22 +373,6 @@ fn pad_plane_stack(
                     }
                 }
             })
-    });
-}
-
-/// Zeroes `len` floats at `p` on the thread pool.
-///
-/// # Safety
-/// `p .. p + len` is writable memory of one allocation.
-unsafe fn zero_par(p: *mut f32, len: usize) {
-    const CHUNK: usize = 1 << 16;
-    let p = OutPtr(p);
-    candle::utils::with_threadpool(|| {
-        (0..len.div_ceil(CHUNK)).into_par_iter().for_each(|i| {
-            let n = CHUNK.min(len - i * CHUNK);
-            // SAFETY: chunk i lies inside `p .. p + len` and no other task writes it.
-            unsafe { std::ptr::write_bytes(p.at(i * CHUNK), 0, n) };
-        })
     });
 }
 

@@ -15,8 +15,8 @@ use candle::Tensor;
 
 use crate::Result;
 
-/// The CPU kernels this machine runs, for benchmark reports: the GEMM's instruction set (chosen
-/// at run time: AVX-512, AVX2/FMA or portable) and which convolutions use Winograd.
+/// The CPU kernels this machine runs, for benchmark reports: the Winograd micro-kernel and the
+/// `gemm` crate's instruction set (both chosen at run time: AVX-512, AVX2/FMA or portable).
 pub fn kernel_path() -> String {
     let isa = winograd::Isa::detect();
     format!(
@@ -47,20 +47,34 @@ fn gemm_isa() -> &'static str {
 /// A zeroed f32 buffer of `len`, zeroed by the thread pool: a fresh multi-MiB buffer's page
 /// faults and zeroing on the calling thread alone were ~15 % of a 2-thread Magenta 1024² run.
 pub(crate) fn zeroed(len: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: the capacity holds `len` floats; all of them are zeroed before `set_len`.
+    unsafe {
+        zero_par(v.as_mut_ptr(), len);
+        v.set_len(len);
+    }
+    v
+}
+
+/// Zeroes `len` floats at `p`, on the thread pool when there are many.
+///
+/// # Safety
+/// `p .. p + len` is writable memory of one allocation that nothing else accesses meanwhile.
+pub(crate) unsafe fn zero_par(p: *mut f32, len: usize) {
     const CHUNK: usize = 1 << 16;
     if len < 4 * CHUNK {
-        return vec![0f32; len];
+        std::ptr::write_bytes(p, 0, len);
+        return;
     }
-    let mut v: Vec<f32> = Vec::with_capacity(len);
+    let p = conv::OutPtr(p);
     candle::utils::with_threadpool(|| {
         use rayon::prelude::*;
-        v.spare_capacity_mut()[..len]
-            .par_chunks_mut(CHUNK)
-            .for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
+        (0..len.div_ceil(CHUNK)).into_par_iter().for_each(|i| {
+            let n = CHUNK.min(len - i * CHUNK);
+            // SAFETY: chunk i lies inside `p .. p + len` and no other task writes it.
+            unsafe { std::ptr::write_bytes(p.at(i * CHUNK), 0, n) };
+        })
     });
-    // SAFETY: all `len` elements were initialized above.
-    unsafe { v.set_len(len) };
-    v
 }
 
 /// A 2-D convolution with an optional bias: `x` (N, Cin, H, W), `weight` (Cout, Cin/groups,
