@@ -7,7 +7,8 @@
 //! straight into the NCHW output, and bias + ReLU are applied while the band is still in cache.
 //! 1×1 convolutions skip the unfolding; depthwise convolutions are direct loops per channel.
 //! Stride-1 3×3 convolutions with ≥ 16 channels in and out run as Winograd F(4×4, 3×3)
-//! (`winograd.rs`), which reads the padding on the fly and needs no padded copy.
+//! (`winograd.rs`), which reads the padding on the fly and needs no padded copy; stride-1
+//! convolutions with ≤ 8 output channels run as register-blocked direct loops (`direct.rs`).
 //! Other devices and dtypes use Candle's convolution with explicit padding.
 
 use candle::{DType, Device, Tensor};
@@ -141,7 +142,7 @@ pub fn conv2d_prepared(
         ho,
         wo,
     };
-    let direct = g == 1 && spec.stride == 1 && cout <= DIRECT_MAX_COUT && kh * kw > 1;
+    let direct = g == 1 && spec.stride == 1 && cout <= super::direct::MAX_COUT && kh * kw > 1;
     let wino = !direct && super::winograd::applies(cin, cout, kh, kw, spec.stride, g);
     // A prepared transform serves only a Winograd layer of its own shape (a caller may pass one
     // with another stride, say).
@@ -162,8 +163,8 @@ pub fn conv2d_prepared(
             Some(&fresh)
         }
     };
-    // Winograd writes every output element once, so its output is never zeroed; the other
-    // paths get their sample zeroed by the thread pool first.
+    // Winograd and the direct kernel write every output element once, so their output is never
+    // zeroed; the other paths get their sample zeroed by the thread pool first.
     let per = cout * ho * wo;
     let mut out: Vec<f32> = Vec::with_capacity(n * per);
     let base = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
@@ -177,25 +178,28 @@ pub fn conv2d_prepared(
     for s in 0..n {
         let input = &xs[s * cin * h * w..(s + 1) * cin * h * w];
         let dst = base.at(s * per);
+        // Winograd and the direct kernel read the padding on the fly: no padded copy.
+        let unpadded = super::winograd::Input {
+            data: input,
+            h,
+            w,
+            pads: (pt, pb, pl, pr),
+            reflect: matches!(spec.padding, Padding::Reflect(_)),
+        };
         if let Some(p) = wino {
-            // Winograd reads the padding on the fly: no padded copy.
-            let x = super::winograd::Input {
-                data: input,
-                h,
-                w,
-                pads: (pt, pb, pl, pr),
-                reflect: matches!(spec.padding, Padding::Reflect(_)),
-            };
             // SAFETY: `dst` has room for this sample's Cout·Ho·Wo outputs.
-            unsafe { super::winograd::conv(&x, p, bs.as_deref(), OutPtr(dst), (ho, wo), spec.act) };
+            unsafe {
+                super::winograd::conv(&unpadded, p, bs.as_deref(), OutPtr(dst), (ho, wo), spec.act)
+            };
             continue;
         }
-        // SAFETY: this sample's `per` elements lie inside the capacity; they are zeroed before
-        // the slice is made.
-        let dst = unsafe {
-            super::zero_par(dst, per);
-            std::slice::from_raw_parts_mut(dst, per)
-        };
+        if direct {
+            // SAFETY: as above; every output is written.
+            unsafe {
+                super::direct::conv(&unpadded, &ws, bs.as_deref(), OutPtr(dst), &geo, spec.act)
+            };
+            continue;
+        }
         let src: &[f32] = if (pt, pb, pl, pr) == (0, 0, 0, 0) {
             input
         } else {
@@ -209,17 +213,21 @@ pub fn conv2d_prepared(
             );
             &padded
         };
-        if direct {
-            direct_small(src, &ws, bs.as_deref(), dst, &geo, spec.act);
-        } else if g == 1 {
+        // SAFETY: this sample's `per` elements lie inside the capacity; they are zeroed before
+        // the slice is made.
+        let dst = unsafe {
+            super::zero_par(dst, per);
+            std::slice::from_raw_parts_mut(dst, per)
+        };
+        if g == 1 {
             dense(src, &ws, bs.as_deref(), dst, &geo, spec.act);
         } else {
             depthwise(src, &ws, bs.as_deref(), dst, &geo, spec.act);
         }
     }
     drop(storage);
-    // SAFETY: every sample's outputs were written above (Winograd: every tile; otherwise zeroed
-    // first).
+    // SAFETY: every sample's outputs were written above (Winograd: every tile; direct: every
+    // block; otherwise zeroed first).
     unsafe { out.set_len(n * per) };
     Ok(Tensor::from_vec(out, (n, cout, ho, wo), &Device::Cpu)?)
 }
@@ -246,10 +254,6 @@ impl WinogradWeights {
         Ok(Some(WinogradWeights { packed }))
     }
 }
-
-/// Up to this many output channels a stride-1 convolution runs as direct row updates: an
-/// unfolded GEMM with so few rows would spend its time copying patches (the Magenta 9×9 layers).
-const DIRECT_MAX_COUT: usize = 8;
 
 /// Shapes of one sample's convolution.
 pub(super) struct Geometry {
@@ -497,107 +501,10 @@ fn unfold(src: &[f32], g: &Geometry, y0: usize, y1: usize, col: &mut Vec<f32>) {
     }
 }
 
-/// Direct stride-1 convolution for few output channels: every output row is accumulated from
-/// shifted input rows (`axpy`), in parallel over rows; no unfolding.
-fn direct_small(
-    src: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    dst: &mut [f32],
-    g: &Geometry,
-    act: Activation,
-) {
-    let plane = g.ho * g.wo;
-    let kk = g.kh * g.kw;
-    let out = OutPtr(dst.as_mut_ptr());
-    candle::utils::with_threadpool(|| {
-        (0..g.ho).into_par_iter().for_each(|y| {
-            for co in 0..g.cout {
-                // SAFETY: row y of channel co is written by this task only, inside `dst`.
-                let acc =
-                    unsafe { std::slice::from_raw_parts_mut(out.at(co * plane + y * g.wo), g.wo) };
-                for ci in 0..g.cin {
-                    let f = &w[(co * g.cin + ci) * kk..(co * g.cin + ci + 1) * kk];
-                    let p = &src[ci * g.hp * g.wp..(ci + 1) * g.hp * g.wp];
-                    for ky in 0..g.kh {
-                        let row = &p[(y + ky) * g.wp..(y + ky + 1) * g.wp];
-                        let taps = &f[ky * g.kw..(ky + 1) * g.kw];
-                        match g.kw {
-                            3 => row_taps::<3>(acc, taps, row),
-                            9 => row_taps::<9>(acc, taps, row),
-                            _ => {
-                                for (kx, &wv) in taps.iter().enumerate() {
-                                    axpy(acc, wv, &row[kx..kx + g.wo]);
-                                }
-                            }
-                        }
-                    }
-                }
-                epilogue(acc, bias.map_or(0.0, |b| b[co]), act);
-            }
-        });
-    });
-}
-
-/// acc[x] += Σₖ w[k]·row[x + k] for one kernel row of K taps: the accumulator is loaded and
-/// stored once per K multiply-adds (AVX2/FMA when available).
-fn row_taps<const K: usize>(acc: &mut [f32], w: &[f32], row: &[f32]) {
-    let w: [f32; K] = std::array::from_fn(|k| w[k]);
-    let row = &row[..acc.len() + K - 1];
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_fma() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked above).
-            unsafe { row_taps_fma::<K>(acc, &w, row) };
-            return;
-        }
-    }
-    for (x, a) in acc.iter_mut().enumerate() {
-        let win = &row[x..x + K];
-        *a += (0..K).map(|k| w[k] * win[k]).sum::<f32>();
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn row_taps_fma<const K: usize>(acc: &mut [f32], w: &[f32; K], row: &[f32]) {
-    for (a, win) in acc.iter_mut().zip(row.windows(K)) {
-        let mut s = *a;
-        for k in 0..K {
-            s = w[k].mul_add(win[k], s);
-        }
-        *a = s;
-    }
-}
-
-/// y += a·x, with AVX2/FMA when the CPU has them (checked once, at run time).
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_fma() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked above).
-            unsafe { axpy_fma(y, a, x) };
-            return;
-        }
-    }
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_fma() -> bool {
+pub(super) fn has_fma() -> bool {
     static FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FMA.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-}
-
-/// `axpy` compiled for AVX2 + FMA (the loop vectorizes to 8-wide fused multiply-adds).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn axpy_fma(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y = a.mul_add(*x, *y);
-    }
 }
 
 /// Depthwise convolution (one kh×kw filter per channel), parallel over channels.

@@ -3,6 +3,7 @@
 
 mod conv;
 mod conv_grad;
+mod direct;
 mod pad;
 mod resample;
 mod winograd;

@@ -10,7 +10,7 @@
 //!   column phase (x mod 4) so both passes of the transform run on contiguous lanes, and written
 //!   in the micro-kernel's panel layout (`NR` tiles × Cin), so the GEMM packs nothing.
 //! - 36 GEMMs per block of tile rows, M_ξ = U_ξ · V_ξ, on our own register-blocked kernels:
-//!   AVX-512 (8 × 48), AVX2/FMA (6 × 16) or portable (4 × 8), chosen at run time.
+//!   AVX-512 (8 × 32), AVX2/FMA (6 × 16) or portable (4 × 8), chosen at run time.
 //! - Output: Y = Aᵀ·M·A, + bias, activation, written as whole rows of 32 outputs.
 //!
 //! A block (V and M of a few tile rows, ~4 MiB) stays in the cache between the three steps;
@@ -62,7 +62,7 @@ pub enum Isa {
     Portable,
     /// AVX2 + FMA: 6 × 16 (12 ymm accumulators).
     Avx2,
-    /// AVX-512F: 8 × 48 (24 zmm accumulators).
+    /// AVX-512F + VL: 8 × 32 (16 zmm accumulators).
     Avx512,
 }
 
@@ -87,7 +87,7 @@ impl Isa {
         {
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 v.push(Isa::Avx2);
-                if is_x86_feature_detected!("avx512f") {
+                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
                     v.push(Isa::Avx512);
                 }
             }
@@ -118,7 +118,7 @@ impl Isa {
         match self {
             Isa::Portable => 8,
             Isa::Avx2 => 16,
-            Isa::Avx512 => 48,
+            Isa::Avx512 => 32,
         }
     }
 }
@@ -183,7 +183,7 @@ impl Input<'_> {
     /// The source index of padded coordinate `p` along an axis of length `n` padded by
     /// (`before`, `after`); `None` for zeros (zero padding, or past the padded map, where the
     /// values only reach outputs that are cut off).
-    fn source(&self, p: usize, n: usize, before: usize, after: usize) -> Option<usize> {
+    pub(super) fn source(&self, p: usize, n: usize, before: usize, after: usize) -> Option<usize> {
         let i = p as isize - before as isize;
         let n_i = n as isize;
         if (0..n_i).contains(&i) {
@@ -256,9 +256,11 @@ unsafe fn block_avx2(job: &Job, r0: usize, r1: usize, s: &mut Scratch) {
     job.block::<Avx2>(r0, r1, s)
 }
 
-/// The transforms compiled for AVX-512.
+/// The transforms compiled for AVX2 around the AVX-512 micro-kernel (a call per kernel run):
+/// compiled for AVX-512, LLVM split the transforms' 8- and 32-lane arrays into zmm/ymm/xmm
+/// pieces whose reloads stalled store forwarding, and the block ran ~1.8× slower on Zen 4.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn block_avx512(job: &Job, r0: usize, r1: usize, s: &mut Scratch) {
     job.block::<Avx512>(r0, r1, s)
 }
@@ -267,8 +269,8 @@ unsafe fn block_avx512(job: &Job, r0: usize, r1: usize, s: &mut Scratch) {
 /// faults and zeroing. Every element read is written first, in the same block.
 #[derive(Default)]
 struct Scratch {
-    /// V: panels × Cin × 36 × NR (what one kernel call reads is one panel of one ξ; what one
-    /// lane group of the input transform writes, 36 × 8, lies together).
+    /// V: 36 × panels × Cin × NR (what one kernel call reads, one panel of one ξ, is
+    /// contiguous: the hardware prefetcher streams it).
     v: Vec<f32>,
     /// M: Cout × lane groups × 36 × 8 (what the output transform reads for one lane group lies
     /// together).
@@ -308,15 +310,15 @@ impl Job<'_> {
         let ld = panels * K::NR;
         grow(&mut s.v, 36 * cin * ld);
         grow(&mut s.m, 36 * cout * ld);
-        self.input_transform::<K>(r0, r1, s);
+        self.input_transform::<K>(r0, r1, panels, s);
         let ncp = cout.div_ceil(K::MR);
         let groups = ld / LANES;
         // ξ outer: U_ξ (≤ 512 KiB for the VGG layers) stays in L2 while the panels stream.
         for xi in 0..36 {
             let u = &self.p.u[xi * ncp * K::MR * cin..][..ncp * K::MR * cin];
             for pn in 0..panels {
-                // B: V_ξ of this panel, rows ci at stride 36·NR.
-                let v = &s.v[(pn * cin * 36 + xi) * K::NR..][..((cin - 1) * 36 + 1) * K::NR];
+                // B: V_ξ of this panel, Cin rows of NR.
+                let v = &s.v[(xi * panels + pn) * cin * K::NR..][..cin * K::NR];
                 for cp in 0..ncp {
                     let rows = K::MR.min(cout - cp * K::MR);
                     // C: rows co at stride groups·36·8, lane groups of 8 at stride 36·8.
@@ -324,13 +326,13 @@ impl Job<'_> {
                     let need = ((rows - 1) * groups + K::NR / LANES - 1) * 36 * LANES + LANES;
                     let m = &mut s.m[at..][..need];
                     // SAFETY: the slices above hold everything the kernel reads and writes
-                    // (k·MR of A, k rows of NR at stride 36·NR of B, `rows` rows of C); the
+                    // (k·MR of A, k rows of NR of B, `rows` rows of C); the
                     // kernel matches the CPU (see `conv`).
                     unsafe {
                         K::run(
                             cin,
                             u[cp * K::MR * cin..][..K::MR * cin].as_ptr(),
-                            (v.as_ptr(), 36 * K::NR),
+                            (v.as_ptr(), K::NR),
                             (m.as_mut_ptr(), groups * 36 * LANES),
                             rows,
                         )
@@ -341,9 +343,9 @@ impl Job<'_> {
         self.output_transform::<K>(r0, r1, groups, &s.m);
     }
 
-    /// V[panel][ci][ξ][lane] = (Bᵀ·d·B)[ξ] of every tile of rows r0 .. r1.
+    /// V[ξ][panel][ci][lane] = (Bᵀ·d·B)[ξ] of every tile of rows r0 .. r1.
     #[inline(always)]
-    fn input_transform<K: Micro>(&self, r0: usize, r1: usize, s: &mut Scratch) {
+    fn input_transform<K: Micro>(&self, r0: usize, r1: usize, panels: usize, s: &mut Scratch) {
         let x = self.x;
         let (cin, twp) = (self.p.cin, self.twp);
         let (pt, pb, pl, pr) = x.pads;
@@ -404,7 +406,7 @@ impl Job<'_> {
                         let q = |k: usize, sh: usize| lanes(&s.q[(i * 4 + k) * lp + l0 + sh..]);
                         let o = bt6(&[q(0, 0), q(1, 0), q(2, 0), q(3, 0), q(0, 1), q(1, 1)]);
                         for (j, oj) in o.iter().enumerate() {
-                            let at = ((pn * cin + ci) * 36 + i * 6 + j) * K::NR + lane;
+                            let at = (((i * 6 + j) * panels + pn) * cin + ci) * K::NR + lane;
                             s.v[at..][..LANES].copy_from_slice(oj);
                         }
                     }
@@ -419,6 +421,11 @@ impl Job<'_> {
     fn output_transform<K: Micro>(&self, r0: usize, r1: usize, groups: usize, m: &[f32]) {
         let (cout, twp, ho, wo) = (self.p.cout, self.twp, self.ho, self.wo);
         let plane = ho * wo;
+        let clamp = match self.act {
+            Activation::None => (f32::NEG_INFINITY, f32::INFINITY),
+            Activation::Relu => (0.0, f32::INFINITY),
+            Activation::Relu6 => (0.0, 6.0),
+        };
         for co in 0..cout {
             let b = self.bias.map_or(0.0, |b| b[co]);
             for ty in r0..r1 {
@@ -447,9 +454,7 @@ impl Job<'_> {
                         let yi = at6(ti);
                         // Tile l's four columns land at 4l .. 4l + 4 of a 32-wide run.
                         // SAFETY: as for `split4`.
-                        let mut run = unsafe { K::join4(&yi) };
-                        run.iter_mut().for_each(|v| *v += b);
-                        activate(&mut run, self.act);
+                        let run = unsafe { K::join4(&yi, b, clamp) };
                         // SAFETY: (co, y, x0 .. x0 + n) lies inside the (Cout, Ho, Wo) output,
                         // and blocks write disjoint tile rows.
                         let dst = unsafe {
@@ -480,15 +485,6 @@ fn lanes(s: &[f32]) -> Lanes {
     let mut o = [0f32; LANES];
     o.copy_from_slice(&s[..LANES]);
     o
-}
-
-#[inline(always)]
-fn activate(run: &mut [f32], act: Activation) {
-    match act {
-        Activation::None => {}
-        Activation::Relu => run.iter_mut().for_each(|v| *v = v.max(0.0)),
-        Activation::Relu6 => run.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-    }
 }
 
 /// Bᵀ·x for six lane vectors (Bᵀ = [[4,0,−5,0,1,0], [0,−4,−4,1,1,0], [0,4,−4,−1,1,0], [0,−2,−1,2,1,0],
@@ -556,17 +552,17 @@ trait Micro {
         std::array::from_fn(|k| std::array::from_fn(|l| x[4 * l + k]))
     }
 
-    /// The inverse of [`Micro::split4`].
+    /// The inverse of [`Micro::split4`], + `bias`, clamped to [lo, hi] (the activation).
     ///
     /// # Safety
     /// The CPU has the kernel's features.
     #[inline(always)]
-    unsafe fn join4(y: &[Lanes; 4]) -> [f32; 4 * LANES] {
+    unsafe fn join4(y: &[Lanes; 4], bias: f32, (lo, hi): (f32, f32)) -> [f32; 4 * LANES] {
         #[cfg(target_arch = "x86_64")]
         if Self::AVX {
-            return join4_avx(y);
+            return join4_avx(y, bias, (lo, hi));
         }
-        std::array::from_fn(|i| y[i % 4][i / 4])
+        std::array::from_fn(|i| (y[i % 4][i / 4] + bias).max(lo).min(hi))
     }
 }
 
@@ -601,11 +597,13 @@ unsafe fn split4_avx(x: &[f32; 4 * LANES]) -> [Lanes; 4] {
     out
 }
 
-/// [`Micro::join4`] in AVX registers.
+/// [`Micro::join4`] in AVX registers (bias and clamp too: done on the array afterwards, LLVM
+/// wrote it in 8-, 4-, 2- and 1-lane pieces whose reload stalled store forwarding, ~10 % of the
+/// Magenta residual blocks).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn join4_avx(y: &[Lanes; 4]) -> [f32; 4 * LANES] {
+unsafe fn join4_avx(y: &[Lanes; 4], bias: f32, (lo, hi): (f32, f32)) -> [f32; 4 * LANES] {
     use std::arch::x86_64::*;
     let v: [__m256; 4] = std::array::from_fn(|j| _mm256_loadu_ps(y[j].as_ptr()));
     let t0 = _mm256_unpacklo_ps(v[0], v[1]);
@@ -617,12 +615,15 @@ unsafe fn join4_avx(y: &[Lanes; 4]) -> [f32; 4 * LANES] {
     let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
     let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
     let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let (b, lo, hi) = (_mm256_set1_ps(bias), _mm256_set1_ps(lo), _mm256_set1_ps(hi));
+    // max(lo, ·) before min(hi, ·): both return their second operand, so a NaN stays NaN.
+    let fin = |v| _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_add_ps(v, b)));
     let mut out = [0f32; 4 * LANES];
     let o = out.as_mut_ptr();
-    _mm256_storeu_ps(o, _mm256_permute2f128_ps(u0, u1, 0x20));
-    _mm256_storeu_ps(o.add(8), _mm256_permute2f128_ps(u2, u3, 0x20));
-    _mm256_storeu_ps(o.add(16), _mm256_permute2f128_ps(u0, u1, 0x31));
-    _mm256_storeu_ps(o.add(24), _mm256_permute2f128_ps(u2, u3, 0x31));
+    _mm256_storeu_ps(o, fin(_mm256_permute2f128_ps(u0, u1, 0x20)));
+    _mm256_storeu_ps(o.add(8), fin(_mm256_permute2f128_ps(u2, u3, 0x20)));
+    _mm256_storeu_ps(o.add(16), fin(_mm256_permute2f128_ps(u0, u1, 0x31)));
+    _mm256_storeu_ps(o.add(24), fin(_mm256_permute2f128_ps(u2, u3, 0x31)));
     out
 }
 
@@ -649,13 +650,24 @@ impl Micro for Portable {
             let bk = std::slice::from_raw_parts(b.add(kk * ldb), 8);
             for r in 0..4 {
                 for j in 0..8 {
-                    acc[r][j] = ak[r].mul_add(bk[j], acc[r][j]);
+                    acc[r][j] = madd(ak[r], bk[j], acc[r][j]);
                 }
             }
         }
         for (r, row) in acc.iter().enumerate().take(rows) {
             std::slice::from_raw_parts_mut(c.add(r * ldc), 8).copy_from_slice(row);
         }
+    }
+}
+
+/// a·b + c: fused where the target has a fused multiply-add instruction (aarch64, say); an x86
+/// build without FMA would call libm's software `fmaf` (~100× slower), so it rounds twice there.
+#[inline(always)]
+fn madd(a: f32, b: f32, c: f32) -> f32 {
+    if cfg!(any(not(target_arch = "x86_64"), target_feature = "fma")) {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
     }
 }
 
@@ -708,14 +720,16 @@ unsafe fn micro_avx2(
     }
 }
 
-/// AVX-512F: 8 × 48, 24 accumulators in zmm registers.
+/// AVX-512F + VL: 8 × 32, 16 accumulators in zmm registers. Measured on Zen 4 (AdaIN 512²
+/// layers, 1 thread): 8 × 48 with 24 accumulators ran ~25 % slower in place than this, its
+/// Cin × 48 panel of V spilling out of L1 on the deep layers; 16 × 16 was about even.
 #[cfg(target_arch = "x86_64")]
 struct Avx512;
 
 #[cfg(target_arch = "x86_64")]
 impl Micro for Avx512 {
     const MR: usize = 8;
-    const NR: usize = 48;
+    const NR: usize = 32;
     const AVX: bool = true;
     #[inline(always)]
     unsafe fn run(
@@ -730,7 +744,7 @@ impl Micro for Avx512 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 unsafe fn micro_avx512(
     k: usize,
     a: *const f32,
@@ -739,29 +753,40 @@ unsafe fn micro_avx512(
     rows: usize,
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); 3]; 8];
-    for kk in 0..k {
-        let b0 = _mm512_loadu_ps(b.add(kk * ldb));
-        let b1 = _mm512_loadu_ps(b.add(kk * ldb + 16));
-        let b2 = _mm512_loadu_ps(b.add(kk * ldb + 32));
-        for (r, row) in acc.iter_mut().enumerate() {
-            let ar = _mm512_set1_ps(*a.add(kk * 8 + r));
-            row[0] = _mm512_fmadd_ps(ar, b0, row[0]);
-            row[1] = _mm512_fmadd_ps(ar, b1, row[1]);
-            row[2] = _mm512_fmadd_ps(ar, b2, row[2]);
-        }
-    }
-    for (r, row) in acc.iter().enumerate() {
-        if r < rows {
-            // Each zmm holds two groups of 8: the low half stored as a ymm, the high half by a
-            // masked store that lands lanes 8..16 at the next group (AVX-512F only).
-            let row_at = c.add(r * ldc);
-            for (h, v) in row.iter().enumerate() {
-                _mm256_storeu_ps(row_at.add(2 * h * CS), _mm512_castps512_ps256(*v));
-                _mm512_mask_storeu_ps(row_at.add((2 * h + 1) * CS).sub(8), 0xff00, *v);
+    // Named locals, and AVX-512VL for the 256-bit stores below: without VL those are
+    // VEX-encoded and confine the accumulators to zmm0..15, and LLVM then kept a third of them
+    // on the stack, a store and a load per FMA (the kernel ran at half the AVX2 one's speed).
+    macro_rules! kernel {
+        ($(($r:literal, $c0:ident, $c1:ident))*) => {
+            $(let (mut $c0, mut $c1) = (_mm512_setzero_ps(), _mm512_setzero_ps());)*
+            let (mut ak, mut bk) = (a, b);
+            for _ in 0..k {
+                let b0 = _mm512_loadu_ps(bk);
+                let b1 = _mm512_loadu_ps(bk.add(16));
+                $(
+                    let ar = _mm512_set1_ps(*ak.add($r));
+                    $c0 = _mm512_fmadd_ps(ar, b0, $c0);
+                    $c1 = _mm512_fmadd_ps(ar, b1, $c1);
+                )*
+                ak = ak.add(8);
+                bk = bk.add(ldb);
             }
-        }
+            // Each zmm holds two groups of 8: its halves are stored as two ymm.
+            $(
+                if $r < rows {
+                    let row_at = c.add($r * ldc);
+                    for (h, v) in [$c0, $c1].into_iter().enumerate() {
+                        let hi = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v));
+                        _mm256_storeu_ps(row_at.add(2 * h * CS), _mm512_castps512_ps256(v));
+                        _mm256_storeu_ps(row_at.add((2 * h + 1) * CS), _mm256_castpd_ps(hi));
+                    }
+                }
+            )*
+        };
     }
+    kernel!((0, c00, c01)(1, c10, c11)(2, c20, c21)(3, c30, c31)(
+        4, c40, c41
+    )(5, c50, c51)(6, c60, c61)(7, c70, c71));
 }
 
 #[cfg(test)]
@@ -826,8 +851,13 @@ mod tests {
             let split = Portable::split4(&x);
             assert_eq!(split, split4_avx(&x));
             assert_eq!(split[1][2], x[9], "tile 2, phase 1");
-            assert_eq!(Portable::join4(&split), x);
-            assert_eq!(join4_avx(&split), x);
+            let all = (f32::NEG_INFINITY, f32::INFINITY);
+            assert_eq!(Portable::join4(&split, 0.0, all), x);
+            assert_eq!(join4_avx(&split, 0.0, all), x);
+            // Bias, then the clamp of ReLU6.
+            let want = x.map(|v| (v + 0.5).clamp(0.0, 6.0));
+            assert_eq!(Portable::join4(&split, 0.5, (0.0, 6.0)), want);
+            assert_eq!(join4_avx(&split, 0.5, (0.0, 6.0)), want);
         }
     }
 

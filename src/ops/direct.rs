@@ -1,0 +1,436 @@
+//! Direct stride-1 convolution for few output channels (≤ 8: the Magenta 9×9 layers, its 16→8
+//! expand conv, AdaIN's 64→3 output conv), where an unfolded GEMM with so few rows would spend
+//! its time copying patches.
+//!
+//! Each output row is cut into blocks of `NV` vectors; a block of every output channel is
+//! accumulated in registers over all (ci, ky, kx) — one load of shifted input per tap feeds all
+//! `CO` channels — then bias and activation are applied and the block is stored once: the
+//! output is never zeroed or reloaded. The padding is read on the fly: blocks inside the map
+//! read the input rows in place, the edge blocks a small gathered copy. AVX-512 (16 lanes, 32
+//! registers) or AVX2/FMA (8 lanes, 16 registers) when the CPU has them, else plain loops.
+
+use rayon::prelude::*;
+
+use super::conv::{epilogue, Geometry, OutPtr};
+use super::winograd::Input;
+use super::Activation;
+
+/// Up to this many output channels a stride-1 convolution runs here.
+pub(super) const MAX_COUT: usize = 8;
+
+/// act(conv(pad(x)) + bias) of one sample: `x` (Cin, H, W) with its padding, `w` (Cout, Cin,
+/// kh, kw) row-major, `g` the padded geometry → `dst` (Cout, Ho, Wo), every element written (it
+/// may start uninitialized).
+///
+/// # Safety
+/// `dst` points to Cout·Ho·Wo writable floats that nothing else accesses during the call.
+pub(super) unsafe fn conv(
+    x: &Input,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    dst: OutPtr,
+    g: &Geometry,
+    act: Activation,
+) {
+    run(Kernel::detect(), x, w, bias, dst, g, act)
+}
+
+/// [`conv`] on a given kernel.
+///
+/// # Safety
+/// As for [`conv`]; `kernel` runs on this CPU.
+unsafe fn run(
+    kernel: Kernel,
+    x: &Input,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    dst: OutPtr,
+    g: &Geometry,
+    act: Activation,
+) {
+    debug_assert!(g.stride == 1 && g.cout <= MAX_COUT);
+    // Taps in (ci, ky, kx) order, the Cout weights of one tap adjacent (one broadcast each).
+    let taps = g.cin * g.kh * g.kw;
+    let mut wt = vec![0f32; taps * g.cout];
+    for co in 0..g.cout {
+        for t in 0..taps {
+            wt[t * g.cout + co] = w[co * taps + t];
+        }
+    }
+    let b: Vec<f32> = (0..g.cout).map(|c| bias.map_or(0.0, |b| b[c])).collect();
+    let job = Job {
+        x,
+        w: &wt,
+        bias: &b,
+        dst,
+        g,
+        act,
+    };
+    candle::utils::with_threadpool(|| {
+        (0..g.ho).into_par_iter().for_each(|y| {
+            // SAFETY: row y of every channel is written by this task only; the kernel is one
+            // this CPU runs.
+            unsafe { job.row(y, kernel) }
+        });
+    });
+}
+
+/// The instruction set of the row kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Kernel {
+    /// The widest this CPU runs.
+    fn detect() -> Kernel {
+        *Kernel::available().last().unwrap_or(&Kernel::Portable)
+    }
+
+    /// Those this CPU runs, narrowest first.
+    fn available() -> Vec<Kernel> {
+        let mut v = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::conv::has_fma() {
+                v.push(Kernel::Avx2);
+                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+                    v.push(Kernel::Avx512);
+                }
+            }
+        }
+        v
+    }
+}
+
+/// What every row task of one convolution shares.
+struct Job<'a> {
+    x: &'a Input<'a>,
+    /// (ci, ky, kx, co) order.
+    w: &'a [f32],
+    /// Cout values (zeros without a bias).
+    bias: &'a [f32],
+    dst: OutPtr,
+    g: &'a Geometry,
+    act: Activation,
+}
+
+thread_local! {
+    /// Gathered edge rows and row pointers of one task, reused.
+    static EDGE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Job<'_> {
+    /// Output row `y` of every channel.
+    ///
+    /// # Safety
+    /// Row y is this task's alone; `kernel` runs on this CPU.
+    unsafe fn row(&self, y: usize, kernel: Kernel) {
+        let (g, x) = (self.g, self.x);
+        let (pt, pb, _, _) = x.pads;
+        // The source row of each (ci, ky), None for a zero row.
+        let rows: Vec<Option<&[f32]>> = (0..g.cin)
+            .flat_map(|ci| (0..g.kh).map(move |ky| (ci, ky)))
+            .map(|(ci, ky)| {
+                x.source(y + ky, x.h, pt, pb)
+                    .map(|sy| &x.data[(ci * x.h + sy) * x.w..][..x.w])
+            })
+            .collect();
+        EDGE.with_borrow_mut(|edge| match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => match g.cout {
+                1 => self.row_avx512::<1, 4>(y, &rows, edge),
+                2 => self.row_avx512::<2, 4>(y, &rows, edge),
+                3 => self.row_avx512::<3, 4>(y, &rows, edge),
+                4 => self.row_avx512::<4, 4>(y, &rows, edge),
+                5 => self.row_avx512::<5, 4>(y, &rows, edge),
+                6 => self.row_avx512::<6, 3>(y, &rows, edge),
+                7 => self.row_avx512::<7, 3>(y, &rows, edge),
+                _ => self.row_avx512::<8, 3>(y, &rows, edge),
+            },
+            // Registers: CO·NV accumulators + NV inputs + 1 broadcast ≤ 16 ymm.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => match g.cout {
+                1 => self.row_avx2::<1, 4>(y, &rows, edge),
+                2 => self.row_avx2::<2, 4>(y, &rows, edge),
+                3 => self.row_avx2::<3, 3>(y, &rows, edge),
+                4 => self.row_avx2::<4, 2>(y, &rows, edge),
+                5 => self.row_avx2::<5, 2>(y, &rows, edge),
+                6 => self.row_avx2::<6, 1>(y, &rows, edge),
+                7 => self.row_avx2::<7, 1>(y, &rows, edge),
+                _ => self.row_avx2::<8, 1>(y, &rows, edge),
+            },
+            Kernel::Portable => self.row_portable(y, &rows, edge),
+        })
+    }
+
+    /// Pointers to the (ci, ky) input rows of the block at padded columns x0 .. x0 + width +
+    /// kw − 1: in place inside the map, else gathered (padding applied) into `edge`.
+    fn block_rows(
+        &self,
+        rows: &[Option<&[f32]>],
+        x0: usize,
+        width: usize,
+        edge: &mut Vec<f32>,
+        ptrs: &mut Vec<*const f32>,
+    ) {
+        let x = self.x;
+        let (_, _, pl, pr) = x.pads;
+        let seg = width + self.g.kw - 1;
+        ptrs.clear();
+        if x0 >= pl && x0 + seg <= x.w + pl && rows.iter().all(Option::is_some) {
+            ptrs.extend(rows.iter().flatten().map(|r| r[x0 - pl..].as_ptr()));
+            return;
+        }
+        edge.clear();
+        // Padded columns x0 .. x0 + seg: the map's own columns copied as a run, the padding
+        // columns looked up.
+        let (c0, c1) = (x0.max(pl), (x0 + seg).min(pl + x.w));
+        let pad = |r: &[f32], c: usize| x.source(c, x.w, pl, pr).map_or(0.0, |sx| r[sx]);
+        for r in rows {
+            match r {
+                Some(r) => {
+                    edge.extend((x0..c0.min(x0 + seg)).map(|c| pad(r, c)));
+                    if c0 < c1 {
+                        edge.extend_from_slice(&r[c0 - pl..c1 - pl]);
+                    }
+                    edge.extend((c1.max(c0)..x0 + seg).map(|c| pad(r, c)));
+                }
+                None => edge.resize(edge.len() + seg, 0.0),
+            }
+        }
+        ptrs.extend((0..rows.len()).map(|t| edge[t * seg..].as_ptr()));
+    }
+
+    /// Plain loops over a whole gathered row (CPUs without AVX2; rows narrower than a block).
+    fn row_portable(&self, y: usize, rows: &[Option<&[f32]>], edge: &mut Vec<f32>) {
+        let g = self.g;
+        let mut ptrs = Vec::new();
+        self.block_rows(rows, 0, g.wo, edge, &mut ptrs);
+        let plane = g.ho * g.wo;
+        let mut acc = vec![0f32; g.wo];
+        for co in 0..g.cout {
+            acc.fill(0.0);
+            let mut t = 0;
+            for &row in &ptrs {
+                // SAFETY: each pointer has wo + kw − 1 readable floats (block_rows).
+                let row = unsafe { std::slice::from_raw_parts(row, g.wo + g.kw - 1) };
+                for kx in 0..g.kw {
+                    let wv = self.w[t * g.cout + co];
+                    for (a, v) in acc.iter_mut().zip(&row[kx..]) {
+                        *a += wv * v;
+                    }
+                    t += 1;
+                }
+            }
+            epilogue(&mut acc, self.bias[co], self.act);
+            // SAFETY: row y of channel co lies inside dst and is this task's.
+            let out =
+                unsafe { std::slice::from_raw_parts_mut(self.dst.at(co * plane + y * g.wo), g.wo) };
+            out.copy_from_slice(&acc);
+        }
+    }
+}
+
+/// The SIMD row kernel for one vector type: blocks of NV vectors × CO channels in registers.
+macro_rules! simd_row {
+    ($name:ident, $feat:literal, $lanes:literal, $v:ty, $zero:ident, $set1:ident, $load:ident,
+     $fma:ident, $add:ident, $max:ident, $min:ident, $store:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        impl Job<'_> {
+            #[target_feature(enable = $feat)]
+            unsafe fn $name<const CO: usize, const NV: usize>(
+                &self,
+                y: usize,
+                rows: &[Option<&[f32]>],
+                edge: &mut Vec<f32>,
+            ) {
+                use std::arch::x86_64::*;
+                let g = self.g;
+                let width = $lanes * NV;
+                if g.wo < width {
+                    return self.row_portable(y, rows, edge);
+                }
+                let plane = g.ho * g.wo;
+                let mut ptrs = Vec::with_capacity(rows.len());
+                // The activation as a clamp: max(lo, s) and min(hi, s) return s when it is NaN,
+                // as PyTorch's ReLU does.
+                let (lo, hi) = match self.act {
+                    Activation::None => (f32::NEG_INFINITY, f32::INFINITY),
+                    Activation::Relu => (0.0, f32::INFINITY),
+                    Activation::Relu6 => (0.0, 6.0),
+                };
+                let (lo, hi) = ($set1(lo), $set1(hi));
+                let mut x0 = 0;
+                loop {
+                    // The last block ends at the row's end, overlapping the one before (its
+                    // outputs are recomputed identically, never accumulated).
+                    let x = x0.min(g.wo - width);
+                    self.block_rows(rows, x, width, edge, &mut ptrs);
+                    let mut acc: [[$v; NV]; CO] = [[$zero(); NV]; CO];
+                    let mut wp = self.w.as_ptr();
+                    for &row in &ptrs {
+                        for kx in 0..g.kw {
+                            let xs: [$v; NV] =
+                                std::array::from_fn(|v| $load(row.add(kx + $lanes * v)));
+                            for co in 0..CO {
+                                let wv = $set1(*wp.add(co));
+                                for v in 0..NV {
+                                    acc[co][v] = $fma(wv, xs[v], acc[co][v]);
+                                }
+                            }
+                            wp = wp.add(CO);
+                        }
+                    }
+                    for co in 0..CO {
+                        let b = $set1(self.bias[co]);
+                        let out = self.dst.at(co * plane + y * g.wo + x);
+                        for v in 0..NV {
+                            let s = $min(hi, $max(lo, $add(acc[co][v], b)));
+                            $store(out.add($lanes * v), s);
+                        }
+                    }
+                    if x + width >= g.wo {
+                        break;
+                    }
+                    x0 += width;
+                }
+            }
+        }
+    };
+}
+
+simd_row!(
+    row_avx2,
+    "avx2,fma",
+    8,
+    __m256,
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_loadu_ps,
+    _mm256_fmadd_ps,
+    _mm256_add_ps,
+    _mm256_max_ps,
+    _mm256_min_ps,
+    _mm256_storeu_ps
+);
+simd_row!(
+    row_avx512,
+    "avx512f,avx512vl,avx2,fma",
+    16,
+    __m512,
+    _mm512_setzero_ps,
+    _mm512_set1_ps,
+    _mm512_loadu_ps,
+    _mm512_fmadd_ps,
+    _mm512_add_ps,
+    _mm512_max_ps,
+    _mm512_min_ps,
+    _mm512_storeu_ps
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// float64 convolution of `src` (Cin, H, W), padded as `x` says.
+    fn reference(x: &Input, w: &[f32], b: &[f32], g: &Geometry, act: Activation) -> Vec<f64> {
+        let (pt, pb, pl, pr) = x.pads;
+        let mut out = vec![0f64; g.cout * g.ho * g.wo];
+        for co in 0..g.cout {
+            for oy in 0..g.ho {
+                for ox in 0..g.wo {
+                    let mut s = f64::from(b[co]);
+                    for ci in 0..g.cin {
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let sy = x.source(oy + ky, x.h, pt, pb);
+                                let sx = x.source(ox + kx, x.w, pl, pr);
+                                if let (Some(sy), Some(sx)) = (sy, sx) {
+                                    let v = x.data[(ci * x.h + sy) * x.w + sx];
+                                    let k = w[((co * g.cin + ci) * g.kh + ky) * g.kw + kx];
+                                    s += f64::from(v) * f64::from(k);
+                                }
+                            }
+                        }
+                    }
+                    out[(co * g.ho + oy) * g.wo + ox] = match act {
+                        Activation::None => s,
+                        Activation::Relu => s.max(0.0),
+                        Activation::Relu6 => s.clamp(0.0, 6.0),
+                    };
+                }
+            }
+        }
+        out
+    }
+
+    /// Every kernel this CPU runs, every output-channel count, 3×3 and 9×9, rows narrower than
+    /// a block, one block, and many blocks with an overlapping last one; reflection and zero
+    /// padding; against float64, within 1e-5 of the output scale. The output starts as NaN, so
+    /// an output left unwritten fails.
+    #[test]
+    fn every_kernel_matches_a_float64_convolution() {
+        let mut seed = 11u64;
+        let mut rnd = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f64 / (1u64 << 24) as f64) as f32 - 0.5
+        };
+        // (cin, h, w, k, pad, reflect)
+        let shapes = [
+            (3, 5, 7, 3, 1, true),
+            (16, 6, 48, 3, 1, true),
+            (8, 7, 71, 9, 4, true),
+            (3, 12, 150, 9, 4, true),
+            (5, 4, 37, 3, 1, false),
+            (2, 9, 20, 9, 4, true),
+        ];
+        for kernel in Kernel::available() {
+            for &(cin, h, w, k, pad, reflect) in &shapes {
+                for cout in 1..=MAX_COUT {
+                    let act = [Activation::None, Activation::Relu, Activation::Relu6][cout % 3];
+                    let data: Vec<f32> = (0..cin * h * w).map(|_| 4.0 * rnd()).collect();
+                    let wt: Vec<f32> = (0..cout * cin * k * k).map(|_| rnd()).collect();
+                    let b: Vec<f32> = (0..cout).map(|_| rnd()).collect();
+                    let x = Input {
+                        data: &data,
+                        h,
+                        w,
+                        pads: (pad, pad, pad, pad),
+                        reflect,
+                    };
+                    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+                    let (ho, wo) = (hp - k + 1, wp - k + 1);
+                    let g = Geometry {
+                        cin,
+                        hp,
+                        wp,
+                        cout,
+                        kh: k,
+                        kw: k,
+                        stride: 1,
+                        ho,
+                        wo,
+                    };
+                    let mut out = vec![f32::NAN; cout * ho * wo];
+                    // SAFETY: `out` holds Cout·Ho·Wo floats; the kernel runs on this CPU.
+                    unsafe { run(kernel, &x, &wt, Some(&b), OutPtr(out.as_mut_ptr()), &g, act) };
+                    let want = reference(&x, &wt, &b, &g, act);
+                    let scale = want.iter().fold(1f64, |m, v| m.max(v.abs()));
+                    for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
+                        assert!(
+                            (f64::from(got) - want).abs() <= 1e-5 * scale,
+                            "{kernel:?} cin {cin} cout {cout} {h}x{w} k {k}: [{i}] {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
