@@ -275,8 +275,6 @@ struct Scratch {
     /// M: Cout × lane groups × 36 × 8 (what the output transform reads for one lane group lies
     /// together).
     m: Vec<f32>,
-    /// One padded input row.
-    line: Vec<f32>,
     /// Six input rows split by column phase: [row][phase][tile].
     p: Vec<f32>,
     /// After the column pass: [i][phase][tile].
@@ -350,35 +348,40 @@ impl Job<'_> {
         let (cin, twp) = (self.p.cin, self.twp);
         let (pt, pb, pl, pr) = x.pads;
         // Phase arrays hold tiles 0 ..= twp (the last one feeds the shifted reads) plus a lane
-        // group of slack; the line holds their columns.
+        // group of slack: `wl` padded columns, those past `wp` zero.
         let lp = twp + LANES;
         let wl = 4 * lp;
         let wp = (x.w + pl + pr).min(wl);
-        grow(&mut s.line, wl);
         grow(&mut s.p, 24 * lp);
         grow(&mut s.q, 24 * lp);
-        let line = &mut s.line[..wl];
-        line[wp..].fill(0.0);
         let cols: Vec<Option<usize>> = (0..wp).map(|c| x.source(c, x.w, pl, pr)).collect();
         for ci in 0..cin {
             let plane = &x.data[ci * x.h * x.w..][..x.h * x.w];
             for ty in r0..r1 {
                 for r in 0..6 {
-                    match x.source(4 * ty + r, x.h, pt, pb) {
-                        Some(sy) => {
-                            let row = &plane[sy * x.w..][..x.w];
-                            let n = x.w.min(wp - pl);
-                            line[pl..pl + n].copy_from_slice(&row[..n]);
-                            for c in (0..pl).chain(pl + n..wp) {
-                                line[c] = cols[c].map_or(0.0, |sx| row[sx]);
-                            }
-                        }
-                        None => line[..wp].fill(0.0),
-                    }
+                    let row = x
+                        .source(4 * ty + r, x.h, pt, pb)
+                        .map(|sy| &plane[sy * x.w..][..x.w]);
                     let ph = &mut s.p[r * 4 * lp..][..4 * lp];
-                    for (g, chunk) in line.chunks_exact(4 * LANES).enumerate() {
-                        let mut quad = [0f32; 4 * LANES];
-                        quad.copy_from_slice(chunk);
+                    for g in 0..wl / (4 * LANES) {
+                        // 32 padded columns: read in place inside the map (no copy of the row),
+                        // padding and the columns past the map looked up.
+                        let c0 = 4 * LANES * g;
+                        let inside = c0 >= pl && c0 + 4 * LANES <= (pl + x.w).min(wp);
+                        let quad: [f32; 4 * LANES] = match row {
+                            Some(row) => match row.get(c0.saturating_sub(pl)..) {
+                                Some(r) if inside => {
+                                    r.first_chunk().copied().unwrap_or([0.0; 4 * LANES])
+                                }
+                                _ => std::array::from_fn(|i| {
+                                    cols.get(c0 + i)
+                                        .copied()
+                                        .flatten()
+                                        .map_or(0.0, |sx| row[sx])
+                                }),
+                            },
+                            None => [0.0; 4 * LANES],
+                        };
                         // SAFETY: K's kernels run only on CPUs that have them (see `conv`).
                         let split = unsafe { K::split4(&quad) };
                         for (k, p) in split.iter().enumerate() {
