@@ -8,6 +8,9 @@ then one Markdown table: the median over rounds of each build's median time per 
 
     python3 scripts/bench_layers.py --exe before=/tmp/ns_before --exe after=target/release/normstyle \
         --size 512 --threads 2 --rounds 3
+
+`label=path@isa` runs that build with `NORMSTYLE_KERNEL=isa` (e.g. the AVX2 micro-kernel of the
+same build on an AVX-512 machine).
 """
 import argparse
 import json
@@ -16,13 +19,15 @@ import statistics
 import subprocess
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--exe", action="append", required=True, help="label=path, in table order")
+ap.add_argument("--exe", action="append", required=True, help="label=path[@isa], in table order")
 ap.add_argument("--size", type=int, default=512)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--runs", type=int, default=5)
 args = ap.parse_args()
 exes = [e.split("=", 1) for e in args.exe]
+kernel = {label: exe.split("@", 1)[1] for label, exe in exes if "@" in exe}
+exes = [(label, exe.split("@", 1)[0]) for label, exe in exes]
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
@@ -34,6 +39,8 @@ meta = {}
 for _ in range(args.rounds):
     for label, exe in exes:
         env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+        if label in kernel:
+            env["NORMSTYLE_KERNEL"] = kernel[label]
         out = subprocess.run([exe, "bench", "adain-layers", "--size", str(args.size), "--warmup", "1",
                               "--runs", str(args.runs)], env=env, check=True, capture_output=True,
                              text=True).stdout
