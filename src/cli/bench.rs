@@ -29,6 +29,7 @@ pub enum Which {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   RAYON_NUM_THREADS=2 normstyle bench magenta --size 1024 --runs 5
+  RAYON_NUM_THREADS=1 normstyle bench magenta --size 1024 --runs 10 --profile
   normstyle bench adain --size 512 --warmup 1 --runs 5")]
 pub struct Args {
     /// The model to time.
@@ -52,6 +53,9 @@ pub struct Args {
     /// Device: cpu, cuda or metal.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Also print where the time of the timed runs went, per stage, on stderr.
+    #[arg(long)]
+    profile: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -99,6 +103,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for _ in 0..args.warmup {
         step()?;
     }
+    if args.profile {
+        normstyle::profile::enable();
+    }
     for i in 0..args.runs {
         let t0 = Instant::now();
         step()?;
@@ -110,6 +117,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                                "threads": candle::utils::get_num_threads(),
                                "kernels": normstyle::ops::kernel_path()})
         );
+    }
+    if args.profile {
+        eprint!("{}", normstyle::profile::report());
     }
     Ok(ExitCode::SUCCESS)
 }

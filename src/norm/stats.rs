@@ -158,8 +158,25 @@ fn merge(a: (f64, f64, f64), b: (f64, f64, f64)) -> (f64, f64, f64) {
 }
 
 /// (count, mean, M2) of one cache-resident chunk: a pass for the mean, then a pass for the
-/// deviations around it (with the rounding of the f32 mean corrected), both vectorizable.
+/// deviations around it (with the rounding of the f32 mean corrected), both vectorizable; AVX2
+/// when the CPU has it (the same sums in the same order, so the same result).
 fn chunk_moments(xs: &[f32]) -> (f64, f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::ops::has_avx2() {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { chunk_moments_avx2(xs) };
+    }
+    chunk_moments_in(xs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn chunk_moments_avx2(xs: &[f32]) -> (f64, f64, f64) {
+    chunk_moments_in(xs)
+}
+
+#[inline(always)]
+fn chunk_moments_in(xs: &[f32]) -> (f64, f64, f64) {
     const L: usize = 16;
     let n = xs.len() as f64;
     let mut s = [0f32; L];
@@ -364,39 +381,81 @@ pub fn affine_planes_tensor_ops(x: &Tensor, plane_len: usize, ab: &PlaneAffine) 
 const BLOCK: usize = 16 * 1024;
 
 fn cpu_affine_planes(data: &[f32], plane_len: usize, ab: &PlaneAffine, post: PostOp) -> Vec<f32> {
-    let mut out = crate::ops::zeroed(data.len());
+    // Every element is written below, so the output is not zeroed first.
+    let mut out: Vec<f32> = Vec::with_capacity(data.len());
     candle::utils::with_threadpool(|| {
-        out.par_chunks_mut(BLOCK)
+        out.spare_capacity_mut()[..data.len()]
+            .par_chunks_mut(BLOCK)
             .zip(data.par_chunks(BLOCK))
             .enumerate()
-            .for_each(|(bi, (o, x))| {
-                let mut pos = bi * BLOCK;
-                let mut i = 0;
-                while i < o.len() {
-                    let p = pos / plane_len;
-                    let n = ((p + 1) * plane_len - pos).min(o.len() - i);
-                    let (m, a, b) = (ab.center[p], ab.scale[p], ab.shift[p]);
-                    let (o, x) = (&mut o[i..i + n], &x[i..i + n]);
-                    match post {
-                        // Separate loops keep the common cases branch-free and vectorized.
-                        PostOp::None => {
-                            o.iter_mut().zip(x).for_each(|(y, &v)| *y = (v - m) * a + b)
-                        }
-                        PostOp::Relu => o
-                            .iter_mut()
-                            .zip(x)
-                            .for_each(|(y, &v)| *y = ((v - m) * a + b).max(0.0)),
-                        PostOp::Sigmoid => o
-                            .iter_mut()
-                            .zip(x)
-                            .for_each(|(y, &v)| *y = post.apply((v - m) * a + b)),
-                    }
-                    i += n;
-                    pos += n;
-                }
-            })
+            .for_each(|(bi, (o, x))| affine_block(o, x, bi * BLOCK, plane_len, ab, post))
     });
+    // SAFETY: the blocks above wrote all `data.len()` elements.
+    unsafe { out.set_len(data.len()) };
     out
+}
+
+/// One block of [`cpu_affine_planes`], starting at element `pos` of the map; AVX2 when the CPU
+/// has it (same operations, same results).
+fn affine_block(
+    o: &mut [std::mem::MaybeUninit<f32>],
+    x: &[f32],
+    pos: usize,
+    plane_len: usize,
+    ab: &PlaneAffine,
+    post: PostOp,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::ops::has_avx2() {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { affine_block_avx2(o, x, pos, plane_len, ab, post) };
+    }
+    affine_block_in(o, x, pos, plane_len, ab, post)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn affine_block_avx2(
+    o: &mut [std::mem::MaybeUninit<f32>],
+    x: &[f32],
+    pos: usize,
+    plane_len: usize,
+    ab: &PlaneAffine,
+    post: PostOp,
+) {
+    affine_block_in(o, x, pos, plane_len, ab, post)
+}
+
+#[inline(always)]
+fn affine_block_in(
+    o: &mut [std::mem::MaybeUninit<f32>],
+    x: &[f32],
+    mut pos: usize,
+    plane_len: usize,
+    ab: &PlaneAffine,
+    post: PostOp,
+) {
+    let mut i = 0;
+    while i < o.len() {
+        let p = pos / plane_len;
+        let n = ((p + 1) * plane_len - pos).min(o.len() - i);
+        let (m, a, b) = (ab.center[p], ab.scale[p], ab.shift[p]);
+        let (o, x) = (&mut o[i..i + n], &x[i..i + n]);
+        match post {
+            // Separate loops keep the common cases branch-free and vectorized.
+            PostOp::None => o.iter_mut().zip(x).for_each(|(y, &v)| {
+                y.write((v - m) * a + b);
+            }),
+            PostOp::Relu => o.iter_mut().zip(x).for_each(|(y, &v)| {
+                y.write(((v - m) * a + b).max(0.0));
+            }),
+            PostOp::Sigmoid => o.iter_mut().zip(x).for_each(|(y, &v)| {
+                y.write(post.apply((v - m) * a + b));
+            }),
+        }
+        i += n;
+        pos += n;
+    }
 }
 
 /// y = ((x − center\[r\])·scale\[r\] + shift\[r\])·γ\[j\] + β\[j\] where r is the row (`row_len`

@@ -1,5 +1,7 @@
 //! Pooling and upsampling for (N, C, H, W) tensors.
 
+use std::mem::MaybeUninit;
+
 use candle::Tensor;
 use rayon::prelude::*;
 
@@ -40,24 +42,61 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     if !(x.device().is_cpu() && x.dtype() == candle::DType::F32) || x.track_op() {
         return Ok(x.upsample_nearest2d(2 * h, 2 * w)?);
     }
-    // CPU: each output row pair from one input row, planes in parallel (Candle's is serial).
-    let v = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = super::zeroed(v.len() * 4);
-    candle::utils::with_threadpool(|| {
-        out.par_chunks_mut(4 * h * w)
-            .zip(v.par_chunks(h * w))
-            .for_each(|(o, p)| {
-                for y in 0..h {
-                    let (top, rest) = o[2 * y * 2 * w..(2 * y + 2) * 2 * w].split_at_mut(2 * w);
-                    for (x2, &val) in top.chunks_exact_mut(2).zip(&p[y * w..(y + 1) * w]) {
-                        x2[0] = val;
-                        x2[1] = val;
-                    }
-                    rest.copy_from_slice(top);
-                }
-            })
-    });
+    // CPU: each output row pair from one input row, planes in parallel (Candle's is serial),
+    // read in place and written once (no copy of the input, no zeroing of the output).
+    let x = x.contiguous()?;
+    let len = n * c * h * w;
+    let mut out: Vec<f32> = Vec::with_capacity(4 * len);
+    {
+        let (storage, layout) = x.storage_and_layout();
+        let candle::Storage::Cpu(cpu) = &*storage else {
+            return Err(Error::input("upsample_nearest2x", "expected a CPU tensor"));
+        };
+        let start = layout.start_offset();
+        let v = &cpu.as_slice::<f32>()?[start..start + len];
+        candle::utils::with_threadpool(|| {
+            out.spare_capacity_mut()[..4 * len]
+                .par_chunks_mut(4 * h * w)
+                .zip(v.par_chunks(h * w))
+                .for_each(|(o, p)| upsample_plane(o, p, w))
+        });
+    }
+    // SAFETY: every plane wrote all 4·h·w of its outputs.
+    unsafe { out.set_len(4 * len) };
     Ok(Tensor::from_vec(out, (n, c, 2 * h, 2 * w), x.device())?)
+}
+
+/// One plane `p` (h × w) → `o` (2h × 2w); AVX2 when the CPU has it.
+fn upsample_plane(o: &mut [MaybeUninit<f32>], p: &[f32], w: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { upsample_plane_avx2(o, p, w) };
+    }
+    upsample_plane_in(o, p, w)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn upsample_plane_avx2(o: &mut [MaybeUninit<f32>], p: &[f32], w: usize) {
+    upsample_plane_in(o, p, w)
+}
+
+#[inline(always)]
+fn upsample_plane_in(o: &mut [MaybeUninit<f32>], p: &[f32], w: usize) {
+    for (rows, src) in o.chunks_exact_mut(4 * w).zip(p.chunks_exact(w)) {
+        let (top, bottom) = rows.split_at_mut(2 * w);
+        for ((t, b), &val) in top
+            .chunks_exact_mut(2)
+            .zip(bottom.chunks_exact_mut(2))
+            .zip(src)
+        {
+            t[0].write(val);
+            t[1].write(val);
+            b[0].write(val);
+            b[1].write(val);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -367,21 +367,18 @@ impl Job<'_> {
                         // 32 padded columns: read in place inside the map (no copy of the row),
                         // padding and the columns past the map looked up.
                         let c0 = 4 * LANES * g;
-                        let inside = c0 >= pl && c0 + 4 * LANES <= (pl + x.w).min(wp);
-                        let quad: [f32; 4 * LANES] = match row {
-                            Some(row) => match row.get(c0.saturating_sub(pl)..) {
-                                Some(r) if inside => {
-                                    r.first_chunk().copied().unwrap_or([0.0; 4 * LANES])
-                                }
-                                _ => std::array::from_fn(|i| {
-                                    cols.get(c0 + i)
-                                        .copied()
-                                        .flatten()
-                                        .map_or(0.0, |sx| row[sx])
-                                }),
-                            },
-                            None => [0.0; 4 * LANES],
-                        };
+                        let mut quad = [0f32; 4 * LANES];
+                        if let Some(row) = row {
+                            let (lo, hi) = (c0.max(pl), (c0 + 4 * LANES).min(pl + x.w).min(wp));
+                            if lo < hi {
+                                quad[lo - c0..hi - c0].copy_from_slice(&row[lo - pl..hi - pl]);
+                            }
+                            let edge = (c0..lo.min(c0 + 4 * LANES))
+                                .chain(hi.max(c0)..wp.min(c0 + 4 * LANES));
+                            for c in edge {
+                                quad[c - c0] = cols[c].map_or(0.0, |sx| row[sx]);
+                            }
+                        }
                         // SAFETY: K's kernels run only on CPUs that have them (see `conv`).
                         let split = unsafe { K::split4(&quad) };
                         for (k, p) in split.iter().enumerate() {

@@ -111,12 +111,20 @@ impl Skeleton {
         let mut k = 0;
         // Each conditional norm applies its layer's activation in the same pass.
         let mut norm = |ys: Vec<Tensor>, post: PostOp| -> Result<Vec<Tensor>> {
+            let _t = crate::profile::scope("transformer: conditional IN (+ activation)");
             let r = cond_norm(&ys, kind, &gb(k)?, post);
             k += 1;
             r
         };
         let mut x = xs.to_vec();
-        for conv in &self.contract {
+        for (ci, conv) in self.contract.iter().enumerate() {
+            let _t = crate::profile::scope(
+                [
+                    "transformer: contract conv 1",
+                    "transformer: contract conv 2",
+                    "transformer: contract conv 3",
+                ][ci],
+            );
             x = if self.contract_norm {
                 let y = each(&x, |t| conv.forward_reflect(t, Activation::None))?;
                 norm(y, PostOp::Relu)?
@@ -126,14 +134,17 @@ impl Skeleton {
             };
         }
         for (c1, c2) in &self.residual {
-            let h = norm(
-                each(&x, |t| c1.forward_reflect(t, Activation::None))?,
-                PostOp::Relu,
-            )?;
-            let h = norm(
-                each(&h, |t| c2.forward_reflect(t, Activation::None))?,
-                PostOp::None,
-            )?;
+            let h = {
+                let _t = crate::profile::scope("transformer: residual convs");
+                each(&x, |t| c1.forward_reflect(t, Activation::None))?
+            };
+            let h = norm(h, PostOp::Relu)?;
+            let h = {
+                let _t = crate::profile::scope("transformer: residual convs");
+                each(&h, |t| c2.forward_reflect(t, Activation::None))?
+            };
+            let h = norm(h, PostOp::None)?;
+            let _t = crate::profile::scope("transformer: residual adds");
             x = x
                 .iter()
                 .zip(&h)
@@ -142,13 +153,21 @@ impl Skeleton {
         }
         for (i, conv) in self.expand.iter().enumerate() {
             if i < 2 {
+                let _t = crate::profile::scope("transformer: upsample ×2");
                 x = each(&x, upsample_nearest2x)?;
             }
             let post = if i < 2 { PostOp::Relu } else { PostOp::Sigmoid };
-            x = norm(
-                each(&x, |t| conv.forward_reflect(t, Activation::None))?,
-                post,
-            )?;
+            let y = {
+                let _t = crate::profile::scope(
+                    [
+                        "transformer: expand conv 1",
+                        "transformer: expand conv 2",
+                        "transformer: expand conv 3",
+                    ][i],
+                );
+                each(&x, |t| conv.forward_reflect(t, Activation::None))?
+            };
+            x = norm(y, post)?;
         }
         crop_to(x, xs)
     }
