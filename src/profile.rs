@@ -50,7 +50,12 @@ pub fn report() -> String {
     let Ok(t) = TIMES.lock() else {
         return String::new();
     };
-    let width = t.iter().map(|(s, _, _)| s.chars().count()).max().unwrap_or(0).max(22);
+    let width = t
+        .iter()
+        .map(|(s, _, _)| s.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(22);
     let mut out = String::new();
     for (stage, d, n) in t.iter() {
         out += &format!("{stage:<width$} {:>9.3} s  ({n}×)\n", d.as_secs_f64());

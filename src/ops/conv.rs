@@ -163,8 +163,8 @@ pub fn conv2d_prepared(
             Some(&fresh)
         }
     };
-    // Winograd and the direct kernel write every output element once, so their output is never
-    // zeroed; the other paths get their sample zeroed by the thread pool first.
+    // Winograd, the direct kernel and the GEMM write every output element without reading it,
+    // so their output is never zeroed; depthwise accumulates into a zeroed sample.
     let per = cout * ho * wo;
     let mut out: Vec<f32> = Vec::with_capacity(n * per);
     let base = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
@@ -213,21 +213,24 @@ pub fn conv2d_prepared(
             );
             &padded
         };
+        if g == 1 {
+            // SAFETY: `dst` has room for this sample's `per` outputs; the GEMM writes them all.
+            unsafe { dense(src, &ws, bs.as_deref(), (OutPtr(dst), per), &geo, spec.act) };
+            continue;
+        }
         // SAFETY: this sample's `per` elements lie inside the capacity; they are zeroed before
         // the slice is made.
         let dst = unsafe {
             super::zero_par(dst, per);
             std::slice::from_raw_parts_mut(dst, per)
         };
-        if g == 1 {
-            dense(src, &ws, bs.as_deref(), dst, &geo, spec.act);
-        } else {
+        {
             depthwise(src, &ws, bs.as_deref(), dst, &geo, spec.act);
         }
     }
     drop(storage);
     // SAFETY: every sample's outputs were written above (Winograd: every tile; direct: every
-    // block; otherwise zeroed first).
+    // block; GEMM: every band; depthwise: zeroed first).
     unsafe { out.set_len(n * per) };
     Ok(Tensor::from_vec(out, (n, cout, ho, wo), &Device::Cpu)?)
 }
@@ -396,11 +399,15 @@ impl OutPtr {
 }
 
 /// Dense convolution of one padded sample: `src` (Cin, Hp, Wp) → `dst` (Cout, Ho, Wo).
-pub(super) fn dense(
+///
+/// # Safety
+/// `dst` points to `dst_len` ≥ Cout·Ho·Wo writable floats (they may be uninitialized: the GEMM
+/// writes every output without reading it) that nothing else accesses during the call.
+pub(super) unsafe fn dense(
     src: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-    dst: &mut [f32],
+    (out, dst_len): (OutPtr, usize),
     g: &Geometry,
     act: Activation,
 ) {
@@ -414,8 +421,6 @@ pub(super) fn dense(
     let by_threads = g.ho.div_ceil(4 * threads).max(1);
     let rows = by_cache.min(by_threads).min(g.ho);
     let bands = g.ho.div_ceil(rows);
-    let out = OutPtr(dst.as_mut_ptr());
-    let dst_len = dst.len();
     candle::utils::with_threadpool(|| {
         (0..bands)
             .into_par_iter()
@@ -432,8 +437,8 @@ pub(super) fn dense(
                 };
                 debug_assert!((g.cout - 1) * plane + y0 * g.wo + nb <= dst_len);
                 // SAFETY: dst rows [y0, y1) of every output channel belong to this band only; the
-                // GEMM writes m = Cout rows of nb values at stride `plane` starting at y0·Wo, all
-                // inside `dst` (asserted above). lhs is Cout×k (row-major weights), rhs k×nb with
+                // GEMM writes (read_dst = false) m = Cout rows of nb values at stride `plane`
+                // starting at y0·Wo, all inside `dst` (asserted above). lhs is Cout×k (row-major weights), rhs k×nb with
                 // row stride `rhs_rs` (bounds: for the pointwise case, k = Cin rows of the sample).
                 unsafe {
                     gemm::gemm(

@@ -12,7 +12,9 @@
 use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::{bias_act, candle_path, dense, pad_input, Activation, ConvSpec, Geometry};
+use super::conv::{
+    bias_act, candle_path, dense, pad_input, Activation, ConvSpec, Geometry, OutPtr,
+};
 use crate::Result;
 
 /// `conv2d_fused` for f32 CPU tensors that record a graph (groups = 1).
@@ -86,14 +88,17 @@ impl CustomOp2 for ConvCore {
         let mut out = vec![0f32; n * out_len];
         for s in 0..n {
             let dst = &mut out[s * out_len..(s + 1) * out_len];
-            dense(
-                &x[s * in_len..(s + 1) * in_len],
-                w,
-                None,
-                dst,
-                &g,
-                Activation::None,
-            );
+            // SAFETY: `dst` is this sample's Cout·Ho·Wo outputs, borrowed for the call.
+            unsafe {
+                dense(
+                    &x[s * in_len..(s + 1) * in_len],
+                    w,
+                    None,
+                    (OutPtr(dst.as_mut_ptr()), out_len),
+                    &g,
+                    Activation::None,
+                )
+            };
         }
         Ok((CpuStorage::F32(out), Shape::from((n, g.cout, g.ho, g.wo))))
     }
