@@ -18,6 +18,11 @@ use super::Activation;
 /// Up to this many output channels a stride-1 convolution runs here.
 pub(super) const MAX_COUT: usize = 8;
 
+/// The name of the row kernel this CPU runs (for benchmark reports).
+pub(super) fn kernel_name() -> &'static str {
+    Kernel::detect().name()
+}
+
 /// act(conv(pad(x)) + bias) of one sample: `x` (Cin, H, W) with its padding, `w` (Cout, Cin,
 /// kh, kw) row-major, `g` the padded geometry → `dst` (Cout, Ho, Wo), every element written (it
 /// may start uninitialized).
@@ -86,9 +91,28 @@ enum Kernel {
 }
 
 impl Kernel {
-    /// The widest this CPU runs.
+    /// The widest this CPU runs, or the one `NORMSTYLE_KERNEL` names (`portable`, `avx2`,
+    /// `avx512`, as for the Winograd micro-kernels) when the CPU runs it; detected once.
     fn detect() -> Kernel {
-        *Kernel::available().last().unwrap_or(&Kernel::Portable)
+        static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            let all = Kernel::available();
+            let wanted = std::env::var("NORMSTYLE_KERNEL").ok();
+            wanted
+                .and_then(|w| all.iter().copied().find(|&k| k.name() == w))
+                .unwrap_or(*all.last().unwrap_or(&Kernel::Portable))
+        })
+    }
+
+    /// Its name in reports and `NORMSTYLE_KERNEL`.
+    fn name(self) -> &'static str {
+        match self {
+            Kernel::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => "avx512",
+        }
     }
 
     /// Those this CPU runs, narrowest first.

@@ -16,16 +16,20 @@ use candle::Tensor;
 
 use crate::Result;
 
-/// The CPU kernels this machine runs, for benchmark reports: the Winograd micro-kernel and the
-/// `gemm` crate's instruction set (both chosen at run time: AVX-512, AVX2/FMA or portable).
+/// The CPU kernels this machine runs, for benchmark reports: the Winograd micro-kernel, the
+/// direct kernel for few output channels and the `gemm` crate's instruction set (all chosen at
+/// run time: AVX-512, AVX2/FMA or portable).
 pub fn kernel_path() -> String {
     let isa = winograd::Isa::detect();
     format!(
         "winograd F(4x4,3x3) on own {} {}x{} micro-kernels for stride-1 3x3 convs with >= 16 \
-         channels in and out; banded im2col + gemm crate ({}) otherwise",
+         channels in and out; own {} direct kernel for stride-1 convs with <= {} channels out; \
+         banded im2col + gemm crate ({}) otherwise",
         isa.name(),
         isa.mr(),
         isa.nr(),
+        direct::kernel_name(),
+        direct::MAX_COUT,
         gemm_isa()
     )
 }
