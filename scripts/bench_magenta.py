@@ -29,6 +29,9 @@ ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--rounds", type=int, default=5)
 ap.add_argument("--onnx", default=str(ROOT.parent / "shared" / "weights" / "magenta"))
 ap.add_argument("--exe", default=str(ROOT / "target" / "release" / "normstyle"))
+ap.add_argument("--warmup", type=int, default=1,
+                help="untimed normstyle runs per process before the timed one (onnxruntime keeps one "
+                     "warm session for all rounds)")
 args = ap.parse_args()
 
 opts = ort.SessionOptions()
@@ -71,7 +74,7 @@ def ort_once():
 
 def normstyle_once():
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-    out = subprocess.run([args.exe, "bench", "magenta", "--size", str(args.size), "--warmup", "1", "--runs", "1"],
+    out = subprocess.run([args.exe, "bench", "magenta", "--size", str(args.size), "--warmup", str(args.warmup), "--runs", "1"],
                          env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["seconds"]
 
