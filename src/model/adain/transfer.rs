@@ -84,7 +84,9 @@ impl AdaIn {
     pub fn encode(&self, image: &Tensor) -> Result<Tensor> {
         let _t = crate::profile::scope("encode (VGG)");
         check_image(image)?;
-        self.encode_tiled(image, super::tiles::DEFAULT_TILE)
+        // One pool entry for the network: its ops then start their parallel loops from a pool
+        // thread, without the two thread switches an entry from outside costs.
+        candle::utils::with_threadpool(|| self.encode_tiled(image, super::tiles::DEFAULT_TILE))
     }
 
     /// The encoder on the whole image at once.
@@ -154,7 +156,10 @@ impl AdaIn {
     /// `t`: (1, 512, ⌈H/8⌉, ⌈W/8⌉) → (1, 3, H, W), RGB ≈ [0, 1] (not clamped).
     pub fn decode(&self, t: &Tensor, (height, width): (usize, usize)) -> Result<Tensor> {
         let _t = crate::profile::scope("decode (network)");
-        self.decode_tiled(t, (height, width), super::tiles::DEFAULT_TILE)
+        // One pool entry for the network (see `encode`).
+        candle::utils::with_threadpool(|| {
+            self.decode_tiled(t, (height, width), super::tiles::DEFAULT_TILE)
+        })
     }
 
     /// The decoder on the whole map at once, cropped.

@@ -114,6 +114,11 @@ impl StylePredictor {
     pub fn forward(&self, style: &Tensor) -> Result<Tensor> {
         let _t = crate::profile::scope("style predictor");
         check_images("style predictor", std::slice::from_ref(style), 16)?;
+        // One pool entry for the network (see `Skeleton::forward`).
+        candle::utils::with_threadpool(|| self.forward_in_pool(style))
+    }
+
+    fn forward_in_pool(&self, style: &Tensor) -> Result<Tensor> {
         let mut x = self.stem.forward_same(style, Activation::Relu6)?;
         for b in &self.blocks {
             let mut h = x.clone();
