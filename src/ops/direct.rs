@@ -18,6 +18,9 @@ use super::Activation;
 /// Up to this many output channels a stride-1 convolution runs here.
 pub(super) const MAX_COUT: usize = 8;
 
+/// Input rows (whole channels of kh rows) one pass of the SIMD kernels reads.
+const PASS_ROWS: usize = 24;
+
 /// The name of the row kernel this CPU runs (for benchmark reports).
 pub(super) fn kernel_name() -> &'static str {
     Kernel::detect().name()
@@ -192,27 +195,24 @@ impl Job<'_> {
         })
     }
 
-    /// Pointers to the (ci, ky) input rows of the block at padded columns x0 .. x0 + width +
-    /// kw − 1: in place inside the map, else gathered (padding applied) into `edge`.
-    fn block_rows(
+    /// Where the (ci, ky) input rows of the block at padded columns x0 .. x0 + width + kw − 1
+    /// are: `None` when the block lies inside the map (read in place), else the offset in
+    /// `edge` at which they were gathered (padding applied), `width + kw − 1` floats a row.
+    fn gather(
         &self,
         rows: &[Option<&[f32]>],
         x0: usize,
         width: usize,
         edge: &mut Vec<f32>,
-        ptrs: &mut Vec<*const f32>,
-    ) {
+    ) -> Option<usize> {
         let x = self.x;
         let (_, _, pl, pr) = x.pads;
         let seg = width + self.g.kw - 1;
-        ptrs.clear();
         if x0 >= pl && x0 + seg <= x.w + pl && rows.iter().all(Option::is_some) {
-            ptrs.extend(rows.iter().flatten().map(|r| r[x0 - pl..].as_ptr()));
-            return;
+            return None;
         }
-        edge.clear();
-        // Padded columns x0 .. x0 + seg: the map's own columns copied as a run, the padding
-        // columns looked up.
+        let at = edge.len();
+        // The map's own columns copied as a run, the padding columns looked up.
         let (c0, c1) = (x0.max(pl), (x0 + seg).min(pl + x.w));
         let pad = |r: &[f32], c: usize| x.source(c, x.w, pl, pr).map_or(0.0, |sx| r[sx]);
         for r in rows {
@@ -227,14 +227,36 @@ impl Job<'_> {
                 None => edge.resize(edge.len() + seg, 0.0),
             }
         }
-        ptrs.extend((0..rows.len()).map(|t| edge[t * seg..].as_ptr()));
+        Some(at)
+    }
+
+    /// Input row `t` of the block at `x0` whose rows are where [`Self::gather`] put them
+    /// (`seg` = width + kw − 1 readable floats from the returned pointer).
+    fn row_ptr(
+        &self,
+        rows: &[Option<&[f32]>],
+        t: usize,
+        x0: usize,
+        at: Option<usize>,
+        edge: &[f32],
+        seg: usize,
+    ) -> *const f32 {
+        match (at, rows[t]) {
+            (Some(off), _) => edge[off + t * seg..].as_ptr(),
+            (None, Some(r)) => r[x0 - self.x.pads.2..].as_ptr(),
+            // Unreachable: a block is read in place only when every row exists.
+            (None, None) => edge.as_ptr(),
+        }
     }
 
     /// Plain loops over a whole gathered row (CPUs without AVX2; rows narrower than a block).
     fn row_portable(&self, y: usize, rows: &[Option<&[f32]>], edge: &mut Vec<f32>) {
         let g = self.g;
-        let mut ptrs = Vec::new();
-        self.block_rows(rows, 0, g.wo, edge, &mut ptrs);
+        edge.clear();
+        let at = self.gather(rows, 0, g.wo, edge);
+        let ptrs: Vec<*const f32> = (0..rows.len())
+            .map(|t| self.row_ptr(rows, t, 0, at, edge, g.wp))
+            .collect();
         let plane = g.ho * g.wo;
         let mut acc = vec![0f32; g.wo];
         for co in 0..g.cout {
@@ -280,7 +302,6 @@ macro_rules! simd_row {
                     return self.row_portable(y, rows, edge);
                 }
                 let plane = g.ho * g.wo;
-                let mut ptrs = Vec::with_capacity(rows.len());
                 // The activation as a clamp: max(lo, s) and min(hi, s) return s when it is NaN,
                 // as PyTorch's ReLU does.
                 let (lo, hi) = match self.act {
@@ -289,39 +310,74 @@ macro_rules! simd_row {
                     Activation::Relu6 => (0.0, 6.0),
                 };
                 let (lo, hi) = ($set1(lo), $set1(hi));
-                let mut x0 = 0;
-                loop {
-                    // The last block ends at the row's end, overlapping the one before (its
-                    // outputs are recomputed identically, never accumulated).
-                    let x = x0.min(g.wo - width);
-                    self.block_rows(rows, x, width, edge, &mut ptrs);
-                    let mut acc: [[$v; NV]; CO] = [[$zero(); NV]; CO];
-                    let mut wp = self.w.as_ptr();
-                    for &row in &ptrs {
-                        for kx in 0..g.kw {
-                            let xs: [$v; NV] =
-                                std::array::from_fn(|v| $load(row.add(kx + $lanes * v)));
-                            for co in 0..CO {
-                                let wv = $set1(*wp.add(co));
-                                for v in 0..NV {
-                                    acc[co][v] = $fma(wv, xs[v], acc[co][v]);
+                // Blocks of `width` columns; a last, partial one ends at the row's end,
+                // overlapping the one before (its outputs are recomputed identically).
+                let seg = width + g.kw - 1;
+                edge.clear();
+                let mut blocks = Vec::with_capacity(g.wo / width + 1);
+                let mut x = 0;
+                while x + width <= g.wo {
+                    blocks.push((x, self.gather(rows, x, width, edge)));
+                    x += width;
+                }
+                let full = blocks.len();
+                if x < g.wo {
+                    let x = g.wo - width;
+                    blocks.push((x, self.gather(rows, x, width, edge)));
+                }
+                // Passes over a few input channels at a time, each pass over the whole row:
+                // the planes of a map lie ~1 MiB apart, in the same L1 sets, so the 192 rows of
+                // a 64-channel 3×3 layer taken at once thrashed L1. Partial sums go through
+                // `dst` (exact f32, the same order of taps), the overlapping block's in `tail`.
+                let per_pass = (PASS_ROWS / g.kh).max(1) * g.kh;
+                let mut tail: [[$v; NV]; CO] = [[$zero(); NV]; CO];
+                let mut p0 = 0;
+                while p0 < rows.len() {
+                    let p1 = (p0 + per_pass).min(rows.len());
+                    let (first, last) = (p0 == 0, p1 == rows.len());
+                    for (bi, &(x, at)) in blocks.iter().enumerate() {
+                        let out = |co: usize| self.dst.at(co * plane + y * g.wo + x);
+                        let mut acc: [[$v; NV]; CO] = if bi == full {
+                            tail
+                        } else if first {
+                            [[$zero(); NV]; CO]
+                        } else {
+                            std::array::from_fn(|co| {
+                                std::array::from_fn(|v| $load(out(co).add($lanes * v)))
+                            })
+                        };
+                        let mut wp = self.w.as_ptr().add(p0 * g.kw * CO);
+                        for t in p0..p1 {
+                            let row = self.row_ptr(rows, t, x, at, edge, seg);
+                            for kx in 0..g.kw {
+                                let xs: [$v; NV] =
+                                    std::array::from_fn(|v| $load(row.add(kx + $lanes * v)));
+                                for co in 0..CO {
+                                    let wv = $set1(*wp.add(co));
+                                    for v in 0..NV {
+                                        acc[co][v] = $fma(wv, xs[v], acc[co][v]);
+                                    }
                                 }
+                                wp = wp.add(CO);
                             }
-                            wp = wp.add(CO);
+                        }
+                        if bi == full && !last {
+                            tail = acc;
+                            continue;
+                        }
+                        for co in 0..CO {
+                            let b = $set1(self.bias[co]);
+                            for v in 0..NV {
+                                let s = if last {
+                                    $min(hi, $max(lo, $add(acc[co][v], b)))
+                                } else {
+                                    acc[co][v]
+                                };
+                                $store(out(co).add($lanes * v), s);
+                            }
                         }
                     }
-                    for co in 0..CO {
-                        let b = $set1(self.bias[co]);
-                        let out = self.dst.at(co * plane + y * g.wo + x);
-                        for v in 0..NV {
-                            let s = $min(hi, $max(lo, $add(acc[co][v], b)));
-                            $store(out.add($lanes * v), s);
-                        }
-                    }
-                    if x + width >= g.wo {
-                        break;
-                    }
-                    x0 += width;
+                    p0 = p1;
                 }
             }
         }
