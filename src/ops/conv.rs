@@ -41,6 +41,17 @@ pub enum Activation {
     Relu6,
 }
 
+impl Activation {
+    /// The activation as a clamp to [lo, hi] (what the SIMD epilogues apply).
+    pub(super) fn bounds(self) -> (f32, f32) {
+        match self {
+            Activation::None => (f32::NEG_INFINITY, f32::INFINITY),
+            Activation::Relu => (0.0, f32::INFINITY),
+            Activation::Relu6 => (0.0, 6.0),
+        }
+    }
+}
+
 /// A convolution's options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvSpec {

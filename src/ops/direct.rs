@@ -3,11 +3,12 @@
 //! its time copying patches.
 //!
 //! Each output row is cut into blocks of `NV` vectors; a block of every output channel is
-//! accumulated in registers over all (ci, ky, kx) — one load of shifted input per tap feeds all
-//! `CO` channels — then bias and activation are applied and the block is stored once: the
-//! output is never zeroed or reloaded. The padding is read on the fly: blocks inside the map
-//! read the input rows in place, the edge blocks a small gathered copy. AVX-512 (16 lanes, 32
-//! registers) or AVX2/FMA (8 lanes, 16 registers) when the CPU has them, else plain loops.
+//! accumulated in registers over the (ci, ky, kx) taps — one load of shifted input per tap feeds
+//! all `CO` channels — in passes of a few input channels over the whole row (partial sums kept
+//! in the output between passes), and bias and activation are applied by the last pass: the
+//! output is never zeroed. The padding is read on the fly: blocks inside the map read the input
+//! rows in place, the edge blocks a small gathered copy. AVX-512 (16 lanes, 32 registers) or
+//! AVX2/FMA (8 lanes, 16 registers) when the CPU has them, else plain loops.
 
 use rayon::prelude::*;
 
@@ -147,7 +148,7 @@ struct Job<'a> {
 }
 
 thread_local! {
-    /// Gathered edge rows and row pointers of one task, reused.
+    /// The gathered edge blocks of one task's row, reused.
     static EDGE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -168,6 +169,7 @@ impl Job<'_> {
             })
             .collect();
         EDGE.with_borrow_mut(|edge| match kernel {
+            // Registers: CO·NV accumulators + NV inputs + 1 broadcast ≤ 32 zmm.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => match g.cout {
                 1 => self.row_avx512::<1, 4>(y, &rows, edge),
@@ -304,11 +306,7 @@ macro_rules! simd_row {
                 let plane = g.ho * g.wo;
                 // The activation as a clamp: max(lo, s) and min(hi, s) return s when it is NaN,
                 // as PyTorch's ReLU does.
-                let (lo, hi) = match self.act {
-                    Activation::None => (f32::NEG_INFINITY, f32::INFINITY),
-                    Activation::Relu => (0.0, f32::INFINITY),
-                    Activation::Relu6 => (0.0, 6.0),
-                };
+                let (lo, hi) = self.act.bounds();
                 let (lo, hi) = ($set1(lo), $set1(hi));
                 // Blocks of `width` columns; a last, partial one ends at the row's end,
                 // overlapping the one before (its outputs are recomputed identically).

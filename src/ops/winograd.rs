@@ -421,11 +421,7 @@ impl Job<'_> {
     fn output_transform<K: Micro>(&self, r0: usize, r1: usize, groups: usize, m: &[f32]) {
         let (cout, twp, ho, wo) = (self.p.cout, self.twp, self.ho, self.wo);
         let plane = ho * wo;
-        let clamp = match self.act {
-            Activation::None => (f32::NEG_INFINITY, f32::INFINITY),
-            Activation::Relu => (0.0, f32::INFINITY),
-            Activation::Relu6 => (0.0, 6.0),
-        };
+        let clamp = self.act.bounds();
         for co in 0..cout {
             let b = self.bias.map_or(0.0, |b| b[co]);
             for ty in r0..r1 {
