@@ -16,6 +16,7 @@
 use candle::{DType, Device, Tensor};
 use rayon::prelude::*;
 
+use crate::ops::avx2_or_plain;
 use crate::{Error, Result};
 
 /// How a variance is estimated from the `n` values it pools.
@@ -157,22 +158,11 @@ fn merge(a: (f64, f64, f64), b: (f64, f64, f64)) -> (f64, f64, f64) {
     )
 }
 
-/// (count, mean, M2) of one cache-resident chunk: a pass for the mean, then a pass for the
-/// deviations around it (with the rounding of the f32 mean corrected), both vectorizable; AVX2
-/// when the CPU has it (the same sums in the same order, so the same result).
-fn chunk_moments(xs: &[f32]) -> (f64, f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::ops::has_avx2() {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { chunk_moments_avx2(xs) };
-    }
-    chunk_moments_in(xs)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn chunk_moments_avx2(xs: &[f32]) -> (f64, f64, f64) {
-    chunk_moments_in(xs)
+avx2_or_plain! {
+    /// (count, mean, M2) of one cache-resident chunk: a pass for the mean, then a pass for the
+    /// deviations around it (with the rounding of the f32 mean corrected), both vectorizable; AVX2
+    /// when the CPU has it (the same sums in the same order, so the same result).
+    fn chunk_moments(xs: &[f32]) -> (f64, f64, f64) = chunk_moments_in
 }
 
 #[inline(always)]
@@ -395,35 +385,17 @@ fn cpu_affine_planes(data: &[f32], plane_len: usize, ab: &PlaneAffine, post: Pos
     out
 }
 
-/// One block of [`cpu_affine_planes`], starting at element `pos` of the map; AVX2 when the CPU
-/// has it (same operations, same results).
-fn affine_block(
-    o: &mut [std::mem::MaybeUninit<f32>],
-    x: &[f32],
-    pos: usize,
-    plane_len: usize,
-    ab: &PlaneAffine,
-    post: PostOp,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::ops::has_avx2() {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { affine_block_avx2(o, x, pos, plane_len, ab, post) };
-    }
-    affine_block_in(o, x, pos, plane_len, ab, post)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn affine_block_avx2(
-    o: &mut [std::mem::MaybeUninit<f32>],
-    x: &[f32],
-    pos: usize,
-    plane_len: usize,
-    ab: &PlaneAffine,
-    post: PostOp,
-) {
-    affine_block_in(o, x, pos, plane_len, ab, post)
+avx2_or_plain! {
+    /// One block of [`cpu_affine_planes`], starting at element `pos` of the map; AVX2 when the CPU
+    /// has it (same operations, same results).
+    fn affine_block(
+        o: &mut [std::mem::MaybeUninit<f32>],
+        x: &[f32],
+        pos: usize,
+        plane_len: usize,
+        ab: &PlaneAffine,
+        post: PostOp,
+    ) = affine_block_in
 }
 
 #[inline(always)]

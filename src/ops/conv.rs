@@ -14,7 +14,7 @@
 use candle::{DType, Device, Tensor};
 use rayon::prelude::*;
 
-use super::{reflection_pad2d, same_pad2d};
+use super::{avx2_or_plain, reflection_pad2d, same_pad2d};
 use crate::{Error, Result};
 
 const WHAT: &str = "conv2d";
@@ -539,36 +539,17 @@ fn depthwise(
     });
 }
 
-/// One channel of [`depthwise`]; AVX2 when the CPU has it (same operations, same results).
-fn depthwise_plane(
-    out: &mut [f32],
-    src: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    g: &Geometry,
-    act: Activation,
-    c: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { depthwise_plane_avx2(out, src, w, bias, g, act, c) };
-    }
-    depthwise_plane_in(out, src, w, bias, g, act, c)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn depthwise_plane_avx2(
-    out: &mut [f32],
-    src: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    g: &Geometry,
-    act: Activation,
-    c: usize,
-) {
-    depthwise_plane_in(out, src, w, bias, g, act, c)
+avx2_or_plain! {
+    /// One channel of [`depthwise`]; AVX2 when the CPU has it (same operations, same results).
+    fn depthwise_plane(
+        out: &mut [f32],
+        src: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        g: &Geometry,
+        act: Activation,
+        c: usize,
+    ) = depthwise_plane_in
 }
 
 #[inline(always)]

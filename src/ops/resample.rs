@@ -5,6 +5,7 @@ use std::mem::MaybeUninit;
 use candle::Tensor;
 use rayon::prelude::*;
 
+use super::avx2_or_plain;
 use crate::{Error, Result};
 
 /// 2×2 max pooling with stride 2 and `ceil_mode=True`, exactly as PyTorch's
@@ -66,20 +67,9 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, (n, c, 2 * h, 2 * w), x.device())?)
 }
 
-/// One plane `p` (h × w) → `o` (2h × 2w); AVX2 when the CPU has it.
-fn upsample_plane(o: &mut [MaybeUninit<f32>], p: &[f32], w: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { upsample_plane_avx2(o, p, w) };
-    }
-    upsample_plane_in(o, p, w)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn upsample_plane_avx2(o: &mut [MaybeUninit<f32>], p: &[f32], w: usize) {
-    upsample_plane_in(o, p, w)
+avx2_or_plain! {
+    /// One plane `p` (h × w) → `o` (2h × 2w); AVX2 when the CPU has it.
+    fn upsample_plane(o: &mut [MaybeUninit<f32>], p: &[f32], w: usize) = upsample_plane_in
 }
 
 #[inline(always)]
