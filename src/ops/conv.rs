@@ -8,7 +8,8 @@
 //! 1×1 convolutions skip the unfolding; depthwise convolutions are direct loops per channel.
 //! Stride-1 3×3 convolutions with ≥ 16 channels in and out run as Winograd F(4×4, 3×3)
 //! (`winograd.rs`), which reads the padding on the fly and needs no padded copy; stride-1
-//! convolutions with ≤ 8 output channels run as register-blocked direct loops (`direct.rs`).
+//! convolutions with ≤ 8 output channels run as register-blocked direct loops (`direct.rs`),
+//! stride-2 ones with ≤ 32 output channels likewise on column-split rows (`strided.rs`).
 //! Other devices and dtypes use Candle's convolution with explicit padding.
 
 use candle::{DType, Device, Tensor};
@@ -154,6 +155,7 @@ pub fn conv2d_prepared(
         wo,
     };
     let direct = g == 1 && spec.stride == 1 && cout <= super::direct::MAX_COUT && kh * kw > 1;
+    let strided = g == 1 && spec.stride == 2 && cout <= super::strided::MAX_COUT && kh * kw > 1;
     let wino = !direct && super::winograd::applies(cin, cout, kh, kw, spec.stride, g);
     // A prepared transform serves only a Winograd layer of its own shape (a caller may pass one
     // with another stride, say).
@@ -174,7 +176,7 @@ pub fn conv2d_prepared(
             Some(&fresh)
         }
     };
-    // Winograd, the direct kernel and the GEMM write every output element without reading it,
+    // Winograd, the direct kernels and the GEMM write every output element without reading it,
     // so their output is never zeroed; depthwise accumulates into a zeroed sample.
     let per = cout * ho * wo;
     let mut out: Vec<f32> = Vec::with_capacity(n * per);
@@ -208,6 +210,13 @@ pub fn conv2d_prepared(
             // SAFETY: as above; every output is written.
             unsafe {
                 super::direct::conv(&unpadded, &ws, bs.as_deref(), OutPtr(dst), &geo, spec.act)
+            };
+            continue;
+        }
+        if strided {
+            // SAFETY: as above; every output is written.
+            unsafe {
+                super::strided::conv(&unpadded, &ws, bs.as_deref(), OutPtr(dst), &geo, spec.act)
             };
             continue;
         }

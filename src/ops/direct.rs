@@ -86,7 +86,7 @@ unsafe fn run(
 
 /// The instruction set of the row kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
+pub(super) enum Kernel {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -97,7 +97,7 @@ enum Kernel {
 impl Kernel {
     /// The widest this CPU runs, or the one `NORMSTYLE_KERNEL` names (`portable`, `avx2`,
     /// `avx512`, as for the Winograd micro-kernels) when the CPU runs it; detected once.
-    fn detect() -> Kernel {
+    pub(super) fn detect() -> Kernel {
         static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         *KERNEL.get_or_init(|| {
             let all = Kernel::available();
@@ -120,7 +120,7 @@ impl Kernel {
     }
 
     /// Those this CPU runs, narrowest first.
-    fn available() -> Vec<Kernel> {
+    pub(super) fn available() -> Vec<Kernel> {
         let mut v = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
         {

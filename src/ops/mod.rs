@@ -6,6 +6,7 @@ mod conv_grad;
 mod direct;
 mod pad;
 mod resample;
+mod strided;
 mod winograd;
 
 pub use conv::{conv2d_fused, conv2d_prepared, Activation, ConvSpec, Padding, WinogradWeights};
