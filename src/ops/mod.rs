@@ -7,30 +7,36 @@ mod direct;
 mod pad;
 mod resample;
 mod strided;
+mod upconv;
 mod winograd;
 
 pub use conv::{conv2d_fused, conv2d_prepared, Activation, ConvSpec, Padding, WinogradWeights};
 pub use pad::{reflection_pad2d, same_pad2d};
 pub use resample::{max_pool2x2_ceil, upsample_nearest2x};
+pub use upconv::upsample_conv3x3;
 
 use candle::Tensor;
 
 use crate::Result;
 
 /// The CPU kernels this machine runs, for benchmark reports: the Winograd micro-kernel, the
-/// direct kernel for few output channels and the `gemm` crate's instruction set (all chosen at
-/// run time: AVX-512, AVX2/FMA or portable).
+/// direct kernels for few output channels (stride 1, stride 2, and upsampling fused into the
+/// next conv) and the `gemm` crate's instruction set (all chosen at run time: AVX-512,
+/// AVX2/FMA or portable).
 pub fn kernel_path() -> String {
     let isa = winograd::Isa::detect();
     format!(
         "winograd F(4x4,3x3) on own {} {}x{} micro-kernels for stride-1 3x3 convs with >= 16 \
-         channels in and out; own {} direct kernel for stride-1 convs with <= {} channels out; \
-         banded im2col + gemm crate ({}) otherwise",
+         channels in and out; own {} direct kernels for stride-1 convs with <= {} channels out, \
+         stride-2 convs with <= {} and nearest x2 upsampling + 3x3 conv with <= {} (on the \
+         small map); banded im2col + gemm crate ({}) otherwise",
         isa.name(),
         isa.mr(),
         isa.nr(),
         direct::kernel_name(),
         direct::MAX_COUT,
+        strided::MAX_COUT,
+        upconv::MAX_COUT,
         gemm_isa()
     )
 }

@@ -21,7 +21,9 @@ use candle::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::norm::{conditional_norm_batch_then, NormKind, PostOp};
-use crate::ops::{conv2d_prepared, Activation, ConvSpec, Padding, WinogradWeights};
+use crate::ops::{
+    conv2d_prepared, upsample_conv3x3, Activation, ConvSpec, Padding, WinogradWeights,
+};
 use crate::weights::{tensor, TensorMap};
 use crate::Result;
 
@@ -93,6 +95,18 @@ impl Conv {
     /// Reflection-padded by k/2, convolved, then `act`.
     fn forward_reflect(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         self.run(x, Padding::Reflect(self.kernel() / 2), act)
+    }
+
+    /// Upsampled ×2 (nearest), reflection-padded by 1, convolved (3×3), then `act`; fused
+    /// into one op on the small map where that is faster.
+    fn forward_upsampled(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        upsample_conv3x3(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            act,
+            self.winograd.as_deref(),
+        )
     }
 
     /// TF-'SAME' zero padded, convolved, then `act` (the predictor).

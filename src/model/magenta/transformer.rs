@@ -10,7 +10,7 @@ use super::{
 };
 use crate::norm::NormKind;
 use crate::norm::PostOp;
-use crate::ops::{upsample_nearest2x, Activation};
+use crate::ops::Activation;
 use crate::weights::{tensor, TensorMap};
 use crate::{Error, Result};
 
@@ -164,20 +164,21 @@ impl Skeleton {
                 .collect::<Result<_>>()?;
         }
         for (i, conv) in self.expand.iter().enumerate() {
-            if i < 2 {
-                let _t = crate::profile::scope("transformer: upsample ×2");
-                x = each(&x, upsample_nearest2x)?;
-            }
             let post = if i < 2 { PostOp::Relu } else { PostOp::Sigmoid };
             let y = {
                 let _t = crate::profile::scope(
                     [
-                        "transformer: expand conv 1",
-                        "transformer: expand conv 2",
+                        "transformer: expand conv 1 (with upsampling ×2)",
+                        "transformer: expand conv 2 (with upsampling ×2)",
                         "transformer: expand conv 3",
                     ][i],
                 );
-                each(&x, |t| conv.forward_reflect(t, Activation::None))?
+                // The first two upsample ×2 first, fused into the convolution.
+                if i < 2 {
+                    each(&x, |t| conv.forward_upsampled(t, Activation::None))?
+                } else {
+                    each(&x, |t| conv.forward_reflect(t, Activation::None))?
+                }
             };
             x = norm(y, post)?;
         }
