@@ -110,7 +110,11 @@ pub fn upsample_conv3x3(
     }
     // SAFETY: every output of every sample was written (each row pair by its task).
     unsafe { out.set_len(n * per) };
-    Ok(Tensor::from_vec(out, (n, cout, 2 * h, 2 * w), &Device::Cpu)?)
+    Ok(Tensor::from_vec(
+        out,
+        (n, cout, 2 * h, 2 * w),
+        &Device::Cpu,
+    )?)
 }
 
 /// The four 2×2 kernels of each row phase a: `w` (Cout, Cin, 3, 3) → [a][ci][i][q][co] with
@@ -253,10 +257,7 @@ impl Job<'_> {
             let plane = 4 * self.h * w;
             // SAFETY: row 2r + a of channel co lies inside dst and is this task's.
             let out = unsafe {
-                std::slice::from_raw_parts_mut(
-                    self.dst.at(co * plane + (2 * r + a) * 2 * w),
-                    2 * w,
-                )
+                std::slice::from_raw_parts_mut(self.dst.at(co * plane + (2 * r + a) * 2 * w), 2 * w)
             };
             out.copy_from_slice(&acc);
         }
@@ -266,7 +267,13 @@ impl Job<'_> {
     /// Where the small rows of the block at columns c0 .. c0 + width are, from column c0 − 1:
     /// `None` inside the map (read in place), else the offset in `edge` of a gathered copy with
     /// the edge columns replicated (`width + 2` floats a row).
-    fn gather(&self, rows: &[&[f32]], c0: usize, width: usize, edge: &mut Vec<f32>) -> Option<usize> {
+    fn gather(
+        &self,
+        rows: &[&[f32]],
+        c0: usize,
+        width: usize,
+        edge: &mut Vec<f32>,
+    ) -> Option<usize> {
         let w = self.w;
         if c0 >= 1 && c0 + width < w {
             return None;
@@ -491,7 +498,14 @@ mod tests {
             ((seed >> 40) as f64 / (1u64 << 24) as f64) as f32 - 0.5
         };
         // (cin, h, w)
-        let shapes = [(3, 1, 1), (2, 3, 5), (16, 4, 16), (8, 5, 37), (4, 2, 70), (5, 33, 1)];
+        let shapes = [
+            (3, 1, 1),
+            (2, 3, 5),
+            (16, 4, 16),
+            (8, 5, 37),
+            (4, 2, 70),
+            (5, 33, 1),
+        ];
         for kernel in Kernel::available() {
             for &(cin, h, w) in &shapes {
                 for cout in [1, 2, 3, 4, 5, 6, 7, 8, 11, 16] {
