@@ -290,32 +290,34 @@ fn find_first_storage_header(b: &[u8]) -> usize {
 }
 
 /// Tiled encoding and decoding (for large images) equal the untiled network: odd sizes, tiles
-/// of 4 relu4_1 positions (32 pixels) with their 64-pixel margins clipped at the
-/// image edges. Tolerance 1e-4 (float summation order only).
+/// of 4 relu4_1 positions (32 pixels) whose 64-pixel margins are clipped at the image edges,
+/// and tiles of 8 (4 × 5 of them, the inner ones with their full margins). Tolerance 1e-4
+/// (float summation order only).
 #[test]
 fn tiled_encode_and_decode_equal_the_whole_image() {
     let mut s = Stream(5);
     let (vgg, dec) = random_weights(&mut s);
     let net = AdaIn::from_maps(&vgg, &dec).unwrap();
-    let img = random_image(&mut s, 97, 131);
-    let whole = net.encoder.forward(&img).unwrap();
-    let tile = 4;
-    let tiled = net.encode_tiled(&img, tile).unwrap();
-    assert_eq!(tiled.dims(), whole.dims());
-    let d = max_diff(&tiled, &whole);
-    assert!(d <= 1e-4, "encode tile {tile}: {d}");
-    let y_whole = net
-        .decoder
-        .forward(&whole)
-        .unwrap()
-        .narrow(2, 0, 97)
-        .unwrap()
-        .narrow(3, 0, 131)
-        .unwrap();
-    let y = net.decode_tiled(&whole, (97, 131), tile).unwrap();
-    let d = max_diff(&y, &y_whole);
-    println!("tile {tile}: decode max |Δ| = {d:.2e}");
-    assert!(d <= 1e-4, "decode tile {tile}: {d}");
+    for ((h, w), tile) in [((97, 131), 4), ((197, 299), 8)] {
+        let img = random_image(&mut s, h, w);
+        let whole = net.encoder.forward(&img).unwrap();
+        let tiled = net.encode_tiled(&img, tile).unwrap();
+        assert_eq!(tiled.dims(), whole.dims());
+        let d = max_diff(&tiled, &whole);
+        assert!(d <= 1e-4, "{h}x{w} encode tile {tile}: {d}");
+        let y_whole = net
+            .decoder
+            .forward(&whole)
+            .unwrap()
+            .narrow(2, 0, h)
+            .unwrap()
+            .narrow(3, 0, w)
+            .unwrap();
+        let y = net.decode_tiled(&whole, (h, w), tile).unwrap();
+        let d = max_diff(&y, &y_whole);
+        println!("{h}x{w} tile {tile}: decode max |Δ| = {d:.2e}");
+        assert!(d <= 1e-4, "{h}x{w} decode tile {tile}: {d}");
+    }
 }
 
 /// Inputs the fuzzers found (`fuzz/`, kept in tests/fixtures/fuzz): each must load or fail
