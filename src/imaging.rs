@@ -207,26 +207,41 @@ pub fn to_rgb(img: &DynamicImage) -> Rgb32FImage {
 
 /// Resizes (Lanczos3) so the longer side is at most `max_side` (0 keeps the size).
 pub fn cap_long_side(img: Rgb32FImage, max_side: u32) -> Rgb32FImage {
-    let (w, h) = img.dimensions();
-    let long = w.max(h);
-    if max_side == 0 || long <= max_side {
+    let (nw, nh) = capped_dims(img.dimensions(), max_side);
+    if (nw, nh) == img.dimensions() {
         return img;
     }
+    image::imageops::resize(&img, nw, nh, FilterType::Lanczos3)
+}
+
+/// The size [`cap_long_side`] gives an image of `(w, h)`.
+pub fn capped_dims((w, h): (u32, u32), max_side: u32) -> (u32, u32) {
+    let long = w.max(h);
+    if max_side == 0 || long <= max_side {
+        return (w, h);
+    }
     let s = max_side as f64 / long as f64;
-    let (nw, nh) = (
+    (
         ((w as f64 * s).round() as u32).max(1),
         ((h as f64 * s).round() as u32).max(1),
-    );
-    image::imageops::resize(&img, nw, nh, FilterType::Lanczos3)
+    )
 }
 
 /// Resizes (Lanczos3) so the shorter side is exactly `side` (up or down, aspect kept, like
 /// torchvision's `Resize(side)` in the AdaIN reference); 0 keeps the size.
 pub fn resize_short_side(img: Rgb32FImage, side: u32) -> Rgb32FImage {
-    let (w, h) = img.dimensions();
+    let (nw, nh) = short_side_dims(img.dimensions(), side);
+    if (nw, nh) == img.dimensions() {
+        return img;
+    }
+    image::imageops::resize(&img, nw, nh, FilterType::Lanczos3)
+}
+
+/// The size [`resize_short_side`] gives an image of `(w, h)`.
+pub fn short_side_dims((w, h): (u32, u32), side: u32) -> (u32, u32) {
     let short = w.min(h);
     if side == 0 || short == side {
-        return img;
+        return (w, h);
     }
     let s = side as f64 / short as f64;
     let scaled = |n: u32, short_axis: bool| {
@@ -236,8 +251,7 @@ pub fn resize_short_side(img: Rgb32FImage, side: u32) -> Rgb32FImage {
             ((n as f64 * s).round() as u32).max(1)
         }
     };
-    let (nw, nh) = (scaled(w, w <= h), scaled(h, h < w));
-    image::imageops::resize(&img, nw, nh, FilterType::Lanczos3)
+    (scaled(w, w <= h), scaled(h, h < w))
 }
 
 /// The centered square of side min(W, H).

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use candle::Device;
 use normstyle::color::PreserveColor;
-use normstyle::pipeline::{mask_from_image, parse_preset, Styling};
+use normstyle::pipeline::{mask_from_image, parse_preset, Family, Styling};
 use normstyle::{NormKind, Stylizer};
 
 const PHOTO: &str = "assets/photos/chicago.jpg";
@@ -179,6 +179,38 @@ fn magenta_options_match_the_cli() {
         )[0],
         "preset",
     );
+}
+
+/// `content_dimensions` (the size planned before decoding) is the size a prepared content has,
+/// for both families, each sizing rule and cropping, on odd photo sizes.
+#[test]
+fn content_dimensions_are_the_prepared_sizes() {
+    let (vgg, dec) = common::adain_weight_files("dimensions");
+    let families = [
+        Stylizer::magenta(&Device::Cpu).unwrap(),
+        Stylizer::adain(&vgg, &dec, &Device::Cpu).unwrap(),
+    ];
+    let photo = open(PHOTO);
+    for st in families {
+        for (w, h) in [(61, 37), (30, 45), (40, 40)] {
+            let img = photo.resize_exact(w, h, image::imageops::FilterType::Triangle);
+            for size in [None, Some(0), Some(24), Some(50)] {
+                for crop in [false, true] {
+                    let st = st.clone().with_content_size(size).with_crop(crop);
+                    if size.is_none() && st.family() == Family::Adain {
+                        continue; // 512 pixels: too slow for a test, same rule as Some(50)
+                    }
+                    let c = st.content(&img).unwrap();
+                    assert_eq!(
+                        st.content_dimensions((w, h)),
+                        c.dimensions(),
+                        "{} {w}x{h} size {size:?} crop {crop}",
+                        st.family().name()
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -359,6 +359,25 @@ impl Stylizer {
 
     /// An image resized as the model runs it — AdaIN: shorter side → `size` (default 512);
     /// Magenta: longer side capped at `size` (default 1024) — then center-cropped if asked.
+    /// The size a content image of `(width, height)` runs at, and its output has: resized as
+    /// [`Stylizer::with_content_size`] says, then cropped as [`Stylizer::with_crop`] says.
+    /// Known before decoding the pixels, e.g. to plan memory.
+    pub fn content_dimensions(&self, (width, height): (u32, u32)) -> (u32, u32) {
+        let (w, h) = match self.nets {
+            Nets::Adain(_) => {
+                imaging::short_side_dims((width, height), self.content_size.unwrap_or(512))
+            }
+            Nets::Magenta { .. } => {
+                imaging::capped_dims((width, height), self.content_size.unwrap_or(1024))
+            }
+        };
+        if self.crop {
+            (w.min(h), w.min(h))
+        } else {
+            (w, h)
+        }
+    }
+
     fn fit(&self, img: Rgb, size: Option<u32>) -> Rgb {
         let img = match self.nets {
             Nets::Adain(_) => imaging::resize_short_side(img, size.unwrap_or(512)),
