@@ -66,6 +66,16 @@ pub fn run(mut args: StylizeArgs) -> anyhow::Result<ExitCode> {
         manifest: args.manifest.clone(),
     };
     let st = args.stylizer()?;
+    // Photos are decoded one at a time inside the run; their working size is bounded only by
+    // --content-size (AdaIN sizes the shorter side: allow a 2:1 aspect).
+    super::memory::fit_to(
+        st.family(),
+        match args.content_size {
+            Some(0) => None,
+            Some(n) => Some(2 * u64::from(n).pow(2)),
+            None => Some(2 * 1024 * 1024),
+        },
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

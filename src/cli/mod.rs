@@ -9,6 +9,7 @@ mod compare;
 mod convert;
 mod import_magenta;
 mod manifest;
+pub mod memory;
 mod norms;
 mod presets;
 mod stylize;

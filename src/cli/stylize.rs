@@ -28,6 +28,16 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<ExitCode> {
 
     let t_load = Instant::now();
     let st = args.stylizer()?;
+    super::memory::fit_to(
+        st.family(),
+        contents
+            .iter()
+            .map(|c| {
+                let (w, h) = st.content_dimensions(c.dimensions());
+                u64::from(w) * u64::from(h)
+            })
+            .max(),
+    );
     let contents: Vec<Content> = contents
         .into_iter()
         .zip(&args.content)
