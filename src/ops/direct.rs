@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::conv::{epilogue, Geometry, OutPtr};
 use super::winograd::Input;
-use super::Activation;
+use super::{simd_isas, Activation};
 
 /// Up to this many output channels a stride-1 convolution runs here.
 pub(super) const MAX_COUT: usize = 8;
@@ -58,15 +58,7 @@ unsafe fn run(
     act: Activation,
 ) {
     debug_assert!(g.stride == 1 && g.cout <= MAX_COUT);
-    // Taps in (ci, ky, kx) order, the Cout weights of one tap adjacent (one broadcast each).
-    let taps = g.cin * g.kh * g.kw;
-    let mut wt = vec![0f32; taps * g.cout];
-    for co in 0..g.cout {
-        for t in 0..taps {
-            wt[t * g.cout + co] = w[co * taps + t];
-        }
-    }
-    let b: Vec<f32> = (0..g.cout).map(|c| bias.map_or(0.0, |b| b[c])).collect();
+    let (wt, b) = tap_major(w, bias, g);
     let job = Job {
         x,
         w: &wt,
@@ -82,6 +74,20 @@ unsafe fn run(
             unsafe { job.row(y, kernel) }
         });
     });
+}
+
+/// The weights `w` (Cout, Cin, kh, kw) with taps in (ci, ky, kx) order, the Cout weights of one
+/// tap adjacent (one broadcast each), and the bias as Cout values (zeros without one).
+pub(super) fn tap_major(w: &[f32], bias: Option<&[f32]>, g: &Geometry) -> (Vec<f32>, Vec<f32>) {
+    let taps = g.cin * g.kh * g.kw;
+    let mut wt = vec![0f32; taps * g.cout];
+    for co in 0..g.cout {
+        for t in 0..taps {
+            wt[t * g.cout + co] = w[co * taps + t];
+        }
+    }
+    let b = (0..g.cout).map(|c| bias.map_or(0.0, |b| b[c])).collect();
+    (wt, b)
 }
 
 /// The instruction set of the row kernels.
@@ -382,41 +388,20 @@ macro_rules! simd_row {
     };
 }
 
-simd_row!(
-    row_avx2,
-    "avx2,fma",
-    8,
-    __m256,
-    _mm256_setzero_ps,
-    _mm256_set1_ps,
-    _mm256_loadu_ps,
-    _mm256_fmadd_ps,
-    _mm256_add_ps,
-    _mm256_max_ps,
-    _mm256_min_ps,
-    _mm256_storeu_ps
-);
-simd_row!(
-    row_avx512,
-    "avx512f,avx512vl,avx2,fma",
-    16,
-    __m512,
-    _mm512_setzero_ps,
-    _mm512_set1_ps,
-    _mm512_loadu_ps,
-    _mm512_fmadd_ps,
-    _mm512_add_ps,
-    _mm512_max_ps,
-    _mm512_min_ps,
-    _mm512_storeu_ps
-);
+simd_isas!(simd_row);
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    /// float64 convolution of `src` (Cin, H, W), padded as `x` says.
-    fn reference(x: &Input, w: &[f32], b: &[f32], g: &Geometry, act: Activation) -> Vec<f64> {
+    /// float64 act(conv(x) + b), `x` (Cin, H, W) padded as it says, stride `g.stride`.
+    pub(in crate::ops) fn reference(
+        x: &Input,
+        w: &[f32],
+        b: &[f32],
+        g: &Geometry,
+        act: Activation,
+    ) -> Vec<f64> {
         let (pt, pb, pl, pr) = x.pads;
         let mut out = vec![0f64; g.cout * g.ho * g.wo];
         for co in 0..g.cout {
@@ -426,8 +411,8 @@ mod tests {
                     for ci in 0..g.cin {
                         for ky in 0..g.kh {
                             for kx in 0..g.kw {
-                                let sy = x.source(oy + ky, x.h, pt, pb);
-                                let sx = x.source(ox + kx, x.w, pl, pr);
+                                let sy = x.source(g.stride * oy + ky, x.h, pt, pb);
+                                let sx = x.source(g.stride * ox + kx, x.w, pl, pr);
                                 if let (Some(sy), Some(sx)) = (sy, sx) {
                                     let v = x.data[(ci * x.h + sy) * x.w + sx];
                                     let k = w[((co * g.cin + ci) * g.kh + ky) * g.kw + kx];
@@ -453,13 +438,7 @@ mod tests {
     /// an output left unwritten fails.
     #[test]
     fn every_kernel_matches_a_float64_convolution() {
-        let mut seed = 11u64;
-        let mut rnd = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 40) as f64 / (1u64 << 24) as f64) as f32 - 0.5
-        };
+        let mut rnd = crate::ops::centered_stream(11);
         // (cin, h, w, k, pad, reflect)
         let shapes = [
             (3, 5, 7, 3, 1, true),

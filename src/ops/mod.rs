@@ -89,6 +89,56 @@ macro_rules! avx2_or_plain {
 }
 pub(crate) use avx2_or_plain;
 
+/// Instantiates a row-kernel macro `$m` (direct, strided, upconv) for AVX2/FMA (`row_avx2`, 8
+/// lanes) and AVX-512 (`row_avx512`, 16 lanes): name, target features, lanes, vector type and
+/// the intrinsics it uses, then any per-ISA extras (after `;`: the AVX2 one, the AVX-512 one).
+macro_rules! simd_isas {
+    ($m:ident $(; $avx2:ident, $avx512:ident)?) => {
+        $m!(
+            row_avx2,
+            "avx2,fma",
+            8,
+            __m256,
+            _mm256_setzero_ps,
+            _mm256_set1_ps,
+            _mm256_loadu_ps,
+            _mm256_fmadd_ps,
+            _mm256_add_ps,
+            _mm256_max_ps,
+            _mm256_min_ps,
+            _mm256_storeu_ps
+            $(, $avx2)?
+        );
+        $m!(
+            row_avx512,
+            "avx512f,avx512vl,avx2,fma",
+            16,
+            __m512,
+            _mm512_setzero_ps,
+            _mm512_set1_ps,
+            _mm512_loadu_ps,
+            _mm512_fmadd_ps,
+            _mm512_add_ps,
+            _mm512_max_ps,
+            _mm512_min_ps,
+            _mm512_storeu_ps
+            $(, $avx512)?
+        );
+    };
+}
+pub(crate) use simd_isas;
+
+/// Test data: a deterministic stream uniform in [−0.5, 0.5) (a 64-bit LCG's top 24 bits).
+#[cfg(test)]
+pub(crate) fn centered_stream(mut seed: u64) -> impl FnMut() -> f32 {
+    move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 40) as f64 / (1u64 << 24) as f64) as f32 - 0.5
+    }
+}
+
 /// A zeroed f32 buffer of `len`, zeroed by the thread pool: a fresh multi-MiB buffer's page
 /// faults and zeroing on the calling thread alone were ~15 % of a 2-thread Magenta 1024² run.
 pub(crate) fn zeroed(len: usize) -> Vec<f32> {

@@ -14,9 +14,9 @@ use rayon::prelude::*;
 
 use super::avx2_or_plain;
 use super::conv::{epilogue, Geometry, OutPtr};
-use super::direct::Kernel;
+use super::direct::{tap_major, Kernel};
 use super::winograd::Input;
-use super::Activation;
+use super::{simd_isas, Activation};
 
 /// Up to this many output channels a stride-2 convolution runs here (the GEMM wins above).
 pub(super) const MAX_COUT: usize = 32;
@@ -55,15 +55,7 @@ unsafe fn run(
     act: Activation,
 ) {
     debug_assert!(g.stride == 2 && g.cout <= MAX_COUT);
-    // Taps in (ci, ky, kx) order, the Cout weights of one tap adjacent (one broadcast each).
-    let taps = g.cin * g.kh * g.kw;
-    let mut wt = vec![0f32; taps * g.cout];
-    for co in 0..g.cout {
-        for t in 0..taps {
-            wt[t * g.cout + co] = w[co * taps + t];
-        }
-    }
-    let b: Vec<f32> = (0..g.cout).map(|c| bias.map_or(0.0, |b| b[c])).collect();
+    let (wt, b) = tap_major(w, bias, g);
     let half = g.wp.div_ceil(2);
     // Output rows per band: the 2·rows + kh − 2 split rows it reads fit in BAND_BYTES.
     let row_bytes = g.cin * 2 * half * 4;
@@ -290,37 +282,11 @@ macro_rules! simd_row {
     };
 }
 
-simd_row!(
-    row_avx2,
-    "avx2,fma",
-    8,
-    __m256,
-    _mm256_setzero_ps,
-    _mm256_set1_ps,
-    _mm256_loadu_ps,
-    _mm256_fmadd_ps,
-    _mm256_add_ps,
-    _mm256_max_ps,
-    _mm256_min_ps,
-    _mm256_storeu_ps
-);
-simd_row!(
-    row_avx512,
-    "avx512f,avx512vl,avx2,fma",
-    16,
-    __m512,
-    _mm512_setzero_ps,
-    _mm512_set1_ps,
-    _mm512_loadu_ps,
-    _mm512_fmadd_ps,
-    _mm512_add_ps,
-    _mm512_max_ps,
-    _mm512_min_ps,
-    _mm512_storeu_ps
-);
+simd_isas!(simd_row);
 
 #[cfg(test)]
 mod tests {
+    use super::super::direct::tests::reference;
     use super::*;
 
     /// Every kernel this CPU runs against a float64 stride-2 convolution, within 1e-5 of the
@@ -329,13 +295,7 @@ mod tests {
     /// reflection and zero ('SAME'-like, asymmetric) padding; the output starts as NaN.
     #[test]
     fn every_kernel_matches_a_float64_convolution() {
-        let mut seed = 7u64;
-        let mut rnd = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 40) as f64 / (1u64 << 24) as f64) as f32 - 0.5
-        };
+        let mut rnd = crate::ops::centered_stream(7);
         // (cin, h, w, kh, kw, pads, reflect)
         let shapes = [
             (3, 5, 7, 3, 3, (1, 1, 1, 1), true),
@@ -374,36 +334,13 @@ mod tests {
                     let mut out = vec![f32::NAN; cout * ho * wo];
                     // SAFETY: `out` holds Cout·Ho·Wo floats; the kernel runs on this CPU.
                     unsafe { run(kernel, &x, &wt, Some(&b), OutPtr(out.as_mut_ptr()), &g, act) };
-                    for co in 0..cout {
-                        for oy in 0..ho {
-                            for ox in 0..wo {
-                                let mut s = f64::from(b[co]);
-                                for ci in 0..cin {
-                                    for ky in 0..kh {
-                                        for kx in 0..kw {
-                                            let sy = x.source(2 * oy + ky, h, pads.0, pads.1);
-                                            let sx = x.source(2 * ox + kx, w, pads.2, pads.3);
-                                            if let (Some(sy), Some(sx)) = (sy, sx) {
-                                                let k = ((co * cin + ci) * kh + ky) * kw + kx;
-                                                s += f64::from(data[(ci * h + sy) * w + sx])
-                                                    * f64::from(wt[k]);
-                                            }
-                                        }
-                                    }
-                                }
-                                let want = match act {
-                                    Activation::None => s,
-                                    Activation::Relu => s.max(0.0),
-                                    Activation::Relu6 => s.clamp(0.0, 6.0),
-                                };
-                                let got = out[(co * ho + oy) * wo + ox];
-                                assert!(
-                                    (f64::from(got) - want).abs() <= 1e-5 * want.abs().max(1.0),
-                                    "{kernel:?} cin {cin} cout {cout} {h}x{w} k {kh}x{kw}: \
-                                     ({co}, {oy}, {ox}) {got} vs {want}"
-                                );
-                            }
-                        }
+                    let want = reference(&x, &wt, &b, &g, act);
+                    for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
+                        assert!(
+                            (f64::from(got) - want).abs() <= 1e-5 * want.abs().max(1.0),
+                            "{kernel:?} cin {cin} cout {cout} {h}x{w} k {kh}x{kw}: [{i}] {got} \
+                             vs {want}"
+                        );
                     }
                 }
             }

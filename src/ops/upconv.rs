@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::conv::{conv2d_prepared, epilogue, OutPtr};
 use super::direct::Kernel;
-use super::{upsample_nearest2x, Activation, ConvSpec, Padding, WinogradWeights};
+use super::{simd_isas, upsample_nearest2x, Activation, ConvSpec, Padding, WinogradWeights};
 use crate::{Error, Result};
 
 const WHAT: &str = "upsample_conv3x3";
@@ -402,36 +402,7 @@ fn zip_avx512(
     )
 }
 
-simd_row!(
-    row_avx2,
-    "avx2,fma",
-    8,
-    __m256,
-    _mm256_setzero_ps,
-    _mm256_set1_ps,
-    _mm256_loadu_ps,
-    _mm256_fmadd_ps,
-    _mm256_add_ps,
-    _mm256_max_ps,
-    _mm256_min_ps,
-    _mm256_storeu_ps,
-    zip_avx2
-);
-simd_row!(
-    row_avx512,
-    "avx512f,avx512vl,avx2,fma",
-    16,
-    __m512,
-    _mm512_setzero_ps,
-    _mm512_set1_ps,
-    _mm512_loadu_ps,
-    _mm512_fmadd_ps,
-    _mm512_add_ps,
-    _mm512_max_ps,
-    _mm512_min_ps,
-    _mm512_storeu_ps,
-    zip_avx512
-);
+simd_isas!(simd_row; zip_avx2, zip_avx512);
 
 #[cfg(test)]
 mod tests {
@@ -490,13 +461,7 @@ mod tests {
     /// an output left unwritten fails.
     #[test]
     fn every_kernel_matches_upsampling_then_convolving_in_float64() {
-        let mut seed = 5u64;
-        let mut rnd = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 40) as f64 / (1u64 << 24) as f64) as f32 - 0.5
-        };
+        let mut rnd = crate::ops::centered_stream(5);
         // (cin, h, w)
         let shapes = [
             (3, 1, 1),

@@ -807,13 +807,10 @@ mod tests {
         [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
     ];
 
-    fn rng(mut seed: u64) -> impl FnMut() -> f32 {
-        move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 40) as f64 / (1u64 << 24) as f64) as f32
-        }
+    /// Uniform in [0, 1).
+    fn rng(seed: u64) -> impl FnMut() -> f32 {
+        let mut r = crate::ops::centered_stream(seed);
+        move || r() + 0.5
     }
 
     /// The written-out transforms equal the matrices of Lavin & Gray.
