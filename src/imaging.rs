@@ -205,13 +205,18 @@ pub fn to_rgb(img: &DynamicImage) -> Rgb32FImage {
     })
 }
 
-/// Resizes (Lanczos3) so the longer side is at most `max_side` (0 keeps the size).
-pub fn cap_long_side(img: Rgb32FImage, max_side: u32) -> Rgb32FImage {
-    let (nw, nh) = capped_dims(img.dimensions(), max_side);
-    if (nw, nh) == img.dimensions() {
+/// Resizes (Lanczos3) to `width`×`height`; an image of that size is returned as is.
+pub fn resize_to(img: Rgb32FImage, width: u32, height: u32) -> Rgb32FImage {
+    if img.dimensions() == (width, height) {
         return img;
     }
-    image::imageops::resize(&img, nw, nh, FilterType::Lanczos3)
+    image::imageops::resize(&img, width, height, FilterType::Lanczos3)
+}
+
+/// Resizes (Lanczos3) so the longer side is at most `max_side` (0 keeps the size).
+pub fn cap_long_side(img: Rgb32FImage, max_side: u32) -> Rgb32FImage {
+    let (w, h) = capped_dims(img.dimensions(), max_side);
+    resize_to(img, w, h)
 }
 
 /// The size [`cap_long_side`] gives an image of `(w, h)`.
@@ -230,11 +235,8 @@ pub fn capped_dims((w, h): (u32, u32), max_side: u32) -> (u32, u32) {
 /// Resizes (Lanczos3) so the shorter side is exactly `side` (up or down, aspect kept, like
 /// torchvision's `Resize(side)` in the AdaIN reference); 0 keeps the size.
 pub fn resize_short_side(img: Rgb32FImage, side: u32) -> Rgb32FImage {
-    let (nw, nh) = short_side_dims(img.dimensions(), side);
-    if (nw, nh) == img.dimensions() {
-        return img;
-    }
-    image::imageops::resize(&img, nw, nh, FilterType::Lanczos3)
+    let (w, h) = short_side_dims(img.dimensions(), side);
+    resize_to(img, w, h)
 }
 
 /// The size [`resize_short_side`] gives an image of `(w, h)`.

@@ -357,20 +357,11 @@ impl Stylizer {
         })
     }
 
-    /// An image resized as the model runs it — AdaIN: shorter side → `size` (default 512);
-    /// Magenta: longer side capped at `size` (default 1024) — then center-cropped if asked.
     /// The size a content image of `(width, height)` runs at, and its output has: resized as
     /// [`Stylizer::with_content_size`] says, then cropped as [`Stylizer::with_crop`] says.
     /// Known before decoding the pixels, e.g. to plan memory.
     pub fn content_dimensions(&self, (width, height): (u32, u32)) -> (u32, u32) {
-        let (w, h) = match self.nets {
-            Nets::Adain(_) => {
-                imaging::short_side_dims((width, height), self.content_size.unwrap_or(512))
-            }
-            Nets::Magenta { .. } => {
-                imaging::capped_dims((width, height), self.content_size.unwrap_or(1024))
-            }
-        };
+        let (w, h) = self.resized_dims((width, height), self.content_size);
         if self.crop {
             (w.min(h), w.min(h))
         } else {
@@ -378,11 +369,20 @@ impl Stylizer {
         }
     }
 
+    /// The size an image of `dims` is resized to at `size`, before any crop — AdaIN: shorter
+    /// side → `size` (default 512); Magenta: longer side capped at `size` (default 1024).
+    fn resized_dims(&self, dims: (u32, u32), size: Option<u32>) -> (u32, u32) {
+        match self.nets {
+            Nets::Adain(_) => imaging::short_side_dims(dims, size.unwrap_or(512)),
+            Nets::Magenta { .. } => imaging::capped_dims(dims, size.unwrap_or(1024)),
+        }
+    }
+
+    /// An image resized as the model runs it ([`Self::resized_dims`]), then center-cropped if
+    /// asked.
     fn fit(&self, img: Rgb, size: Option<u32>) -> Rgb {
-        let img = match self.nets {
-            Nets::Adain(_) => imaging::resize_short_side(img, size.unwrap_or(512)),
-            Nets::Magenta { .. } => imaging::cap_long_side(img, size.unwrap_or(1024)),
-        };
+        let (w, h) = self.resized_dims(img.dimensions(), size);
+        let img = imaging::resize_to(img, w, h);
         if self.crop {
             imaging::crop_center_square(img)
         } else {
