@@ -11,7 +11,7 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
 /// Above this many pixels in an AdaIN content, freed memory goes back to the OS after
 /// [`LARGE_RUN_DELAY_MS`]. (Magenta holds less: a 4096×3072 run peaks at 1.47 GiB with freed
-/// memory kept, 1.3 GiB without, and runs 1.9 s instead of 2.7 s.)
+/// memory kept, 1.3 GiB without, far under the 3 GiB bound.)
 pub const LARGE_PIXELS: u64 = 2048 * 2048;
 
 /// The purge delay of large runs. A 4096×3072 AdaIN run (tiled, 2 threads; ~2.0 GiB live at
