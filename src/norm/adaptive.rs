@@ -14,6 +14,7 @@
 use candle::Tensor;
 
 use super::stats::{affine_planes_then, Moments, PlaneAffine, PostOp, Variance};
+use super::temporal::{smoothed, TemporalStats};
 use super::{NormKind, DEFAULT_EPS};
 use crate::{Error, Result};
 
@@ -223,8 +224,20 @@ pub fn adaptive_norm_batch(
     style: &Tensor,
     kind: NormKind,
 ) -> Result<Vec<Tensor>> {
+    adaptive_norm_batch_temporal(contents, style, kind, None)
+}
+
+/// [`adaptive_norm_batch`] with the content statistics smoothed over the frames of a clip by
+/// `temporal` (one [`TemporalStats::smooth`] call), when given.
+pub fn adaptive_norm_batch_temporal(
+    contents: &[Tensor],
+    style: &Tensor,
+    kind: NormKind,
+    mut temporal: Option<&mut TemporalStats>,
+) -> Result<Vec<Tensor>> {
     let refs: Vec<&Tensor> = contents.iter().collect();
     let from = FeatureStats::of_batch(&refs, kind, Variance::Unbiased, DEFAULT_EPS)?;
+    let from = smoothed(&mut temporal, from)?;
     let to = style_stats(style, kind)?;
     let mut first = 0;
     let mut out = Vec::with_capacity(contents.len());
@@ -259,6 +272,19 @@ pub fn conditional_norm_batch_then(
     eps: f64,
     post: PostOp,
 ) -> Result<Vec<Tensor>> {
+    conditional_norm_batch_temporal(xs, kind, gamma_beta, eps, post, None)
+}
+
+/// [`conditional_norm_batch_then`] with the maps' statistics smoothed over the frames of a clip
+/// by `temporal` (one [`TemporalStats::smooth`] call), when given.
+pub fn conditional_norm_batch_temporal(
+    xs: &[Tensor],
+    kind: NormKind,
+    gamma_beta: &[(Vec<f64>, Vec<f64>)],
+    eps: f64,
+    post: PostOp,
+    mut temporal: Option<&mut TemporalStats>,
+) -> Result<Vec<Tensor>> {
     if xs.len() != gamma_beta.len() {
         return Err(Error::input(
             WHAT,
@@ -267,6 +293,7 @@ pub fn conditional_norm_batch_then(
     }
     let refs: Vec<&Tensor> = xs.iter().collect();
     let from = FeatureStats::of_batch(&refs, kind, Variance::Biased, eps)?;
+    let from = smoothed(&mut temporal, from)?;
     let mut first = 0;
     let mut out = Vec::with_capacity(xs.len());
     for (x, (gamma, beta)) in xs.iter().zip(gamma_beta) {

@@ -24,6 +24,7 @@ pub mod instance;
 pub mod layer;
 pub mod stats;
 mod swap;
+pub mod temporal;
 
 use std::fmt;
 use std::str::FromStr;
@@ -31,8 +32,9 @@ use std::str::FromStr;
 use candle::{DType, Device, Tensor};
 
 pub use adaptive::{
-    adain, adaptive_norm, adaptive_norm_batch, align, align_then, conditional_norm_batch,
-    conditional_norm_batch_then, style_stats, FeatureStats,
+    adain, adaptive_norm, adaptive_norm_batch, adaptive_norm_batch_temporal, align, align_then,
+    conditional_norm_batch, conditional_norm_batch_temporal, conditional_norm_batch_then,
+    style_stats, FeatureStats,
 };
 pub use batch::{batch_norm2d, BatchNorm2d, BatchNorm2dConfig};
 pub use group::{group_norm, GroupNorm, GroupNormConfig};
@@ -40,6 +42,7 @@ pub use instance::{instance_norm2d, InstanceNorm2d, InstanceNorm2dConfig};
 pub use layer::{layer_norm, LayerNorm, LayerNormConfig};
 pub use stats::{Moments, PlaneAffine, PostOp, Variance};
 pub use swap::Norm;
+pub use temporal::TemporalStats;
 
 use crate::weights::TensorMap;
 use crate::{Error, Result};

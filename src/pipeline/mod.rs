@@ -23,12 +23,14 @@
 
 mod batch;
 mod compare;
+mod frames;
 pub mod manifest;
 mod spec;
 mod stylizer;
 
 pub use batch::{Batch, Event, Shard, Summary};
 pub use compare::{compare, presets_sheet, CompareOptions, Comparison, Labeled, TileNumbers};
+pub use frames::{mean_abs_difference, FrameStylizer, TemporalOptions, DEFAULT_SCENE_THRESHOLD};
 pub use manifest::Manifest;
 pub use spec::{
     list_images, mask_from_image, mask_from_rgb, normalize_weights, output_name, parse_preset,

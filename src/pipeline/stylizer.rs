@@ -10,7 +10,7 @@ use crate::color::{coral, keep_luminance, PreserveColor};
 use crate::imaging::{self, Rgb};
 use crate::model::adain::{AdaIn, Mask, StyleInput, TransferOptions, MIN_SIDE};
 use crate::model::magenta::{Multistyle, StylePredictor, Transformer, PRESET_COUNT, STYLE_DIM};
-use crate::norm::NormKind;
+use crate::norm::{NormKind, TemporalStats};
 use crate::weights::hub::{HubConfig, RepoSpec};
 use crate::{Error, Result};
 
@@ -402,6 +402,18 @@ impl Stylizer {
     /// [`Stylizer::render`] before quantization: one (1, 3, H, W) f32 tensor per content,
     /// values ≈ [0, 1] (AdaIN's decoder is not clamped), on the device.
     pub fn render_tensors(&self, contents: &[Content], styling: &Styling) -> Result<Vec<Tensor>> {
+        self.render_tensors_temporal(contents, styling, None)
+    }
+
+    /// [`Stylizer::render_tensors`] on one frame of a clip: the normalization statistics are
+    /// smoothed over the frames by `temporal` (see [`FrameStylizer`](super::FrameStylizer),
+    /// which keeps that state for a whole clip).
+    pub fn render_tensors_temporal(
+        &self,
+        contents: &[Content],
+        styling: &Styling,
+        mut temporal: Option<&mut TemporalStats>,
+    ) -> Result<Vec<Tensor>> {
         if !(0.0..=1.0).contains(&self.alpha) {
             return Err(Error::config(
                 "Stylizer",
@@ -412,7 +424,7 @@ impl Stylizer {
             return Err(Error::input("Stylizer", "no content images given"));
         }
         let out = match &self.nets {
-            Nets::Adain(net) => self.render_adain(net, contents, styling)?,
+            Nets::Adain(net) => self.render_adain(net, contents, styling, temporal)?,
             Nets::Magenta {
                 predictor,
                 transformer,
@@ -427,9 +439,9 @@ impl Stylizer {
                     Styling::Preset(w) => {
                         check_preset(w)?;
                         let xs: Vec<Tensor> = contents.iter().map(|c| c.tensor.clone()).collect();
-                        multistyle.forward(&xs, w, self.norm)?
+                        multistyle.forward_temporal(&xs, w, self.norm, temporal)?
                     }
-                    _ => m.render(contents, styling)?,
+                    _ => m.render(contents, styling, temporal.as_deref_mut())?,
                 }
             }
         };
@@ -447,6 +459,7 @@ impl Stylizer {
         net: &AdaIn,
         contents: &[Content],
         styling: &Styling,
+        mut temporal: Option<&mut TemporalStats>,
     ) -> Result<Vec<Tensor>> {
         let (blend, mask) = match styling {
             Styling::Blend(b) => (b.clone(), None),
@@ -485,7 +498,10 @@ impl Stylizer {
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
-                out.push(net.transfer(&feats, &inputs, &opts)?.swap_remove(i));
+                out.push(
+                    net.transfer_temporal(&feats, &inputs, &opts, temporal.as_deref_mut())?
+                        .swap_remove(i),
+                );
             }
             out
         } else {
@@ -498,7 +514,7 @@ impl Stylizer {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            net.transfer(&feats, &inputs, &opts)?
+            net.transfer_temporal(&feats, &inputs, &opts, temporal)?
         };
         targets
             .iter()
@@ -533,11 +549,16 @@ struct Magenta<'a> {
 }
 
 impl Magenta<'_> {
-    fn render(&self, contents: &[Content], styling: &Styling) -> Result<Vec<Tensor>> {
+    fn render(
+        &self,
+        contents: &[Content],
+        styling: &Styling,
+        mut temporal: Option<&mut TemporalStats>,
+    ) -> Result<Vec<Tensor>> {
         match styling {
             Styling::Masked { white, black, mask } => {
-                let ya = self.transform(contents, &[(*white, 1.0)])?;
-                let yb = self.transform(contents, &[(*black, 1.0)])?;
+                let ya = self.transform(contents, &[(*white, 1.0)], temporal.as_deref_mut())?;
+                let yb = self.transform(contents, &[(*black, 1.0)], temporal)?;
                 ya.iter()
                     .zip(&yb)
                     .map(|(a, b)| composite(a, b, mask))
@@ -545,7 +566,7 @@ impl Magenta<'_> {
             }
             Styling::Blend(blend) => {
                 check_blend(blend)?;
-                self.transform(contents, blend)
+                self.transform(contents, blend, temporal)
             }
             // Presets run on the 26-style network (render_tensors routes them there).
             Styling::Preset(_) => Err(Error::config(
@@ -556,7 +577,12 @@ impl Magenta<'_> {
     }
 
     /// The transformer with each content's (blended, α-mixed) style vector.
-    fn transform(&self, contents: &[Content], blend: &[(&Style, f64)]) -> Result<Vec<Tensor>> {
+    fn transform(
+        &self,
+        contents: &[Content],
+        blend: &[(&Style, f64)],
+        temporal: Option<&mut TemporalStats>,
+    ) -> Result<Vec<Tensor>> {
         // CORAL makes the vectors content-dependent; without it they are shared.
         let recolor = self.st.preserve == Some(PreserveColor::Coral);
         let mut shared: Option<Vec<f32>> = None;
@@ -585,7 +611,8 @@ impl Magenta<'_> {
             vectors.push(self.mix_alpha(v, c)?);
         }
         let xs: Vec<Tensor> = contents.iter().map(|c| c.tensor.clone()).collect();
-        self.transformer.forward(&xs, &vectors, self.st.norm)
+        self.transformer
+            .forward_temporal(&xs, &vectors, self.st.norm, temporal)
     }
 
     /// v = α·v_style + (1 − α)·v_content, as Magenta interpolates.

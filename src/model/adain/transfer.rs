@@ -4,7 +4,7 @@
 use candle::{DType, Tensor};
 
 use super::AdaIn;
-use crate::norm::{adaptive_norm_batch, NormKind};
+use crate::norm::{adaptive_norm_batch_temporal, NormKind, TemporalStats};
 use crate::{Error, Result};
 
 const WHAT: &str = "AdaIN";
@@ -106,6 +106,19 @@ impl AdaIn {
         styles: &[StyleInput],
         opts: &TransferOptions,
     ) -> Result<Vec<Tensor>> {
+        self.transfer_temporal(contents, styles, opts, None)
+    }
+
+    /// [`Self::transfer`] on one frame of a clip: the content-feature statistics of each
+    /// alignment are smoothed over the frames by `temporal` (one smoothing per style, two with
+    /// a mask).
+    pub fn transfer_temporal(
+        &self,
+        contents: &[Tensor],
+        styles: &[StyleInput],
+        opts: &TransferOptions,
+        mut temporal: Option<&mut TemporalStats>,
+    ) -> Result<Vec<Tensor>> {
         let _t = crate::profile::scope("transfer (AdaIN)");
         if !(0.0..=1.0).contains(&opts.alpha) {
             return Err(Error::input(
@@ -123,7 +136,12 @@ impl AdaIn {
             None => {
                 let mut acc: Option<Vec<Tensor>> = None;
                 for s in styles {
-                    let t = adaptive_norm_batch(contents, &s.features, opts.norm)?;
+                    let t = adaptive_norm_batch_temporal(
+                        contents,
+                        &s.features,
+                        opts.norm,
+                        temporal.as_deref_mut(),
+                    )?;
                     acc = Some(match acc {
                         None => t
                             .into_iter()
@@ -138,7 +156,7 @@ impl AdaIn {
                 }
                 acc.unwrap_or_default()
             }
-            Some(mask) => masked(contents, styles, mask, opts.norm)?,
+            Some(mask) => masked(contents, styles, mask, opts.norm, temporal)?,
         };
         if opts.alpha == 1.0 {
             return Ok(targets);
@@ -220,6 +238,7 @@ fn masked(
     styles: &[StyleInput],
     mask: &Mask,
     kind: NormKind,
+    mut temporal: Option<&mut TemporalStats>,
 ) -> Result<Vec<Tensor>> {
     if styles.len() != 2 {
         return Err(Error::input(
@@ -277,7 +296,12 @@ fn masked(
     let mut aligned: [Vec<Tensor>; 2] = [Vec::new(), Vec::new()];
     for r in 0..2 {
         if !regions[r].is_empty() {
-            aligned[r] = adaptive_norm_batch(&regions[r], &styles[r].features, kind)?;
+            aligned[r] = adaptive_norm_batch_temporal(
+                &regions[r],
+                &styles[r].features,
+                kind,
+                temporal.as_deref_mut(),
+            )?;
         }
     }
     contents

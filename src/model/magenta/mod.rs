@@ -20,7 +20,7 @@ pub use transformer::{Transformer, NORM_CHANNELS};
 use candle::{Device, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::norm::{conditional_norm_batch_then, NormKind, PostOp};
+use crate::norm::{conditional_norm_batch_temporal, NormKind, PostOp, TemporalStats};
 use crate::ops::{
     conv2d_prepared, upsample_conv3x3, Activation, ConvSpec, Padding, WinogradWeights,
 };
@@ -136,14 +136,16 @@ fn each(xs: &[Tensor], f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Vec<Tens
     xs.iter().map(f).collect()
 }
 
-/// Conditional normalization of every map with its own (γ, β), statistics pooled by `kind`.
+/// Conditional normalization of every map with its own (γ, β), statistics pooled by `kind`
+/// (and smoothed over a clip's frames by `temporal`).
 fn cond_norm(
     xs: &[Tensor],
     kind: NormKind,
     gamma_beta: &[(Vec<f64>, Vec<f64>)],
     post: PostOp,
+    temporal: Option<&mut TemporalStats>,
 ) -> Result<Vec<Tensor>> {
-    conditional_norm_batch_then(xs, kind, gamma_beta, IN_EPS, post)
+    conditional_norm_batch_temporal(xs, kind, gamma_beta, IN_EPS, post, temporal)
 }
 
 /// Crops each output to its input's (H, W): the network's raw output is 4·⌈⌈H/2⌉/2⌉ tall.

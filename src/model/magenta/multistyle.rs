@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 
 use super::transformer::{GammaBeta, Skeleton};
 use super::{check_images, embedded, MULTISTYLE_WEIGHTS};
-use crate::norm::NormKind;
+use crate::norm::{NormKind, TemporalStats};
 use crate::weights::{tensor, TensorMap};
 use crate::{Error, Result};
 
@@ -70,6 +70,18 @@ impl Multistyle {
         weights: &[f64],
         kind: NormKind,
     ) -> Result<Vec<Tensor>> {
+        self.forward_temporal(contents, weights, kind, None)
+    }
+
+    /// [`Self::forward`] on one frame of a clip: each conditional-IN layer's statistics are
+    /// smoothed over the frames by `temporal` (18 smoothings per call).
+    pub fn forward_temporal(
+        &self,
+        contents: &[Tensor],
+        weights: &[f64],
+        kind: NormKind,
+        temporal: Option<&mut TemporalStats>,
+    ) -> Result<Vec<Tensor>> {
         check_images("multistyle", contents, 4)?;
         if weights.len() != PRESET_COUNT {
             return Err(Error::input(
@@ -93,6 +105,6 @@ impl Multistyle {
             let (g, b, c) = &self.tables[k];
             Ok(vec![(blend(g, *c), blend(b, *c)); contents.len()])
         };
-        self.net.forward(contents, kind, &gb)
+        self.net.forward(contents, kind, &gb, temporal)
     }
 }

@@ -8,8 +8,7 @@ use candle_nn::VarBuilder;
 use super::{
     check_images, cond_norm, crop_to, each, embedded, Conv, STYLE_DIM, TRANSFORMER_WEIGHTS,
 };
-use crate::norm::NormKind;
-use crate::norm::PostOp;
+use crate::norm::{NormKind, PostOp, TemporalStats};
 use crate::ops::Activation;
 use crate::weights::{tensor, TensorMap};
 use crate::{Error, Result};
@@ -101,17 +100,19 @@ impl Skeleton {
     }
 
     /// `xs`: (1, 3, Hᵢ, Wᵢ) images in [0, 1], one batch (for `bn`, statistics pool all of them);
-    /// `gb(k)`: (γ, β) per image of norm layer k → stylized images, cropped to the input sizes.
+    /// `gb(k)`: (γ, β) per image of norm layer k; `temporal`: statistics kept over a clip's
+    /// frames, one smoothing per norm layer → stylized images, cropped to the input sizes.
     pub fn forward(
         &self,
         xs: &[Tensor],
         kind: NormKind,
         gb: &(dyn Fn(usize) -> Result<GammaBeta> + Sync),
+        temporal: Option<&mut TemporalStats>,
     ) -> Result<Vec<Tensor>> {
         // One entry into the thread pool for the whole network: the ops below then start their
         // parallel loops from a pool thread, without the two thread switches an entry from
         // outside costs (~4 % of a 1-thread 1024² run, more on small images).
-        candle::utils::with_threadpool(|| self.forward_in_pool(xs, kind, gb))
+        candle::utils::with_threadpool(|| self.forward_in_pool(xs, kind, gb, temporal))
     }
 
     fn forward_in_pool(
@@ -119,12 +120,13 @@ impl Skeleton {
         xs: &[Tensor],
         kind: NormKind,
         gb: &(dyn Fn(usize) -> Result<GammaBeta> + Sync),
+        mut temporal: Option<&mut TemporalStats>,
     ) -> Result<Vec<Tensor>> {
         let mut k = 0;
         // Each conditional norm applies its layer's activation in the same pass.
         let mut norm = |ys: Vec<Tensor>, post: PostOp| -> Result<Vec<Tensor>> {
             let _t = crate::profile::scope("transformer: conditional IN (+ activation)");
-            let r = cond_norm(&ys, kind, &gb(k)?, post);
+            let r = cond_norm(&ys, kind, &gb(k)?, post, temporal.as_deref_mut());
             k += 1;
             r
         };
@@ -275,6 +277,18 @@ impl Transformer {
         vectors: &[Vec<f32>],
         kind: NormKind,
     ) -> Result<Vec<Tensor>> {
+        self.forward_temporal(contents, vectors, kind, None)
+    }
+
+    /// [`Self::forward`] on one frame of a clip: each conditional-IN layer's statistics are
+    /// smoothed over the frames by `temporal` (13 smoothings per call).
+    pub fn forward_temporal(
+        &self,
+        contents: &[Tensor],
+        vectors: &[Vec<f32>],
+        kind: NormKind,
+        temporal: Option<&mut TemporalStats>,
+    ) -> Result<Vec<Tensor>> {
         let _t = crate::profile::scope("transformer");
         check_images("transformer", contents, 4)?;
         if vectors.len() != contents.len() || vectors.iter().any(|v| v.len() != STYLE_DIM) {
@@ -290,6 +304,6 @@ impl Transformer {
             let (g, b) = &self.norms[k];
             Ok(vectors.iter().map(|v| (g.apply(v), b.apply(v))).collect())
         };
-        self.net.forward(contents, kind, &gb)
+        self.net.forward(contents, kind, &gb, temporal)
     }
 }
