@@ -81,6 +81,14 @@ pub enum Error {
         /// What went wrong and what to do.
         msg: String,
     },
+    /// An external program (ffmpeg, ffprobe) is missing or failed to run.
+    #[error("{program}: {msg}")]
+    Tool {
+        /// The program.
+        program: &'static str,
+        /// What went wrong and what to do.
+        msg: String,
+    },
     /// An error from a tensor operation in Candle.
     #[error(transparent)]
     Candle(#[from] candle::Error),

@@ -24,6 +24,11 @@ pub fn set_pixel_limit(pixels: u64) {
     PIXEL_LIMIT.store(pixels, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The largest image (in pixels) that decoding accepts now ([`set_pixel_limit`]).
+pub fn pixel_limit() -> u64 {
+    PIXEL_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn img_err(path: &Path, msg: impl std::fmt::Display) -> Error {
     Error::Parse {
         what: path.display().to_string(),

@@ -33,6 +33,8 @@
 //!   for dtype, shape and finite values; the Hugging Face Hub and a local store.
 //! - [`imaging`], [`color`], [`compare`], [`grid`]: images in and out, color preservation,
 //!   metrics and labeled grids.
+//! - [`video`]: clips in and out (ffmpeg pipes, GIFs, folders of frames), stylized with
+//!   normalization statistics kept over time, and a flicker measure.
 
 #![warn(missing_docs)]
 
@@ -48,6 +50,7 @@ pub mod norm;
 pub mod ops;
 pub mod pipeline;
 pub mod profile;
+pub mod video;
 pub mod weights;
 
 pub use error::{Error, Result};

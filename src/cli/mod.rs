@@ -13,6 +13,8 @@ pub mod memory;
 mod norms;
 mod presets;
 mod stylize;
+mod video;
+mod video_metrics;
 mod weights;
 
 use std::path::PathBuf;
@@ -64,11 +66,14 @@ enum Command {
     },
     /// Convert the Magenta ONNX files (int8 dequantized) to float32 safetensors.
     ImportMagenta(import_magenta::Args),
+    /// Measure the flicker of a stylized clip whose motion is known (JSON on stdout).
+    VideoMetrics(video_metrics::Args),
 }
 
 /// Runs a parsed command line. Errors carry their context chain; `main` prints them.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Stylize(args) if args.is_clip() => video::run(*args),
         Command::Stylize(args) if args.is_batch() => batch::run(*args),
         Command::Stylize(args) => stylize::run(*args),
         Command::Convert(args) => convert::run(args),
@@ -85,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Presets(args) => presets::run(args),
         Command::Compare(args) => compare::run(*args),
         Command::ImportMagenta(args) => import_magenta::run(args),
+        Command::VideoMetrics(args) => video_metrics::run(args),
     }
 }
 
@@ -117,11 +123,39 @@ impl Format {
   normstyle stylize photo.jpg --style s.jpg --model adain --vgg vgg_normalised.pth --decoder decoder.pth
   normstyle stylize photo.jpg --style fg.jpg --style bg.jpg --mask mask.png
   normstyle stylize a.jpg b.jpg --style s.jpg --norm bn     (BN statistics over both photos)
-  normstyle stylize --content-dir photos/ --style-dir styles/ -o out/      (batch, resumable)")]
+  normstyle stylize --content-dir photos/ --style-dir styles/ -o out/      (batch, resumable)
+  normstyle stylize clip.mp4 --style s.jpg -o out.mp4 --temporal 0.9     (video, less flicker)
+  normstyle stylize anim.gif --preset 7 -o out.gif
+  normstyle stylize --frames frames/ --style s.jpg -o styled_frames/     (a folder as one clip)")]
 pub struct StylizeArgs {
-    /// Content images (PNG, JPEG, WebP); `-` reads one from standard input.
-    #[arg(required_unless_present = "content_dir", value_hint = clap::ValueHint::FilePath)]
+    /// Content images (PNG, JPEG, WebP); `-` reads one from standard input. A video (.mp4,
+    /// .mov, .mkv, .webm, …, through ffmpeg) or an animated .gif is stylized frame by frame.
+    #[arg(required_unless_present_any = ["content_dir", "frames"], value_hint = clap::ValueHint::FilePath)]
     pub content: Vec<PathBuf>,
+    /// A folder of frames (natural sort order) stylized as one clip: PNGs under the input names
+    /// go to the -o folder.
+    #[arg(long, value_hint = clap::ValueHint::DirPath, conflicts_with_all = ["content", "content_dir", "style_dir", "shard"])]
+    pub frames: Option<PathBuf>,
+    /// Clips: keep normalization statistics over time, μₜ = M·μₜ₋₁ + (1 − M)·μ(frameₜ) (and σ),
+    /// for M in [0, 1); 0 stylizes every frame on its own, 0.9 removes most flicker.
+    #[arg(
+        long,
+        value_name = "M",
+        default_value_t = 0.0,
+        allow_hyphen_values = true
+    )]
+    pub temporal: f64,
+    /// Clips with --temporal: a mean frame difference above this (RGB in [0, 1]) is a scene cut,
+    /// where the statistics start over.
+    #[arg(long, value_name = "T", default_value_t = normstyle::pipeline::DEFAULT_SCENE_THRESHOLD)]
+    pub scene_threshold: f64,
+    /// Video output: ffmpeg's encoder (default libx264: H.264 in yuv420p, which players play;
+    /// an odd width or height loses one pixel).
+    #[arg(long)]
+    pub codec: Option<String>,
+    /// Video output: constant rate factor, 0–51 (lower is better; default 18).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=51))]
+    pub crf: Option<u8>,
     /// Batch mode: every image in this folder is a content (sorted; hidden files skipped).
     /// Existing outputs are skipped unless --force, a broken photo is reported and the run goes
     /// on, Ctrl-C stops after the current photo; a summary ends the run.
@@ -220,6 +254,15 @@ impl StylizeArgs {
         self.content_dir.is_some() || self.style_dir.is_some()
     }
 
+    /// A clip: --frames, or a video or GIF content.
+    pub fn is_clip(&self) -> bool {
+        self.frames.is_some()
+            || self
+                .content
+                .iter()
+                .any(|p| p.extension().is_some() && normstyle::video::ClipKind::of(p).is_some())
+    }
+
     /// The --shard of a batch, and where `auto` found it.
     pub fn shard(&self) -> anyhow::Result<Option<(Shard, String)>> {
         Ok(match self.shard.as_deref() {
@@ -239,6 +282,25 @@ impl StylizeArgs {
         self.norm.parse::<NormKind>()?;
         if !(0.0..=1.0).contains(&self.alpha) {
             bail!("--alpha: {} is outside [0, 1]", self.alpha);
+        }
+        if !(0.0..1.0).contains(&self.temporal) {
+            bail!("--temporal: {} is outside [0, 1)", self.temporal);
+        }
+        if !(self.scene_threshold >= 0.0) {
+            bail!(
+                "--scene-threshold: {} is not a number ≥ 0",
+                self.scene_threshold
+            );
+        }
+        if !self.is_clip() {
+            let clip_only = [
+                ("--temporal", self.temporal != 0.0),
+                ("--codec", self.codec.is_some()),
+                ("--crf", self.crf.is_some()),
+            ];
+            if let Some((flag, _)) = clip_only.iter().find(|(_, set)| *set) {
+                bail!("{flag}: applies to clips (a video, a .gif or --frames)");
+            }
         }
         self.preserve()?;
         self.model.check()?;
