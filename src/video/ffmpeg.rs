@@ -35,7 +35,7 @@ fn spawn(program: &'static str, cmd: &mut Command) -> Result<Child> {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::Tool {
                 program,
-                msg: format!("not found on PATH; {INSTALL_HINT}"),
+                msg: format!("not found; {INSTALL_HINT}"),
             }
         } else {
             Error::Tool {
@@ -300,7 +300,7 @@ impl Decoder {
         if !status.success() {
             return Err(bad(
                 &self.path,
-                format!("ffmpeg could not decode it ({why})"),
+                format!("truncated or corrupt: ffmpeg could not decode it ({why})"),
             ));
         }
         if partial > 0 {
@@ -405,18 +405,25 @@ pub fn encoded_size(codec: &str, (w, h): (u32, u32)) -> (u32, u32) {
     }
 }
 
-/// A running `ffmpeg` that encodes raw RGB frames of one size into `out` (an extension ffmpeg
+/// A running `ffmpeg` that encodes raw RGB frames of one size into a file (an extension ffmpeg
 /// knows picks the container).
 pub struct Encoder {
     child: Child,
     stderr: Option<JoinHandle<String>>,
     size: (u32, u32),
+    /// The name errors give (the output's, when ffmpeg writes a temporary file).
     out: PathBuf,
 }
 
 impl Encoder {
-    /// Starts ffmpeg for frames of `(width, height)`.
-    pub fn start(out: &Path, (width, height): (u32, u32), opts: &EncodeOptions) -> Result<Self> {
+    /// Starts ffmpeg writing frames of `(width, height)` to `file`; errors name `shown_as`.
+    pub fn start(
+        file: &Path,
+        shown_as: &Path,
+        (width, height): (u32, u32),
+        opts: &EncodeOptions,
+    ) -> Result<Self> {
+        let out = shown_as;
         if width < 2 || height < 2 {
             return Err(bad(
                 out,
@@ -446,7 +453,7 @@ impl Encoder {
                 cmd.args(["-vf", &format!("crop={w}:{h}:0:0")]);
             }
         }
-        cmd.arg(file_url(out))
+        cmd.arg(file_url(file))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -520,7 +520,7 @@ fn consume(
                     if let Some(d) = f.delay {
                         o.fps = Fps::from_delay(d);
                     }
-                    *encoder = Some(ffmpeg::Encoder::start(tmp, f.image.dimensions(), &o)?);
+                    *encoder = Some(ffmpeg::Encoder::start(tmp, path, f.image.dimensions(), &o)?);
                 }
                 if let Some(e) = encoder {
                     e.write_frame(&f.image)?;
