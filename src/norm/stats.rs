@@ -629,7 +629,7 @@ pub(crate) fn as_f32_contiguous(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Runs `f` on the f32 data of a contiguous CPU tensor.
-fn with_cpu_slice<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_cpu_slice<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let (storage, layout) = x.storage_and_layout();
     let candle::Storage::Cpu(cpu) = &*storage else {
         return Err(Error::input("normalization", "expected a CPU tensor"));

@@ -1,6 +1,7 @@
 //! [`FrameStylizer`]: a clip stylized frame by frame, with the state that frames share — the
 //! style encoded once, and the normalization statistics kept over time ([`TemporalStats`]).
 
+use candle::Tensor;
 use image::RgbImage;
 
 use super::stylizer::{Styling, Stylizer};
@@ -103,6 +104,12 @@ impl<'a> FrameStylizer<'a> {
     /// Stylizes the next frame (RGB f32 in [0, 1]); the output has the size the content runs at
     /// ([`Stylizer::content_dimensions`]).
     pub fn next_frame(&mut self, frame: Rgb) -> Result<RgbImage> {
+        crate::imaging::to_rgb8(&self.next_frame_tensor(frame)?)
+    }
+
+    /// [`Self::next_frame`] before quantization: a (1, 3, H, W) f32 tensor, values ≈ [0, 1], on
+    /// the stylizer's device (so the caller may quantize it elsewhere, e.g. on a writer thread).
+    pub fn next_frame_tensor(&mut self, frame: Rgb) -> Result<Tensor> {
         let content = self.st.content_from_rgb(frame)?;
         if let Some(t) = &mut self.temporal {
             let cut = self.previous.as_ref().is_some_and(|p| {
@@ -122,10 +129,33 @@ impl<'a> FrameStylizer<'a> {
             self.temporal.as_mut(),
         )?;
         self.frames += 1;
-        match out.first() {
-            Some(t) => crate::imaging::to_rgb8(t),
-            None => Err(Error::input("FrameStylizer", "no output was rendered")),
+        out.into_iter()
+            .next()
+            .ok_or_else(|| Error::input("FrameStylizer", "no output was rendered"))
+    }
+
+    /// Whether frames depend on the frames before them (a momentum > 0). Without that, frames
+    /// may be rendered in any order, or several at once, with [`Self::render_independent`].
+    pub fn is_temporal(&self) -> bool {
+        self.temporal.is_some()
+    }
+
+    /// Stylizes a frame on its own, as [`Self::next_frame_tensor`] does without a momentum;
+    /// callable from several threads at once (frames of one clip in flight together). Errors
+    /// when this stylizer keeps statistics over time, which needs the frames in order.
+    pub fn render_independent(&self, frame: Rgb) -> Result<Tensor> {
+        if self.temporal.is_some() {
+            return Err(Error::config(
+                "FrameStylizer",
+                "frames with temporal statistics must be rendered in order (next_frame)",
+            ));
         }
+        let content = self.st.content_from_rgb(frame)?;
+        self.st
+            .render_tensors(std::slice::from_ref(&content), &self.styling)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::input("FrameStylizer", "no output was rendered"))
     }
 
     /// Frames stylized so far.
