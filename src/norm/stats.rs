@@ -207,7 +207,7 @@ fn cpu_row_moments(data: &[f32], row_len: usize) -> Moments {
     if row_len >= CHUNK {
         // Long rows: chunks of every row in parallel, merged per row in order.
         let per_row = row_len.div_ceil(CHUNK);
-        let parts: Vec<(f64, f64, f64)> = candle::utils::with_threadpool(|| {
+        let parts: Vec<(f64, f64, f64)> = crate::ops::in_pool(|| {
             (0..rows * per_row)
                 .into_par_iter()
                 .map(|t| {
@@ -224,7 +224,7 @@ fn cpu_row_moments(data: &[f32], row_len: usize) -> Moments {
     } else {
         // Short rows: several whole rows per task.
         let rows_per_task = (CHUNK / row_len).max(1);
-        let parts: Vec<Vec<(f64, f64, f64)>> = candle::utils::with_threadpool(|| {
+        let parts: Vec<Vec<(f64, f64, f64)>> = crate::ops::in_pool(|| {
             data.par_chunks(rows_per_task * row_len)
                 .map(|block| block.chunks(row_len).map(chunk_moments).collect())
                 .collect()
@@ -373,7 +373,7 @@ const BLOCK: usize = 16 * 1024;
 fn cpu_affine_planes(data: &[f32], plane_len: usize, ab: &PlaneAffine, post: PostOp) -> Vec<f32> {
     // Every element is written below, so the output is not zeroed first.
     let mut out: Vec<f32> = Vec::with_capacity(data.len());
-    candle::utils::with_threadpool(|| {
+    crate::ops::in_pool(|| {
         out.spare_capacity_mut()[..data.len()]
             .par_chunks_mut(BLOCK)
             .zip(data.par_chunks(BLOCK))
@@ -461,7 +461,7 @@ pub fn affine_rows_elementwise(
             let b = beta.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             let out = with_cpu_slice(&xf, |data| {
                 let mut out = crate::ops::zeroed(data.len());
-                candle::utils::with_threadpool(|| {
+                crate::ops::in_pool(|| {
                     out.par_chunks_mut(row_len)
                         .zip(data.par_chunks(row_len))
                         .enumerate()
@@ -575,7 +575,7 @@ fn normalize_rows_impl(
     let out = with_cpu_slice(&xf, |data| {
         let run = |ew: Option<(&[f32], &[f32])>| {
             let mut out = crate::ops::zeroed(data.len());
-            candle::utils::with_threadpool(|| {
+            crate::ops::in_pool(|| {
                 out.par_chunks_mut(row_len)
                     .zip(data.par_chunks(row_len))
                     .enumerate()

@@ -378,7 +378,7 @@ fn pad_plane_stack(
         };
         j as usize
     };
-    candle::utils::with_threadpool(|| {
+    crate::ops::in_pool(|| {
         out.par_chunks_mut(hp * wp)
             .enumerate()
             .for_each(|(c, dst)| {
@@ -441,7 +441,7 @@ pub(super) unsafe fn dense(
     let by_threads = g.ho.div_ceil(4 * threads).max(1);
     let rows = by_cache.min(by_threads).min(g.ho);
     let bands = g.ho.div_ceil(rows);
-    candle::utils::with_threadpool(|| {
+    crate::ops::in_pool(|| {
         (0..bands)
             .into_par_iter()
             .for_each_init(Vec::new, |col, b| {
@@ -541,7 +541,7 @@ fn depthwise(
     g: &Geometry,
     act: Activation,
 ) {
-    candle::utils::with_threadpool(|| {
+    crate::ops::in_pool(|| {
         dst.par_chunks_mut(g.ho * g.wo)
             .enumerate()
             .for_each(|(c, out)| depthwise_plane(out, src, w, bias, g, act, c));

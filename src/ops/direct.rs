@@ -67,7 +67,7 @@ unsafe fn run(
         g,
         act,
     };
-    candle::utils::with_threadpool(|| {
+    crate::ops::in_pool(|| {
         (0..g.ho).into_par_iter().for_each(|y| {
             // SAFETY: row y of every channel is written by this task only; the kernel is one
             // this CPU runs.

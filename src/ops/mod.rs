@@ -162,7 +162,7 @@ pub(crate) unsafe fn zero_par(p: *mut f32, len: usize) {
         return;
     }
     let p = conv::OutPtr(p);
-    candle::utils::with_threadpool(|| {
+    in_pool(|| {
         use rayon::prelude::*;
         (0..len.div_ceil(CHUNK)).into_par_iter().for_each(|i| {
             let n = CHUNK.min(len - i * CHUNK);
@@ -170,6 +170,17 @@ pub(crate) unsafe fn zero_par(p: *mut f32, len: usize) {
             unsafe { std::ptr::write_bytes(p.at(i * CHUNK), 0, n) };
         })
     });
+}
+
+/// Runs `f` on a thread pool: the one the caller already runs on (a network entered once, or a
+/// caller's own pool, e.g. one thread per video frame), else Candle's (see
+/// `candle::utils::with_threadpool`).
+pub fn in_pool<F: FnOnce() -> R + Send, R: Send>(f: F) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        candle::utils::with_threadpool(f)
+    }
 }
 
 /// A 2-D convolution with an optional bias: `x` (N, Cin, H, W), `weight` (Cout, Cin/groups,

@@ -55,7 +55,7 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
         };
         let start = layout.start_offset();
         let v = &cpu.as_slice::<f32>()?[start..start + len];
-        candle::utils::with_threadpool(|| {
+        crate::ops::in_pool(|| {
             out.spare_capacity_mut()[..4 * len]
                 .par_chunks_mut(4 * h * w)
                 .zip(v.par_chunks(h * w))

@@ -70,7 +70,7 @@ unsafe fn run(
         act,
         half,
     };
-    candle::utils::with_threadpool(|| {
+    crate::ops::in_pool(|| {
         (0..g.ho.div_ceil(band)).into_par_iter().for_each(|i| {
             let rows = i * band..((i + 1) * band).min(g.ho);
             SPLIT.with_borrow_mut(|buf| {

@@ -171,7 +171,7 @@ impl Job<'_> {
     /// # Safety
     /// `dst` holds Cout·2H·2W writable floats nothing else accesses; `kernel` runs on this CPU.
     unsafe fn run(&self, kernel: Kernel) {
-        candle::utils::with_threadpool(|| {
+        crate::ops::in_pool(|| {
             (0..self.h).into_par_iter().for_each(|r| {
                 EDGE.with_borrow_mut(|edge| {
                     for a in 0..2 {

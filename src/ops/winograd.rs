@@ -232,7 +232,7 @@ pub(super) unsafe fn conv(
         twp,
         act,
     };
-    candle::utils::with_threadpool(|| {
+    crate::ops::in_pool(|| {
         (0..blocks).into_par_iter().for_each(|b| {
             let (r0, r1) = (b * rows, th.min((b + 1) * rows));
             SCRATCH.with_borrow_mut(|s| match p.isa {

@@ -158,6 +158,11 @@ impl<'a> FrameStylizer<'a> {
             .ok_or_else(|| Error::input("FrameStylizer", "no output was rendered"))
     }
 
+    /// The device the frames run on.
+    pub fn device(&self) -> &candle::Device {
+        self.st.device()
+    }
+
     /// Frames stylized so far.
     pub fn frames(&self) -> u64 {
         self.frames

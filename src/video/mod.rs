@@ -651,10 +651,12 @@ pub struct ClipSummary {
 /// count so far; a set `cancel` stops at the next frame with an error (the output is then not
 /// written).
 ///
-/// Without temporal statistics the frames are independent, and two are rendered at once (each
-/// from its own thread, both on the network's thread pool): one frame's serial stretches and
-/// the waits at the end of each parallel loop are then filled with the other frame's work
-/// (Magenta at 1280×720 on 2 cores: see BENCHMARKS.md). With them, frames run in order.
+/// Without temporal statistics the frames are independent: on the CPU, one frame per thread
+/// (up to 4) is rendered at once, each on a thread pool of its own. A frame on one thread
+/// wastes nothing on splitting ops and waiting at the end of each parallel loop (Magenta at
+/// 1280×720 on 2 cores: ~15 % faster than one frame on two threads; BENCHMARKS.md). The
+/// results are the same: every kernel reduces in a fixed order whatever the thread count.
+/// With temporal statistics, frames run in order on the shared pool.
 pub fn stylize_clip(
     mut reader: VideoReader,
     mut writer: VideoWriter,
@@ -663,17 +665,11 @@ pub fn stylize_clip(
     cancel: &AtomicBool,
 ) -> Result<ClipSummary> {
     let t0 = std::time::Instant::now();
-    let (n, size) = if frames.is_temporal() {
+    // Frame-level parallelism pays on CPU cores; a GPU runs one frame at a time.
+    let (n, size) = if frames.is_temporal() || !frames.device().is_cpu() {
         in_order(&mut reader, &mut writer, frames, progress, cancel)?
     } else {
-        in_flight(
-            &mut reader,
-            &mut writer,
-            frames,
-            IN_FLIGHT,
-            progress,
-            cancel,
-        )?
+        in_flight(&mut reader, &mut writer, frames, progress, cancel)?
     };
     writer.finish()?;
     Ok(ClipSummary {
@@ -684,8 +680,9 @@ pub fn stylize_clip(
     })
 }
 
-/// Frames rendered at once when they are independent.
-const IN_FLIGHT: usize = 2;
+/// At most this many frames are rendered at once when they are independent (each holds its
+/// activations: AdaIN at 4096×3072 peaks at ~2 GiB a frame).
+const MAX_IN_FLIGHT: usize = 4;
 
 fn interrupted() -> Error {
     Error::input("video", "interrupted")
@@ -719,15 +716,18 @@ fn in_order(
     Ok((n, size))
 }
 
-/// `workers` frames at once, written in their order.
+/// Several frames at once, each on a pool of its own share of the threads (2 threads: two
+/// frames of one thread each), written in their order.
 fn in_flight(
     reader: &mut VideoReader,
     writer: &mut VideoWriter,
     frames: &FrameStylizer,
-    workers: usize,
     progress: &mut dyn FnMut(u64),
     cancel: &AtomicBool,
 ) -> Result<(u64, (u32, u32))> {
+    let threads = candle::utils::get_num_threads().max(1);
+    let workers = threads.min(MAX_IN_FLIGHT);
+    let threads_each = threads / workers;
     type Done = (
         u64,
         Result<candle::Tensor>,
@@ -742,29 +742,40 @@ fn in_flight(
         for _ in 0..workers {
             let done_tx = done_tx.clone();
             let (jobs, next_index, failed) = (&jobs, &next_index, &failed);
-            scope.spawn(move || loop {
-                if failed.load(Ordering::SeqCst) || cancel.load(Ordering::SeqCst) {
-                    return;
-                }
-                // Take the next frame and its number together, so numbers follow the clip.
-                let (i, frame) = {
-                    let Ok(mut r) = jobs.lock() else { return };
-                    match r.next_frame() {
-                        Ok(Some(f)) => (next_index.fetch_add(1, Ordering::SeqCst), f),
-                        Ok(None) => return,
-                        Err(e) => {
-                            failed.store(true, Ordering::SeqCst);
-                            let _ = done_tx.send((u64::MAX, Err(e), None, None));
-                            return;
-                        }
+            scope.spawn(move || {
+                // Its own pool, so each frame's ops split over this worker's share of threads
+                // only (the shared pool if one cannot be built).
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads_each)
+                    .build()
+                    .ok();
+                loop {
+                    if failed.load(Ordering::SeqCst) || cancel.load(Ordering::SeqCst) {
+                        return;
                     }
-                };
-                let out = frames.render_independent(frame.image);
-                if out.is_err() {
-                    failed.store(true, Ordering::SeqCst);
-                }
-                if done_tx.send((i, out, frame.delay, frame.name)).is_err() {
-                    return;
+                    // Take the next frame and its number together, so numbers follow the clip.
+                    let (i, frame) = {
+                        let Ok(mut r) = jobs.lock() else { return };
+                        match r.next_frame() {
+                            Ok(Some(f)) => (next_index.fetch_add(1, Ordering::SeqCst), f),
+                            Ok(None) => return,
+                            Err(e) => {
+                                failed.store(true, Ordering::SeqCst);
+                                let _ = done_tx.send((u64::MAX, Err(e), None, None));
+                                return;
+                            }
+                        }
+                    };
+                    let out = match &pool {
+                        Some(pool) => pool.install(|| frames.render_independent(frame.image)),
+                        None => frames.render_independent(frame.image),
+                    };
+                    if out.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    if done_tx.send((i, out, frame.delay, frame.name)).is_err() {
+                        return;
+                    }
                 }
             });
         }

@@ -86,7 +86,7 @@ impl AdaIn {
         check_image(image)?;
         // One pool entry for the network: its ops then start their parallel loops from a pool
         // thread, without the two thread switches an entry from outside costs.
-        candle::utils::with_threadpool(|| self.encode_tiled(image, super::tiles::DEFAULT_TILE))
+        crate::ops::in_pool(|| self.encode_tiled(image, super::tiles::DEFAULT_TILE))
     }
 
     /// The encoder on the whole image at once.
@@ -175,9 +175,7 @@ impl AdaIn {
     pub fn decode(&self, t: &Tensor, (height, width): (usize, usize)) -> Result<Tensor> {
         let _t = crate::profile::scope("decode (network)");
         // One pool entry for the network (see `encode`).
-        candle::utils::with_threadpool(|| {
-            self.decode_tiled(t, (height, width), super::tiles::DEFAULT_TILE)
-        })
+        crate::ops::in_pool(|| self.decode_tiled(t, (height, width), super::tiles::DEFAULT_TILE))
     }
 
     /// The decoder on the whole map at once, cropped.

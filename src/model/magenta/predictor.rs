@@ -115,7 +115,7 @@ impl StylePredictor {
         let _t = crate::profile::scope("style predictor");
         check_images("style predictor", std::slice::from_ref(style), 16)?;
         // One pool entry for the network (see `Skeleton::forward`).
-        candle::utils::with_threadpool(|| self.forward_in_pool(style))
+        crate::ops::in_pool(|| self.forward_in_pool(style))
     }
 
     fn forward_in_pool(&self, style: &Tensor) -> Result<Tensor> {

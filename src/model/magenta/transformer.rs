@@ -112,7 +112,7 @@ impl Skeleton {
         // One entry into the thread pool for the whole network: the ops below then start their
         // parallel loops from a pool thread, without the two thread switches an entry from
         // outside costs (~4 % of a 1-thread 1024² run, more on small images).
-        candle::utils::with_threadpool(|| self.forward_in_pool(xs, kind, gb, temporal))
+        crate::ops::in_pool(|| self.forward_in_pool(xs, kind, gb, temporal))
     }
 
     fn forward_in_pool(
