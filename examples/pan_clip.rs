@@ -2,10 +2,11 @@
 //! stylizes it twice with the embedded Magenta model: frame by frame, and with the statistics
 //! kept over time. Prints the flicker of both.
 //!
-//! `cargo run --release --example pan_clip [-- OUT_DIR [WIDTH HEIGHT FRAMES]]` writes
-//! `OUT_DIR/frames/NNNN.png` (the input clip), `OUT_DIR/motion.json` (for
+//! `cargo run --release --example pan_clip [-- OUT_DIR [WIDTH HEIGHT FRAMES [DX DY ZOOM]]]`
+//! writes `OUT_DIR/frames/NNNN.png` (the input clip), `OUT_DIR/motion.json` (for
 //! `normstyle video-metrics`) and the two stylized frame folders (default `pan/`, 160×96, 12
-//! frames). `scripts/flicker_table.sh` builds the README's table from a longer one.
+//! frames panning 2 and 0.5 photo pixels a frame and zooming in 0.5 % a frame).
+//! `scripts/flicker_table.sh` builds the README's table with it.
 
 use candle::Device;
 use normstyle::imaging;
@@ -21,12 +22,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(args.get(i).map_or(Ok(default), |s| s.parse())?)
     };
     let (w, h, n) = (num(1, 160)?, num(2, 96)?, num(3, 12)?);
+    let real = |i: usize, default: f64| -> Result<f64, Box<dyn std::error::Error>> {
+        Ok(args.get(i).map_or(Ok(default), |s| s.parse())?)
+    };
+    let (dx, dy, zoom) = (real(4, 2.0)?, real(5, 0.5)?, real(6, 1.005)?);
 
-    // 2 photo pixels per frame to the right (and 0.5 down), zooming in 0.5 % per frame.
     let photo = imaging::load_rgb("assets/photos/golden_gate.jpg".as_ref())?;
     let spec = PanZoom {
-        zoom: 1.005,
-        ..PanZoom::pan(w as u32, h as u32, n, 2.0)
+        step: (dx, dy),
+        zoom,
+        ..PanZoom::pan(w as u32, h as u32, n, dx)
     };
     let (frames, motion) = pan_zoom(&photo, &spec)?;
     let dir = out.join("frames");

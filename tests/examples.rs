@@ -114,3 +114,27 @@ fn train_norm_trains_every_kind() {
         assert!(v[1] < v[0], "{line}");
     }
 }
+
+#[test]
+fn pan_clip_measures_both_settings() {
+    let (dir, stdout) = run("pan_clip");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].starts_with("momentum"));
+    assert!(
+        lines[1].starts_with('0') && lines[2].starts_with("0.9"),
+        "{stdout}"
+    );
+    let frames = dir.path().join("pan/frames");
+    assert_eq!(std::fs::read_dir(&frames).unwrap().count(), 12);
+    assert_eq!(size(&frames.join("0000.png")), (160, 96));
+    let motion = std::fs::read_to_string(dir.path().join("pan/motion.json")).unwrap();
+    let m: normstyle::video::metrics::Motion = serde_json::from_str(&motion).unwrap();
+    assert_eq!(m.to_previous.len(), 11);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("pan/stylized_0.9"))
+            .unwrap()
+            .count(),
+        12
+    );
+}

@@ -26,6 +26,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use normstyle::color::PreserveColor;
 use normstyle::model::adain::Mask;
 use normstyle::pipeline::{mask_from_rgb, parse_preset, Shard, StyleSpec};
+use normstyle::video::ClipKind;
 use normstyle::weights::hub::{HubConfig, RepoSpec};
 use normstyle::{NormKind, Stylizer};
 
@@ -261,7 +262,7 @@ impl StylizeArgs {
             || self
                 .content
                 .iter()
-                .any(|p| p.extension().is_some() && normstyle::video::ClipKind::of(p).is_some())
+                .any(|p| matches!(ClipKind::of(p), Some(ClipKind::Video | ClipKind::Gif)))
     }
 
     /// The --shard of a batch, and where `auto` found it.

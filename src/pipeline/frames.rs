@@ -54,11 +54,11 @@ impl TemporalOptions {
 ///
 /// ```no_run
 /// # fn main() -> normstyle::Result<()> {
-/// use normstyle::pipeline::{FrameStylizer, Styling, TemporalOptions};
+/// use normstyle::pipeline::{Styling, TemporalOptions};
 /// use normstyle::Stylizer;
 /// let st = Stylizer::magenta(&candle::Device::Cpu)?.with_content_size(Some(0));
 /// let style = st.style_from_rgb(normstyle::imaging::load_rgb("style.jpg".as_ref())?)?;
-/// let mut frames = FrameStylizer::new(&st, Styling::single(&style), TemporalOptions::with_momentum(0.9))?;
+/// let mut frames = st.frames(Styling::single(&style), TemporalOptions::with_momentum(0.9))?;
 /// for i in 0..24 {
 ///     let frame = normstyle::imaging::load_rgb(format!("frames/{i:04}.png").as_ref())?;
 ///     frames.next_frame(frame)?.save(format!("out/{i:04}.png")).ok();
@@ -183,4 +183,16 @@ pub fn mean_abs_difference(a: &Rgb, b: &Rgb) -> f64 {
         .map(|(x, y)| f64::from((x - y).abs()))
         .sum::<f64>()
         / n as f64
+}
+
+impl Stylizer {
+    /// A [`FrameStylizer`] for one clip with this stylizer's options: the frame-sequence API
+    /// that keeps the style and the temporal statistics between frames.
+    pub fn frames<'a>(
+        &'a self,
+        styling: Styling<'a>,
+        opts: TemporalOptions,
+    ) -> Result<FrameStylizer<'a>> {
+        FrameStylizer::new(self, styling, opts)
+    }
 }
