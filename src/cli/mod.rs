@@ -17,6 +17,7 @@ mod video;
 mod video_metrics;
 mod weights;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,8 +25,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use normstyle::color::PreserveColor;
+use normstyle::imaging::Rgb;
 use normstyle::model::adain::Mask;
-use normstyle::pipeline::{mask_from_rgb, parse_preset, Shard, StyleSpec};
+use normstyle::pipeline::{mask_from_rgb, parse_preset, Shard, Style, StyleSpec};
 use normstyle::video::ClipKind;
 use normstyle::weights::hub::{HubConfig, RepoSpec};
 use normstyle::{NormKind, Stylizer};
@@ -345,6 +347,17 @@ impl StylizeArgs {
             .with_crop(self.crop))
     }
 
+    /// Decodes every --style image once (a path given twice is read once).
+    pub fn style_images(&self) -> anyhow::Result<HashMap<PathBuf, Rgb>> {
+        let mut images = HashMap::new();
+        for p in &self.style {
+            if !images.contains_key(p) {
+                images.insert(p.clone(), normstyle::imaging::load_rgb(p)?);
+            }
+        }
+        Ok(images)
+    }
+
     /// The --mask image, if given.
     pub fn load_mask(&self) -> anyhow::Result<Option<Mask>> {
         let Some(p) = &self.mask else {
@@ -454,6 +467,20 @@ impl RepoArgs {
             None => None,
         })
     }
+}
+
+/// Prepares decoded style images for `st` (errors name the file).
+pub fn prepare_styles(
+    st: &Stylizer,
+    images: HashMap<PathBuf, Rgb>,
+) -> anyhow::Result<HashMap<PathBuf, Style>> {
+    images
+        .into_iter()
+        .map(|(p, img)| {
+            let style = st.style_from_rgb(img).map_err(|e| e.in_file(&p))?;
+            Ok((p, style))
+        })
+        .collect()
 }
 
 /// A bar over `n` steps on stderr, hidden with -q or for a single step (and by indicatif when

@@ -1,7 +1,6 @@
 //! `normstyle stylize` (files as arguments): every content × style (or one blend, mask or
 //! preset) in one call; the contents form one batch, so `--norm bn` pools over them.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use normstyle::imaging::{self, Rgb};
-use normstyle::pipeline::{output_name, stem, Content, Style, StyleSpec};
+use normstyle::pipeline::{output_name, stem, Content, StyleSpec};
 
 use super::{check_output, progress_bar, StylizeArgs};
 
@@ -18,12 +17,7 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<ExitCode> {
     let outputs = output_paths(&args, &specs)?;
     // Decode every input first: a broken file fails the call before any work or output.
     let contents: Vec<Rgb> = args.content.iter().map(load).collect::<Result<_, _>>()?;
-    let mut style_images: HashMap<PathBuf, Rgb> = HashMap::new();
-    for p in &args.style {
-        if !style_images.contains_key(p) {
-            style_images.insert(p.clone(), imaging::load_rgb(p)?);
-        }
-    }
+    let style_images = args.style_images()?;
     let mask = args.load_mask()?;
 
     let t_load = Instant::now();
@@ -43,15 +37,7 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<ExitCode> {
         .zip(&args.content)
         .map(|(img, p)| st.content_from_rgb(img).map_err(|e| e.in_file(p)))
         .collect::<Result<_, _>>()?;
-    let styles: HashMap<PathBuf, Style> = style_images
-        .into_iter()
-        .map(|(p, img)| {
-            Ok((
-                p.clone(),
-                st.style_from_rgb(img).map_err(|e| e.in_file(&p))?,
-            ))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let styles = super::prepare_styles(&st, style_images)?;
     let n = contents.len();
     let setup = t_load.elapsed().as_secs_f64() / n as f64;
 

@@ -1,7 +1,6 @@
 //! `normstyle stylize` on a clip: a video file (ffmpeg), an animated GIF, or a folder of frames
 //! (--frames). One style (or blend, mask or preset), one output, frame by frame.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +9,7 @@ use std::sync::Arc;
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use normstyle::imaging;
-use normstyle::pipeline::{output_name, stem, FrameStylizer, Style, TemporalOptions};
+use normstyle::pipeline::{output_name, stem, FrameStylizer, TemporalOptions};
 use normstyle::video::{
     self, ClipKind, EncodeOptions, Fps, VideoReader, VideoWriter, WriteOptions,
 };
@@ -35,12 +34,7 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<ExitCode> {
     // Open the clip first: a broken or missing one fails before the model loads.
     let reader = VideoReader::open(&input)?;
     let info = reader.info().clone();
-    let mut style_images = HashMap::new();
-    for p in &args.style {
-        if !style_images.contains_key(p) {
-            style_images.insert(p.clone(), imaging::load_rgb(p)?);
-        }
-    }
+    let style_images = args.style_images()?;
     let mask = args.load_mask()?;
 
     // A clip keeps its frame size unless --content-size says otherwise.
@@ -49,15 +43,7 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<ExitCode> {
         .with_content_size(Some(args.content_size.unwrap_or(0)));
     let (w, h) = st.content_dimensions((info.width, info.height));
     super::memory::fit_to(st.family(), Some(u64::from(w) * u64::from(h)));
-    let styles: HashMap<PathBuf, Style> = style_images
-        .into_iter()
-        .map(|(p, img)| {
-            Ok((
-                p.clone(),
-                st.style_from_rgb(img).map_err(|e| e.in_file(&p))?,
-            ))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let styles = super::prepare_styles(&st, style_images)?;
     let styling = spec.styling(&styles, mask.as_ref())?;
     let mut frames = FrameStylizer::new(
         &st,
