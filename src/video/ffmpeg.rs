@@ -31,7 +31,6 @@ fn command(program: &'static str) -> Command {
 
 /// Starts `cmd`, turning "not found" into the install hint.
 fn spawn(program: &'static str, cmd: &mut Command) -> Result<Child> {
-    lower_priority(cmd);
     cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::Tool {
@@ -45,23 +44,6 @@ fn spawn(program: &'static str, cmd: &mut Command) -> Result<Child> {
             }
         }
     })
-}
-
-/// Runs the child as a background task ([`super::background_priority`]): decoding and encoding
-/// then fill the moments the network leaves a core idle instead of preempting its threads.
-fn lower_priority(cmd: &mut Command) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: the closure runs in the child between fork and exec and only makes system
-        // calls that are async-signal-safe (sched_setscheduler, nice).
-        unsafe {
-            cmd.pre_exec(|| {
-                super::background_priority();
-                Ok(())
-            });
-        }
-    }
 }
 
 /// ffmpeg reads `file:` URLs as plain paths, so a name with `:` or a leading `-` is not taken

@@ -142,31 +142,6 @@ impl ClipKind {
     }
 }
 
-/// Makes the calling thread (and the processes it then starts) a background task: Linux's
-/// SCHED_IDLE policy (elsewhere on Unix, nice +10). On a machine whose cores the network keeps
-/// busy, decoding and encoding at normal priority preempt its worker threads, and every
-/// parallel loop waits for the slowest worker: a 1280×720 Magenta clip ran its network ~25 %
-/// slower beside PNG or H.264 coding threads than alone. In the background they use the moments
-/// the network leaves a core idle, and a full queue or an empty one hands them the cores.
-pub(crate) fn background_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: sets the calling thread's own policy; `param` outlives the call. A failure
-        // (a sandbox refusing it) leaves the normal priority, which is only slower.
-        unsafe {
-            libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
-        }
-    }
-    #[cfg(all(unix, not(target_os = "linux")))]
-    {
-        // SAFETY: nice(2) changes the calling process's priority only.
-        unsafe {
-            libc::nice(10);
-        }
-    }
-}
-
 /// Reads a clip's frames in order on a thread of its own.
 pub struct VideoReader {
     info: ClipInfo,
@@ -266,10 +241,7 @@ impl VideoReader {
         produce: impl FnOnce(SyncSender<Result<Frame>>) + Send + 'static,
     ) -> Self {
         let (tx, rx) = sync_channel(QUEUE);
-        let thread = std::thread::spawn(move || {
-            background_priority();
-            produce(tx)
-        });
+        let thread = std::thread::spawn(move || produce(tx));
         VideoReader {
             info,
             rx: Some(rx),
@@ -442,10 +414,7 @@ impl VideoWriter {
         let abort = std::sync::Arc::new(AtomicBool::new(false));
         let (out, stop) = (path.to_path_buf(), abort.clone());
         let overwrite = opts.overwrite;
-        let thread = std::thread::spawn(move || {
-            background_priority();
-            consume(sink, rx, &out, &stop, overwrite)
-        });
+        let thread = std::thread::spawn(move || consume(sink, rx, &out, &stop, overwrite));
         Ok(VideoWriter {
             path: path.to_path_buf(),
             tx: Some(tx),
