@@ -158,6 +158,11 @@ impl<'a> FrameStylizer<'a> {
             .ok_or_else(|| Error::input("FrameStylizer", "no output was rendered"))
     }
 
+    /// The model family the frames run on.
+    pub fn family(&self) -> super::Family {
+        self.st.family()
+    }
+
     /// The device the frames run on.
     pub fn device(&self) -> &candle::Device {
         self.st.device()

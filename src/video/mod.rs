@@ -620,12 +620,12 @@ pub struct ClipSummary {
 /// count so far; a set `cancel` stops at the next frame with an error (the output is then not
 /// written).
 ///
-/// Without temporal statistics the frames are independent: on the CPU, one frame per thread
-/// (up to 4) is rendered at once, each on a thread pool of its own. A frame on one thread
-/// wastes nothing on splitting ops and waiting at the end of each parallel loop (Magenta at
-/// 1280×720 on 2 cores: ~15 % faster than one frame on two threads; BENCHMARKS.md). The
-/// results are the same: every kernel reduces in a fixed order whatever the thread count.
-/// With temporal statistics, frames run in order on the shared pool.
+/// Without temporal statistics the frames are independent: for the Magenta family on the CPU,
+/// one frame per thread (up to 4) is rendered at once, each on a thread pool of its own
+/// ([`frames_in_parallel`] says why; 1280×720 on 2 cores, 48 frames: medians of 4 whole runs
+/// 5.35 s, against 5.99 s for one frame at a time on two threads). The results are the same:
+/// every kernel reduces in a fixed order whatever the thread count. Otherwise, and with
+/// temporal statistics, frames run in order on the shared pool.
 pub fn stylize_clip(
     mut reader: VideoReader,
     mut writer: VideoWriter,
@@ -634,8 +634,7 @@ pub fn stylize_clip(
     cancel: &AtomicBool,
 ) -> Result<ClipSummary> {
     let t0 = std::time::Instant::now();
-    // Frame-level parallelism pays on CPU cores; a GPU runs one frame at a time.
-    let (n, size) = if frames.is_temporal() || !frames.device().is_cpu() {
+    let (n, size) = if frames.is_temporal() || !frames_in_parallel(frames) {
         in_order(&mut reader, &mut writer, frames, progress, cancel)?
     } else {
         in_flight(&mut reader, &mut writer, frames, progress, cancel)?
@@ -647,6 +646,16 @@ pub fn stylize_clip(
         size,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// Whether independent frames are rendered several at once: on CPU cores, for the Magenta
+/// family. Its layers are thin (8–32 channels), so one frame on two threads spends a good part
+/// of each op splitting it and waiting for the slower half (1024²: 0.163 s on 2 threads against
+/// 0.277 s on 1, a 1.7× speed-up), and a frame per thread gains ~10 %. AdaIN's wide layers
+/// scale (1.83×); two AdaIN frames at once only doubled the memory and ran 10 % slower (12
+/// frames at 910×512: 13.4 s against 12.2 s). A GPU runs one frame at a time.
+fn frames_in_parallel(frames: &FrameStylizer) -> bool {
+    frames.device().is_cpu() && frames.family() == crate::pipeline::Family::Magenta
 }
 
 /// At most this many frames are rendered at once when they are independent (each holds its
