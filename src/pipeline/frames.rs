@@ -80,7 +80,8 @@ impl<'a> FrameStylizer<'a> {
     /// A clip stylized by `st` with `styling`. Errors for a momentum outside [0, 1) or a
     /// threshold that is not a number ≥ 0.
     pub fn new(st: &'a Stylizer, styling: Styling<'a>, opts: TemporalOptions) -> Result<Self> {
-        if !(opts.scene_threshold >= 0.0) {
+        // NaN is refused too.
+        if opts.scene_threshold.is_nan() || opts.scene_threshold < 0.0 {
             return Err(Error::config(
                 "temporal statistics",
                 format!(

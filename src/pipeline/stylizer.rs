@@ -412,7 +412,7 @@ impl Stylizer {
         &self,
         contents: &[Content],
         styling: &Styling,
-        mut temporal: Option<&mut TemporalStats>,
+        temporal: Option<&mut TemporalStats>,
     ) -> Result<Vec<Tensor>> {
         if !(0.0..=1.0).contains(&self.alpha) {
             return Err(Error::config(
@@ -441,7 +441,7 @@ impl Stylizer {
                         let xs: Vec<Tensor> = contents.iter().map(|c| c.tensor.clone()).collect();
                         multistyle.forward_temporal(&xs, w, self.norm, temporal)?
                     }
-                    _ => m.render(contents, styling, temporal.as_deref_mut())?,
+                    _ => m.render(contents, styling, temporal)?,
                 }
             }
         };

@@ -43,7 +43,8 @@ impl PanZoom {
 /// Renders the move over `photo` (bilinear sampling): the frames, and the motion that maps each
 /// frame's pixels to the previous frame's.
 pub fn pan_zoom(photo: &Rgb, m: &PanZoom) -> Result<(Vec<Rgb>, Motion)> {
-    if m.width < 2 || m.height < 2 || m.frames == 0 || !(m.zoom > 0.0) || !(m.scale > 0.0) {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if m.width < 2 || m.height < 2 || m.frames == 0 || !positive(m.zoom) || !positive(m.scale) {
         return Err(Error::input(
             "pan_zoom",
             "needs frames of at least 2×2, one frame, and a positive zoom and scale",
