@@ -437,7 +437,7 @@ fn kill_9_mid_video_leaves_no_output() {
             "-i",
             "testsrc2=size=128x96:rate=24",
             "-frames:v",
-            "240",
+            "720",
             "-c:v",
             "libx264",
             "long.mp4",
@@ -463,6 +463,10 @@ fn kill_9_mid_video_leaves_no_output() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "finished before it could be killed"
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!p.join("out.mp4").exists());
