@@ -58,11 +58,6 @@ impl TemporalStats {
         self.next = 0;
     }
 
-    /// Whether no frame has been seen since the start or the last [`reset`](Self::reset).
-    pub fn is_fresh(&self) -> bool {
-        self.layers.is_empty()
-    }
-
     /// The statistics the current layer uses this frame: `current` (this frame's own) blended
     /// with the same layer's statistics of the previous frame. Their layouts (channels, samples)
     /// must match; a layer seen for the first time uses `current` as is.

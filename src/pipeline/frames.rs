@@ -72,7 +72,6 @@ pub struct FrameStylizer<'a> {
     scene_threshold: f64,
     /// The previous frame as the model ran it, for scene-cut detection.
     previous: Option<Rgb>,
-    frames: u64,
     cuts: u64,
 }
 
@@ -97,7 +96,6 @@ impl<'a> FrameStylizer<'a> {
             temporal: (opts.momentum > 0.0).then_some(temporal),
             scene_threshold: opts.scene_threshold,
             previous: None,
-            frames: 0,
             cuts: 0,
         })
     }
@@ -129,7 +127,6 @@ impl<'a> FrameStylizer<'a> {
             &self.styling,
             self.temporal.as_mut(),
         )?;
-        self.frames += 1;
         out.into_iter()
             .next()
             .ok_or_else(|| Error::input("FrameStylizer", "no output was rendered"))
@@ -167,11 +164,6 @@ impl<'a> FrameStylizer<'a> {
     /// The device the frames run on.
     pub fn device(&self) -> &candle::Device {
         self.st.device()
-    }
-
-    /// Frames stylized so far.
-    pub fn frames(&self) -> u64 {
-        self.frames
     }
 
     /// Scene cuts found so far (each restarted the temporal statistics).

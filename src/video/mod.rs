@@ -8,8 +8,8 @@
 //!   temporary name and renamed when complete, so an interrupted run leaves nothing under the
 //!   output's name.
 //! - [`stylize_clip`] joins them with a [`FrameStylizer`]: `--temporal M` smooths every
-//!   normalization layer's statistics over the frames, which removes most of the flicker of
-//!   frame-by-frame stylization.
+//!   normalization layer's statistics over the frames, which removes the flicker that
+//!   per-frame statistics cause (not the texture aliasing of strided layers; see the README).
 //! - [`metrics`] measures the flicker of clips whose motion is known ([`synth`] makes such clips
 //!   by panning and zooming a photo).
 
@@ -63,11 +63,6 @@ impl Fps {
     pub fn from_delay(delay: Duration) -> Fps {
         let ms = delay.as_millis().clamp(1, 60_000) as u32;
         Fps { num: 1000, den: ms }
-    }
-
-    /// How long one frame lasts.
-    pub fn frame_duration(self) -> Duration {
-        Duration::from_secs_f64(f64::from(self.den) / f64::from(self.num))
     }
 }
 
@@ -171,20 +166,19 @@ impl VideoReader {
         let mut dec = ffmpeg::Decoder::open(path)?;
         let info = dec.info().clone();
         Ok(Self::spawn(info, move |tx| loop {
-            let frame = dec.next_frame().map(|f| {
-                f.map(|rgb| Frame {
+            let frame = match dec.next_frame() {
+                Ok(Some(rgb)) => Frame {
                     image: image::DynamicImage::ImageRgb8(rgb).to_rgb32f(),
                     delay: None,
                     name: None,
-                })
-            });
-            let end = !matches!(frame, Ok(Some(_)));
-            if let Some(f) = frame.transpose() {
-                if tx.send(f).is_err() {
+                },
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
                     return;
                 }
-            }
-            if end {
+            };
+            if tx.send(Ok(frame)).is_err() {
                 return;
             }
         }))
@@ -344,13 +338,13 @@ enum Sink {
 /// frames it completed, each written whole).
 pub struct VideoWriter {
     path: PathBuf,
-    tx: Option<SyncSender<Frame8>>,
+    tx: Option<SyncSender<Outgoing>>,
     thread: Option<JoinHandle<Result<()>>>,
     abort: std::sync::Arc<AtomicBool>,
 }
 
 /// A frame on its way to the writer.
-struct Frame8 {
+struct Outgoing {
     pixels: Pixels,
     delay: Option<Duration>,
     name: Option<String>,
@@ -410,7 +404,7 @@ impl VideoWriter {
                 }
             }
         };
-        let (tx, rx) = sync_channel::<Frame8>(QUEUE);
+        let (tx, rx) = sync_channel::<Outgoing>(QUEUE);
         let abort = std::sync::Arc::new(AtomicBool::new(false));
         let (out, stop) = (path.to_path_buf(), abort.clone());
         let overwrite = opts.overwrite;
@@ -430,7 +424,7 @@ impl VideoWriter {
         delay: Option<Duration>,
         name: Option<String>,
     ) -> Result<()> {
-        self.send(Frame8 {
+        self.send(Outgoing {
             pixels: Pixels::Rgb8(image),
             delay,
             name,
@@ -445,14 +439,14 @@ impl VideoWriter {
         delay: Option<Duration>,
         name: Option<String>,
     ) -> Result<()> {
-        self.send(Frame8 {
+        self.send(Outgoing {
             pixels: Pixels::Tensor(frame),
             delay,
             name,
         })
     }
 
-    fn send(&mut self, frame: Frame8) -> Result<()> {
+    fn send(&mut self, frame: Outgoing) -> Result<()> {
         let sent = self.tx.as_ref().is_some_and(|tx| tx.send(frame).is_ok());
         if sent {
             return Ok(());
@@ -534,7 +528,7 @@ fn commit(tmp: tempfile::TempPath, path: &Path) -> Result<()> {
 /// `abort` was set (the temporary file is then dropped, which removes it).
 fn consume(
     mut sink: Sink,
-    rx: Receiver<Frame8>,
+    rx: Receiver<Outgoing>,
     path: &Path,
     abort: &AtomicBool,
     overwrite: bool,
@@ -712,14 +706,14 @@ fn in_flight(
         Option<Duration>,
         Option<String>,
     );
-    let jobs = std::sync::Mutex::new(reader);
-    let next_index = std::sync::atomic::AtomicU64::new(0);
+    // The reader and the number of the next frame it gives, taken together.
+    let jobs = std::sync::Mutex::new((reader, 0u64));
     let failed = AtomicBool::new(false);
     let (done_tx, done_rx) = sync_channel::<Done>(workers);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let done_tx = done_tx.clone();
-            let (jobs, next_index, failed) = (&jobs, &next_index, &failed);
+            let (jobs, failed) = (&jobs, &failed);
             scope.spawn(move || {
                 // Its own pool, so each frame's ops split over this worker's share of threads
                 // only (the shared pool if one cannot be built).
@@ -731,11 +725,14 @@ fn in_flight(
                     if failed.load(Ordering::SeqCst) || cancel.load(Ordering::SeqCst) {
                         return;
                     }
-                    // Take the next frame and its number together, so numbers follow the clip.
                     let (i, frame) = {
-                        let Ok(mut r) = jobs.lock() else { return };
-                        match r.next_frame() {
-                            Ok(Some(f)) => (next_index.fetch_add(1, Ordering::SeqCst), f),
+                        let Ok(mut guard) = jobs.lock() else { return };
+                        let (reader, next) = &mut *guard;
+                        match reader.next_frame() {
+                            Ok(Some(f)) => {
+                                *next += 1;
+                                (*next - 1, f)
+                            }
                             Ok(None) => return,
                             Err(e) => {
                                 failed.store(true, Ordering::SeqCst);
