@@ -43,6 +43,7 @@ pub mod compare;
 pub mod device;
 pub mod error;
 pub mod experiment;
+#[cfg(feature = "grid")]
 pub mod grid;
 pub mod imaging;
 pub mod model;

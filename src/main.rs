@@ -1,10 +1,5 @@
 //! The `normstyle` command line: parse, run, print errors as one line with their full chain.
 
-#[cfg(feature = "accelerate")]
-extern crate accelerate_src;
-#[cfg(feature = "mkl")]
-extern crate intel_mkl_src;
-
 use std::process::ExitCode;
 
 /// mimalloc keeps freed activation buffers for reuse: with the system allocator every layer's

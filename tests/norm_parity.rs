@@ -105,7 +105,7 @@ fn every_fixture_case_matches_pytorch() {
                     ..Default::default()
                 };
                 let (w, b) = (f.opt(name, "weight"), f.opt(name, "bias"));
-                let mut bn = if train {
+                let bn = if train {
                     BatchNorm2d::new(c, cfg, &Device::Cpu)
                         .and_then(|fresh| {
                             BatchNorm2d::from_tensors(
@@ -159,7 +159,7 @@ fn every_fixture_case_matches_pytorch() {
                 } else {
                     (f.opt(name, "running_mean"), f.opt(name, "running_var"))
                 };
-                let mut inn = InstanceNorm2d::from_tensors(c, w, b, rm, rv, cfg).unwrap();
+                let inn = InstanceNorm2d::from_tensors(c, w, b, rm, rv, cfg).unwrap();
                 let y = inn.forward_t(&x, train).unwrap();
                 report.check("InstanceNorm2d", name, "y", &y, &f.t(name, "y"));
                 if track && train {
@@ -228,7 +228,7 @@ fn every_fixture_case_matches_pytorch() {
                     momentum,
                     ..Default::default()
                 };
-                let mut bn = match (f.opt(name, "weight"), f.opt(name, "bias")) {
+                let bn = match (f.opt(name, "weight"), f.opt(name, "bias")) {
                     (Some(w), Some(b)) => {
                         let fresh = BatchNorm2d::new(6, cfg, &Device::Cpu).unwrap();
                         BatchNorm2d::from_tensors(

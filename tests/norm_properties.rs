@@ -73,7 +73,7 @@ proptest! {
     fn batch_norm_of_one_sample_in_training_is_instance_norm(shape in shapes(), vals in values()) {
         let x = tensor(&vals, (1, shape.1, shape.2, shape.3));
         let c = shape.1;
-        let mut bn = BatchNorm2d::new(c, BatchNorm2dConfig { affine: false, ..Default::default() }, &CPU).unwrap();
+        let bn = BatchNorm2d::new(c, BatchNorm2dConfig { affine: false, ..Default::default() }, &CPU).unwrap();
         let inn = InstanceNorm2d::new(c, InstanceNorm2dConfig::default(), &CPU).unwrap();
         prop_assert!(max_diff(&bn.forward_train(&x).unwrap(), &inn.forward_eval(&x).unwrap()) <= ID_TOL);
     }
@@ -218,7 +218,7 @@ fn half_precision_inputs_match_the_f32_result() {
 #[test]
 fn running_statistics_update_with_momentum_and_eval_uses_them() {
     let x = tensor(&[1.0, -2.0, 0.5, 3.0, -1.0], (2, 3, 2, 2));
-    let mut bn = BatchNorm2d::new(3, BatchNorm2dConfig::default(), &CPU).unwrap();
+    let bn = BatchNorm2d::new(3, BatchNorm2dConfig::default(), &CPU).unwrap();
     let y_train = bn.forward_train(&x).unwrap();
     assert_eq!(bn.num_batches_tracked(), 1);
     // After one batch with momentum 0.1: 0.9·0 + 0.1·mean, 0.9·1 + 0.1·unbiased var.
@@ -405,7 +405,7 @@ fn invalid_constructions_are_errors_naming_the_problem() {
 #[test]
 fn invalid_inputs_are_errors_naming_the_problem() {
     let x = |dims: &[usize]| Tensor::ones(dims, DType::F32, &CPU).unwrap();
-    let mut bn = BatchNorm2d::new(4, BatchNorm2dConfig::default(), &CPU).unwrap();
+    let bn = BatchNorm2d::new(4, BatchNorm2dConfig::default(), &CPU).unwrap();
     let inn = InstanceNorm2d::new(4, InstanceNorm2dConfig::default(), &CPU).unwrap();
     let gn = GroupNorm::new(2, 4, GroupNormConfig::default(), &CPU).unwrap();
     let ln = LayerNorm::new(&[4, 3, 3], LayerNormConfig::default(), &CPU).unwrap();

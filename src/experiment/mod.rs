@@ -9,6 +9,7 @@
 //! normalization and the batch size. BN is evaluated with its running statistics, as deployed.
 
 pub mod data;
+#[cfg(feature = "plot")]
 mod plot;
 
 use std::time::Instant;
@@ -20,6 +21,7 @@ use self::data::{Rng, CLASSES};
 use crate::norm::{Norm, NormKind};
 use crate::{Error, Result};
 
+#[cfg(feature = "plot")]
 pub use plot::plot;
 
 /// What to train.

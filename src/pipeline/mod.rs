@@ -22,6 +22,7 @@
 //! ```
 
 mod batch;
+#[cfg(feature = "grid")]
 mod compare;
 mod frames;
 pub mod manifest;
@@ -29,6 +30,7 @@ mod spec;
 mod stylizer;
 
 pub use batch::{Batch, Event, Shard, Summary};
+#[cfg(feature = "grid")]
 pub use compare::{compare, presets_sheet, CompareOptions, Comparison, Labeled, TileNumbers};
 pub use frames::{mean_abs_difference, FrameStylizer, TemporalOptions, DEFAULT_SCENE_THRESHOLD};
 pub use manifest::Manifest;

@@ -11,6 +11,7 @@ use crate::imaging::{self, Rgb};
 use crate::model::adain::{AdaIn, Mask, StyleInput, TransferOptions, MIN_SIDE};
 use crate::model::magenta::{Multistyle, StylePredictor, Transformer, PRESET_COUNT, STYLE_DIM};
 use crate::norm::{NormKind, TemporalStats};
+#[cfg(feature = "hub")]
 use crate::weights::hub::{HubConfig, RepoSpec};
 use crate::{Error, Result};
 
@@ -167,6 +168,7 @@ impl Stylizer {
         Ok(Self::from_adain(net, device))
     }
 
+    #[cfg(feature = "hub")]
     /// AdaIN from the local store or the Hugging Face Hub: the weights added with
     /// `normstyle weights add` when `repo` is `None`, else those of `repo` (downloaded once,
     /// validated and converted into the store; no request when cached or `HF_HUB_OFFLINE`).

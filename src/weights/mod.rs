@@ -6,10 +6,13 @@
 //! [`TensorMap::var_builder`]), and the models build from a `VarBuilder` as candle-transformers'
 //! models do; [`tensor`] reads one tensor from any `VarBuilder` with this module's errors.
 
+#[cfg(feature = "hub")]
 pub mod hub;
+#[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod pickle;
 pub mod pth;
+#[cfg(feature = "hub")]
 pub mod store;
 
 use std::collections::HashMap;
@@ -20,6 +23,15 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
 use crate::{Error, Result};
+
+/// A float32 tensor outside Candle (e.g. dequantized from ONNX): shape and row-major values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FloatTensor {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
 
 /// Named tensors of a checkpoint with PyTorch `state_dict` keys (`encoder.0.weight`, …).
 ///
@@ -330,7 +342,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 /// then a rename), with `metadata` in the header. Tensors are written sorted by name.
 pub fn write_safetensors(
     path: &Path,
-    tensors: &[(String, onnx::FloatTensor)],
+    tensors: &[(String, FloatTensor)],
     metadata: std::collections::BTreeMap<String, String>,
 ) -> Result<()> {
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
+pub use super::FloatTensor;
 use crate::{Error, Result};
 
 /// The subset of `onnx.ModelProto` the importer needs.
@@ -93,14 +94,6 @@ const UINT8: i32 = 2;
 const INT8: i32 = 3;
 const INT32: i32 = 6;
 
-/// A dequantized float32 tensor: shape and row-major values.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FloatTensor {
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Values, row-major.
-    pub data: Vec<f32>,
-}
 
 /// Which of the three Magenta-family graphs a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
