@@ -51,6 +51,7 @@ pub mod norm;
 pub mod ops;
 pub mod pipeline;
 pub mod profile;
+pub mod rng;
 pub mod video;
 pub mod weights;
 

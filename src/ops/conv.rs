@@ -1,87 +1,172 @@
-//! 2-D convolution with padding, bias and ReLU fused, fast on the CPU.
+//! The convolution API: y = act(conv(pad(x), w) + bias), with [`plan`] choosing where it runs.
 //!
-//! CPU f32 path: the input is padded once (reflection or zeros) into a per-sample buffer; the
-//! output is cut into bands of whole rows; for each band (in parallel) the patches are unfolded
-//! (im2col, row copies for stride 1) into a buffer that stays in cache, one packed GEMM
-//! (the `gemm` crate Candle itself uses, single-threaded inside the band) writes the band
-//! straight into the NCHW output, and bias + ReLU are applied while the band is still in cache.
-//! 1×1 convolutions skip the unfolding; depthwise convolutions are direct loops per channel.
-//! Stride-1 3×3 convolutions with ≥ 16 channels in and out run as Winograd F(4×4, 3×3)
-//! (`winograd.rs`), which reads the padding on the fly and needs no padded copy; stride-1
-//! convolutions with ≤ 8 output channels run as register-blocked direct loops (`direct.rs`),
-//! stride-2 ones with ≤ 32 output channels likewise on column-split rows (`strided.rs`).
-//! Other devices and dtypes use Candle's convolution with explicit padding.
+//! CPU f32 tensors run the crate's own kernels (`ops::kernels`): Winograd F(4×4, 3×3) for
+//! stride-1 3×3 layers with ≥ 16 channels in and out; register-blocked direct loops for stride-1
+//! layers with ≤ 8 output channels and stride-2 ones with ≤ 32; depthwise loops; banded im2col +
+//! GEMM for the rest (and, as an op with a backward, for training). Winograd and the direct
+//! kernels read the padding on the fly; the GEMM and depthwise kernels read a padded copy.
+//! Other devices and dtypes, and `NORMSTYLE_KERNEL=candle`, use Candle's ops with the same
+//! padding ([`Plan::Candle`]).
 
-use candle::{DType, Device, Tensor};
-use rayon::prelude::*;
+use candle::{DType, Device, Tensor, TensorId};
 
-use super::{avx2_or_plain, reflection_pad2d, same_pad2d};
+use super::isa::{self, Isa};
+use super::kernels::winograd::{self, Block as _};
+use super::kernels::{depthwise, direct, gemm, strided, upconv};
+use super::pad::pad_plane_stack;
+use super::shared::{zero_par, Activation, ConvSpec, Geometry, Input, OutPtr, Padding};
+use super::{reflection_pad2d, same_pad2d, upsample_nearest2x};
 use crate::{Error, Result};
 
 const WHAT: &str = "conv2d";
+const UPCONV: &str = "upsample_conv3x3";
 
-/// Padding applied before the convolution.
+/// Which code computes a convolution (see [`plan`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Padding {
-    /// None (a VALID convolution).
-    None,
-    /// PyTorch `ReflectionPad2d(p)`.
-    Reflect(usize),
-    /// TensorFlow 'SAME' zero padding for the kernel and stride (half before, rounded down).
-    Same,
+#[non_exhaustive]
+pub enum Plan {
+    /// Winograd F(4×4, 3×3) on the crate's micro-kernels (stride-1 3×3, ≥ 16 channels in and
+    /// out).
+    Winograd,
+    /// Register-blocked direct loops, stride 1, few output channels.
+    Direct,
+    /// Register-blocked direct loops on column-split rows, stride 2, few output channels.
+    Strided,
+    /// Banded im2col + the `gemm` crate.
+    Gemm,
+    /// Depthwise loops (groups = channels).
+    Depthwise,
+    /// The GEMM as a Candle op with a backward: inputs that record a graph (training).
+    GemmTrain,
+    /// Candle's own ops: other devices, other dtypes, other group counts, or
+    /// `NORMSTYLE_KERNEL=candle`.
+    Candle,
 }
 
-/// The activation applied to a convolution's output.
+/// What [`plan`] decides on: the layer, and where its tensors are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// None.
-    None,
-    /// max(·, 0).
-    Relu,
-    /// min(max(·, 0), 6) (MobileNet).
-    Relu6,
+pub struct Problem {
+    /// Input channels.
+    pub cin: usize,
+    /// Weight shape (Cout, Cin / groups, kh, kw).
+    pub weight: (usize, usize, usize, usize),
+    /// Stride, groups, padding, activation.
+    pub spec: ConvSpec,
+    /// The tensors are f32 on the CPU and the crate's kernels are enabled.
+    pub own_kernels: bool,
+    /// An input records a graph (autograd).
+    pub tracked: bool,
 }
 
-impl Activation {
-    /// The activation as a clamp to [lo, hi] (what the SIMD epilogues apply).
-    pub(super) fn bounds(self) -> (f32, f32) {
+/// The code that computes `p`: a pure function of the problem, so reports
+/// ([`kernel_path`](super::kernel_path)) and tests see what a run will do.
+pub fn plan(p: &Problem) -> Plan {
+    let (cout, cin_g, kh, kw) = p.weight;
+    let (s, g) = (p.spec.stride, p.spec.groups);
+    if !p.own_kernels {
+        return Plan::Candle;
+    }
+    if p.tracked {
+        return if g == 1 { Plan::GemmTrain } else { Plan::Candle };
+    }
+    if g != 1 {
+        return if g == p.cin && cin_g == 1 {
+            Plan::Depthwise
+        } else {
+            Plan::Candle
+        };
+    }
+    let spatial = kh * kw > 1;
+    if s == 1 && cout <= direct::MAX_COUT && spatial {
+        Plan::Direct
+    } else if winograd::applies(p.cin, cout, kh, kw, s, g) {
+        Plan::Winograd
+    } else if s == 2 && cout <= strided::MAX_COUT && spatial {
+        Plan::Strided
+    } else {
+        Plan::Gemm
+    }
+}
+
+impl Plan {
+    /// Every plan, in the order [`plan`] tries them.
+    pub const ALL: [Plan; 7] = [
+        Plan::Direct,
+        Plan::Winograd,
+        Plan::Strided,
+        Plan::Gemm,
+        Plan::Depthwise,
+        Plan::GemmTrain,
+        Plan::Candle,
+    ];
+
+    /// The code and the layers it takes, for benchmark reports, with this machine's
+    /// instruction sets (chosen at run time).
+    pub fn describe(self) -> String {
+        let isa = Isa::detect();
         match self {
-            Activation::None => (f32::NEG_INFINITY, f32::INFINITY),
-            Activation::Relu => (0.0, f32::INFINITY),
-            Activation::Relu6 => (0.0, 6.0),
+            Plan::Winograd => format!(
+                "winograd F(4x4,3x3) on own {} {}x{} micro-kernels: stride-1 3x3 with >= 16 \
+                 channels in and out",
+                isa.name(),
+                isa.mr(),
+                isa.nr()
+            ),
+            Plan::Direct => format!(
+                "own {} direct kernels: stride 1 with <= {} channels out",
+                isa.name(),
+                direct::MAX_COUT
+            ),
+            Plan::Strided => format!(
+                "own {} strided kernels: stride 2 with <= {} channels out",
+                isa.name(),
+                strided::MAX_COUT
+            ),
+            Plan::Gemm => format!(
+                "banded im2col + gemm crate ({}): other convolutions",
+                isa::gemm_isa()
+            ),
+            Plan::Depthwise => "own depthwise loops: groups = channels".into(),
+            Plan::GemmTrain => format!(
+                "im2col + gemm crate ({}) with a backward: training",
+                isa::gemm_isa()
+            ),
+            Plan::Candle => "candle's conv2d: other devices and dtypes".into(),
         }
     }
 }
 
-/// A convolution's options.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvSpec {
-    /// Stride (both axes).
-    pub stride: usize,
-    /// Groups (1, or the channel count for depthwise).
-    pub groups: usize,
-    /// Padding.
-    pub padding: Padding,
-    /// Activation of the output.
-    pub act: Activation,
+/// Whether `x` runs on the crate's kernels (f32 on the CPU, not `NORMSTYLE_KERNEL=candle`).
+pub(crate) fn own_kernels(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && !isa::candle_only()
 }
 
-impl Default for ConvSpec {
-    fn default() -> Self {
+/// A 2-D convolution with an optional bias: `x` (N, Cin, H, W), `weight` (Cout, Cin/groups,
+/// kh, kw), `bias` (Cout) → (N, Cout, H', W'). No padding: callers pad explicitly.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    groups: usize,
+) -> Result<Tensor> {
+    conv2d_fused(
+        x,
+        weight,
+        bias,
         ConvSpec {
-            stride: 1,
-            groups: 1,
-            padding: Padding::None,
-            act: Activation::None,
-        }
-    }
+            stride,
+            groups,
+            ..ConvSpec::default()
+        },
+    )
 }
 
 /// y = act(conv(pad(x), weight) + bias).
 ///
 /// `x`: (N, Cin, H, W); `weight`: (Cout, Cin/groups, kh, kw); `bias`: (Cout) → (N, Cout, H', W'),
-/// x's dtype. The CPU f32 path equals the straightforward convolution up to float summation order
-/// (tests: ≤ 1e-4 relative).
+/// x's dtype. Every [`Plan`] equals the float64 convolution within 1e-5 of the output scale
+/// (tests).
 pub fn conv2d_fused(
     x: &Tensor,
     weight: &Tensor,
@@ -93,6 +178,7 @@ pub fn conv2d_fused(
 
 /// [`conv2d_fused`] with the weight's Winograd transform made once, at load
 /// ([`WinogradWeights::new`]); without it a Winograd layer transforms its weight on every call.
+/// A transform made from another tensor than `weight` is an error.
 pub fn conv2d_prepared(
     x: &Tensor,
     weight: &Tensor,
@@ -121,45 +207,37 @@ pub fn conv2d_prepared(
             ));
         }
     }
-    let on_cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
+    if let Some(p) = winograd {
+        if p.weight != weight.id() {
+            return Err(Error::input(
+                WHAT,
+                format!(
+                    "prepared Winograd weights were made from another tensor than the {:?} \
+                     weight",
+                    weight.dims()
+                ),
+            ));
+        }
+    }
     let tracked = x.track_op() || weight.track_op() || bias.is_some_and(Tensor::track_op);
-    if tracked && on_cpu_f32 && g == 1 {
-        // Training: the same GEMM, as an op with a backward (padding, bias and activation as
-        // tensor ops around it, so autograd sees them too).
-        return super::conv_grad::conv2d_train(x, weight, bias, spec);
+    let chosen = plan(&Problem {
+        cin,
+        weight: (cout, cin_g, kh, kw),
+        spec,
+        own_kernels: own_kernels(x),
+        tracked,
+    });
+    match chosen {
+        Plan::Candle => return candle_path(x, weight, bias, spec),
+        Plan::GemmTrain => return conv2d_train(x, weight, bias, spec),
+        _ => {}
     }
-    let fast = on_cpu_f32 && !tracked && (g == 1 || (g == cin && cin_g == 1));
-    if !fast {
-        return candle_path(x, weight, bias, spec);
-    }
-    let (pt, pb, pl, pr) = pads(spec.padding, (h, w), (kh, kw), spec.stride)?;
-    let (hp, wp) = (h + pt + pb, w + pl + pr);
-    if hp < kh || wp < kw {
-        return Err(Error::input(
-            WHAT,
-            format!("{h}×{w} input is smaller than the {kh}×{kw} kernel"),
-        ));
-    }
-    let (ho, wo) = ((hp - kh) / spec.stride + 1, (wp - kw) / spec.stride + 1);
+    let (pt, pb, pl, pr) = spec.padding.sides((h, w), (kh, kw), spec.stride)?;
+    let geo = Geometry::new(cin_g, (h + pt + pb, w + pl + pr), cout, (kh, kw), spec.stride)?;
+    let (ho, wo) = (geo.ho, geo.wo);
     let x = x.contiguous()?;
     let bs = bias.map(cpu_f32).transpose()?;
-    let geo = Geometry {
-        cin,
-        hp,
-        wp,
-        cout,
-        kh,
-        kw,
-        stride: spec.stride,
-        ho,
-        wo,
-    };
-    let direct = g == 1 && spec.stride == 1 && cout <= super::direct::MAX_COUT && kh * kw > 1;
-    let strided = g == 1 && spec.stride == 2 && cout <= super::strided::MAX_COUT && kh * kw > 1;
-    let wino = !direct && super::winograd::applies(cin, cout, kh, kw, spec.stride, g);
-    // A prepared transform serves only a Winograd layer of its own shape (a caller may pass one
-    // with another stride, say).
-    let prepared = winograd.filter(|p| wino && p.packed.cout == cout && p.packed.cin == cin);
+    let prepared = winograd.filter(|_| chosen == Plan::Winograd);
     // The raw weight (a copy) is only needed when no prepared transform serves.
     let ws = if prepared.is_some() {
         Vec::new()
@@ -168,13 +246,13 @@ pub fn conv2d_prepared(
     };
     // Transformed once per call, shared by the batch (cost ≈ 36·Cout·Cin, ≪ the convolution).
     let fresh;
-    let wino: Option<&super::winograd::Packed> = match (wino, prepared) {
-        (false, _) => None,
-        (true, Some(p)) => Some(&p.packed),
-        (true, _) => {
-            fresh = super::winograd::pack(&ws, cout, cin, super::winograd::Isa::detect());
+    let packed: Option<&winograd::Packed> = match (chosen, prepared) {
+        (Plan::Winograd, Some(p)) => Some(&p.packed),
+        (Plan::Winograd, None) => {
+            fresh = winograd::pack(&ws, cout, cin, Isa::detect());
             Some(&fresh)
         }
+        _ => None,
     };
     // Winograd, the direct kernels and the GEMM write every output element without reading it,
     // so their output is never zeroed; depthwise accumulates into a zeroed sample.
@@ -190,62 +268,50 @@ pub fn conv2d_prepared(
     let xs = &cpu.as_slice::<f32>()?[start..start + n * cin * h * w];
     for s in 0..n {
         let input = &xs[s * cin * h * w..(s + 1) * cin * h * w];
-        let dst = base.at(s * per);
-        // Winograd and the direct kernel read the padding on the fly: no padded copy.
-        let unpadded = super::winograd::Input {
+        let dst = OutPtr(base.at(s * per));
+        // Winograd and the direct kernels read the padding on the fly: no padded copy.
+        let unpadded = Input {
             data: input,
             h,
             w,
             pads: (pt, pb, pl, pr),
             reflect: matches!(spec.padding, Padding::Reflect(_)),
         };
-        if let Some(p) = wino {
-            // SAFETY: `dst` has room for this sample's Cout·Ho·Wo outputs.
-            unsafe {
-                super::winograd::conv(&unpadded, p, bs.as_deref(), OutPtr(dst), (ho, wo), spec.act)
-            };
-            continue;
-        }
-        if direct {
-            // SAFETY: as above; every output is written.
-            unsafe {
-                super::direct::conv(&unpadded, &ws, bs.as_deref(), OutPtr(dst), &geo, spec.act)
-            };
-            continue;
-        }
-        if strided {
-            // SAFETY: as above; every output is written.
-            unsafe {
-                super::strided::conv(&unpadded, &ws, bs.as_deref(), OutPtr(dst), &geo, spec.act)
-            };
-            continue;
-        }
-        let src: &[f32] = if (pt, pb, pl, pr) == (0, 0, 0, 0) {
-            input
-        } else {
-            pad_plane_stack(
-                input,
-                cin,
-                (h, w),
-                (pt, pb, pl, pr),
-                spec.padding,
-                &mut padded,
-            );
-            &padded
-        };
-        if g == 1 {
-            // SAFETY: `dst` has room for this sample's `per` outputs; the GEMM writes them all.
-            unsafe { dense(src, &ws, bs.as_deref(), (OutPtr(dst), per), &geo, spec.act) };
-            continue;
-        }
-        // SAFETY: this sample's `per` elements lie inside the capacity; they are zeroed before
-        // the slice is made.
-        let dst = unsafe {
-            super::zero_par(dst, per);
-            std::slice::from_raw_parts_mut(dst, per)
-        };
-        {
-            depthwise(src, &ws, bs.as_deref(), dst, &geo, spec.act);
+        let act = spec.act;
+        let bias = bs.as_deref();
+        // SAFETY (every kernel call below): `dst` has room for this sample's Cout·Ho·Wo outputs,
+        // which no other code touches during the call, and `geo` was validated.
+        match (chosen, packed) {
+            (Plan::Winograd, Some(p)) => unsafe {
+                winograd::conv(&unpadded, p, bias, dst, (ho, wo), act)
+            },
+            (Plan::Direct, _) => unsafe { direct::conv(&unpadded, &ws, bias, dst, &geo, act) },
+            (Plan::Strided, _) => unsafe { strided::conv(&unpadded, &ws, bias, dst, &geo, act) },
+            _ => {
+                let src: &[f32] = if (pt, pb, pl, pr) == (0, 0, 0, 0) {
+                    input
+                } else {
+                    pad_plane_stack(
+                        input,
+                        cin,
+                        (h, w),
+                        (pt, pb, pl, pr),
+                        spec.padding,
+                        &mut padded,
+                    );
+                    &padded
+                };
+                if chosen == Plan::Depthwise {
+                    // Depthwise accumulates: its sample is zeroed before the slice is made.
+                    let dst = unsafe {
+                        zero_par(dst.0, per);
+                        std::slice::from_raw_parts_mut(dst.0, per)
+                    };
+                    depthwise::depthwise(src, &ws, bias, dst, &geo, act);
+                } else {
+                    unsafe { gemm::dense(src, &ws, bias, (dst, per), &geo, act) };
+                }
+            }
         }
     }
     drop(storage);
@@ -257,10 +323,11 @@ pub fn conv2d_prepared(
 
 /// A 3×3 weight transformed for Winograd F(4×4, 3×3) and packed for this CPU's micro-kernel
 /// (36 matrices Cout × Cin in register-block panels), made once when a model loads; see
-/// [`conv2d_prepared`].
+/// [`conv2d_prepared`]. It remembers the tensor it was made from.
 #[derive(Clone, Debug)]
 pub struct WinogradWeights {
-    packed: super::winograd::Packed,
+    packed: winograd::Packed,
+    weight: TensorId,
 }
 
 impl WinogradWeights {
@@ -268,43 +335,98 @@ impl WinogradWeights {
     /// out (where Winograd runs); `None` for other weights.
     pub fn new(weight: &Tensor) -> Result<Option<Self>> {
         let (cout, cin, kh, kw) = weight.dims4()?;
-        let fits = super::winograd::applies(cin, cout, kh, kw, 1, 1);
-        if !(fits && weight.device().is_cpu() && weight.dtype() == DType::F32) {
+        let fits = winograd::applies(cin, cout, kh, kw, 1, 1);
+        if !(fits && own_kernels(weight)) {
             return Ok(None);
         }
-        let isa = super::winograd::Isa::detect();
-        let packed = super::winograd::pack(&cpu_f32(weight)?, cout, cin, isa);
-        Ok(Some(WinogradWeights { packed }))
+        let packed = winograd::pack(&cpu_f32(weight)?, cout, cin, Isa::detect());
+        Ok(Some(WinogradWeights {
+            packed,
+            weight: weight.id(),
+        }))
     }
 }
 
-/// Shapes of one sample's convolution.
-pub(super) struct Geometry {
-    pub(super) cin: usize,
-    pub(super) hp: usize,
-    pub(super) wp: usize,
-    pub(super) cout: usize,
-    pub(super) kh: usize,
-    pub(super) kw: usize,
-    pub(super) stride: usize,
-    pub(super) ho: usize,
-    pub(super) wo: usize,
-}
-
-/// Other devices and dtypes: explicit padding, Candle's convolution, bias, ReLU.
-pub(super) fn candle_path(
+/// Other devices and dtypes: explicit padding, Candle's convolution, bias, activation.
+pub(crate) fn candle_path(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     spec: ConvSpec,
 ) -> Result<Tensor> {
-    let x = pad_input(x, weight.dims()[2], spec)?;
-    let y = x.conv2d(weight, 0, spec.stride, 1, spec.groups)?;
+    let (_, _, kh, kw) = weight.dims4()?;
+    let x = pad_input(x, (kh, kw), spec)?;
+    let (_, _, hp, wp) = x.dims4()?;
+    if hp < kh || wp < kw {
+        return Err(Error::input(
+            WHAT,
+            format!("{hp}×{wp} input (padded) is smaller than the {kh}×{kw} kernel"),
+        ));
+    }
+    let y = if spec.groups > 1 && spec.groups == x.dim(1)? && weight.dim(1)? == 1 {
+        depthwise_tensor_ops(&x, weight, spec.stride)?
+    } else {
+        x.conv2d(weight, 0, spec.stride, 1, spec.groups)?
+    };
     bias_act(y, bias, spec.act)
 }
 
-/// The input padded as `spec` says, with tensor ops (differentiable, any device).
-pub(super) fn pad_input(x: &Tensor, k: usize, spec: ConvSpec) -> Result<Tensor> {
+/// Depthwise convolution of a padded `x` (N, C, Hp, Wp) by `w` (C, 1, kh, kw) as one batched
+/// matrix product over the kh·kw shifted views: Candle's grouped convolution runs one
+/// convolution per channel (a kernel launch each on a GPU).
+fn depthwise_tensor_ops(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
+    let (n, c, hp, wp) = x.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    let (ho, wo) = ((hp - kh) / stride + 1, (wp - kw) / stride + 1);
+    let mut taps = Vec::with_capacity(kh * kw);
+    for ky in 0..kh {
+        for kx in 0..kw {
+            // Rows ky, ky + s, …, ky + (Ho − 1)·s and likewise columns.
+            let v = x.narrow(2, ky, (ho - 1) * stride + 1)?;
+            let v = v.narrow(3, kx, (wo - 1) * stride + 1)?;
+            let v = if stride == 1 {
+                v
+            } else {
+                let idx = |len: usize| {
+                    Tensor::arange_step(0u32, (len * stride) as u32, stride as u32, x.device())
+                };
+                let v = v.contiguous()?.index_select(&idx(ho)?, 2)?;
+                v.contiguous()?.index_select(&idx(wo)?, 3)?
+            };
+            taps.push(v.reshape((n, c, 1, ho * wo))?);
+        }
+    }
+    let cols = Tensor::cat(&taps, 2)?; // (N, C, kh·kw, Ho·Wo)
+    let w = w.reshape((1, c, 1, kh * kw))?.broadcast_as((n, c, 1, kh * kw))?;
+    let y = w.contiguous()?.matmul(&cols.contiguous()?)?; // (N, C, 1, Ho·Wo)
+    Ok(y.reshape((n, c, ho, wo))?)
+}
+
+/// `conv2d_fused` for f32 CPU tensors that record a graph (groups = 1): padding, bias and
+/// activation as tensor ops around the GEMM op, so autograd sees them too.
+fn conv2d_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    spec: ConvSpec,
+) -> Result<Tensor> {
+    let (_, _, kh, kw) = weight.dims4()?;
+    let xp = pad_input(x, (kh, kw), spec)?;
+    let (_, _, hp, wp) = xp.dims4()?;
+    if hp < kh || wp < kw {
+        // Let Candle's path report the size error in its words.
+        return candle_path(x, weight, bias, spec);
+    }
+    let core = gemm::ConvCore {
+        stride: spec.stride,
+    };
+    let y = xp.contiguous()?.apply_op2(&weight.contiguous()?, core)?;
+    bias_act(y, bias, spec.act)
+}
+
+/// The input padded as `spec` says for a (kh, kw) kernel, with tensor ops (differentiable, any
+/// device).
+pub(crate) fn pad_input(x: &Tensor, k: (usize, usize), spec: ConvSpec) -> Result<Tensor> {
     Ok(match spec.padding {
         Padding::None => x.clone(),
         Padding::Reflect(p) => reflection_pad2d(x, p)?,
@@ -313,7 +435,7 @@ pub(super) fn pad_input(x: &Tensor, k: usize, spec: ConvSpec) -> Result<Tensor> 
 }
 
 /// act(y + bias) with tensor ops.
-pub(super) fn bias_act(y: Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+pub(crate) fn bias_act(y: Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
     let y = match bias {
         Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?,
         None => y,
@@ -325,284 +447,78 @@ pub(super) fn bias_act(y: Tensor, bias: Option<&Tensor>, act: Activation) -> Res
     })
 }
 
-/// (top, bottom, left, right) padding.
-fn pads(
-    p: Padding,
-    (h, w): (usize, usize),
-    (kh, kw): (usize, usize),
-    s: usize,
-) -> Result<(usize, usize, usize, usize)> {
-    Ok(match p {
-        Padding::None => (0, 0, 0, 0),
-        Padding::Reflect(r) => {
-            if r >= h || r >= w {
-                return Err(Error::input(
-                    "reflection_pad2d",
-                    format!("padding {r} needs a map larger than {r}×{r}, got {h}×{w}"),
-                ));
-            }
-            (r, r, r, r)
-        }
-        Padding::Same => {
-            let total = |n: usize, k: usize| ((n.div_ceil(s) - 1) * s + k).saturating_sub(n);
-            let (th, tw) = (total(h, kh), total(w, kw));
-            (th / 2, th - th / 2, tw / 2, tw - tw / 2)
-        }
-    })
-}
-
-/// Pads every (h, w) plane of `input` into `out` (resized as needed).
-fn pad_plane_stack(
-    input: &[f32],
-    planes: usize,
-    (h, w): (usize, usize),
-    (pt, pb, pl, pr): (usize, usize, usize, usize),
-    mode: Padding,
-    out: &mut Vec<f32>,
-) {
-    let (hp, wp) = (h + pt + pb, w + pl + pr);
-    // Zeroed once per call on the thread pool (a serial memset and its page faults were ~10 %
-    // of Magenta 1024²); later samples of a batch overwrite the same cells and leave the zero
-    // padding as it is.
-    if out.len() != planes * hp * wp {
-        *out = super::zeroed(planes * hp * wp);
-    }
-    let reflect = |i: isize, n: usize| -> usize {
-        let n = n as isize;
-        let j = if i < 0 {
-            -i
-        } else if i >= n {
-            2 * (n - 1) - i
-        } else {
-            i
-        };
-        j as usize
-    };
-    crate::ops::in_pool(|| {
-        out.par_chunks_mut(hp * wp)
-            .enumerate()
-            .for_each(|(c, dst)| {
-                let src = &input[c * h * w..(c + 1) * h * w];
-                for y in 0..hp {
-                    let sy = y as isize - pt as isize;
-                    let row = &mut dst[y * wp..(y + 1) * wp];
-                    let sy = match mode {
-                        Padding::Reflect(_) => reflect(sy, h),
-                        _ if sy < 0 || sy >= h as isize => continue, // zero row
-                        _ => sy as usize,
-                    };
-                    let s = &src[sy * w..(sy + 1) * w];
-                    row[pl..pl + w].copy_from_slice(s);
-                    if matches!(mode, Padding::Reflect(_)) {
-                        for x in (0..pl).chain(pl + w..wp) {
-                            row[x] = s[reflect(x as isize - pl as isize, w)];
-                        }
-                    }
-                }
-            })
-    });
-}
-
-/// A raw pointer that bands of one output share; each band writes disjoint rows.
-#[derive(Clone, Copy)]
-pub(super) struct OutPtr(pub(super) *mut f32);
-// SAFETY: the pointer is only used to write disjoint regions from different threads (one band
-// of output rows each), and the buffer outlives the parallel loop.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
-    pub(super) fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
-}
-
-/// Dense convolution of one padded sample: `src` (Cin, Hp, Wp) → `dst` (Cout, Ho, Wo).
+/// act(conv3×3(reflection_pad1(upsample_nearest2x(x))) + bias), as PyTorch computes it with
+/// `F.interpolate(scale_factor=2)`, `ReflectionPad2d(1)` and `Conv2d(k=3)`.
 ///
-/// # Safety
-/// `dst` points to `dst_len` ≥ Cout·Ho·Wo writable floats (they may be uninitialized: the GEMM
-/// writes every output without reading it) that nothing else accesses during the call.
-pub(super) unsafe fn dense(
-    src: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    (out, dst_len): (OutPtr, usize),
-    g: &Geometry,
+/// `x`: (N, Cin, H, W); `weight`: (Cout, Cin, 3, 3); `bias`: (Cout) → (N, Cout, 2H, 2W), x's
+/// dtype. `winograd`: the weight's prepared transform, used when the layer runs unfused (see
+/// [`conv2d_prepared`]). Equal to the unfused ops up to float summation order (tests: ≤ 1e-5 of
+/// the output scale).
+pub fn upsample_conv3x3(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
     act: Activation,
-) {
-    let k = g.cin * g.kh * g.kw;
-    let plane = g.ho * g.wo;
-    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1;
-    // Rows per band: the unfolded band (k × rows·Wo floats) stays within ~2 MiB (the GEMM blocks
-    // it for the caches itself), and there are enough bands to keep every thread busy.
-    let threads = candle::utils::get_num_threads().max(1);
-    let by_cache = ((512 * 1024) / (k * g.wo).max(1)).max(1);
-    let by_threads = g.ho.div_ceil(4 * threads).max(1);
-    let rows = by_cache.min(by_threads).min(g.ho);
-    let bands = g.ho.div_ceil(rows);
-    crate::ops::in_pool(|| {
-        (0..bands)
-            .into_par_iter()
-            .for_each_init(Vec::new, |col, b| {
-                let y0 = b * rows;
-                let y1 = (y0 + rows).min(g.ho);
-                let nb = (y1 - y0) * g.wo;
-                let (rhs, rhs_rs): (&[f32], usize) = if pointwise {
-                    // A 1×1 stride-1 convolution multiplies the input rows as they are.
-                    (&src[y0 * g.wp..], g.hp * g.wp)
-                } else {
-                    unfold(src, g, y0, y1, col);
-                    (col.as_slice(), nb)
-                };
-                debug_assert!((g.cout - 1) * plane + y0 * g.wo + nb <= dst_len);
-                // SAFETY: dst rows [y0, y1) of every output channel belong to this band only; the
-                // GEMM writes (read_dst = false) m = Cout rows of nb values at stride `plane`
-                // starting at y0·Wo, all inside `dst` (asserted above). lhs is Cout×k (row-major weights), rhs k×nb with
-                // row stride `rhs_rs` (bounds: for the pointwise case, k = Cin rows of the sample).
-                unsafe {
-                    gemm::gemm(
-                        g.cout,
-                        nb,
-                        k,
-                        out.at(y0 * g.wo),
-                        1,
-                        plane as isize,
-                        false,
-                        w.as_ptr(),
-                        1,
-                        k as isize,
-                        rhs.as_ptr(),
-                        1,
-                        rhs_rs as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                for co in 0..g.cout {
-                    // SAFETY: the same band region as the GEMM wrote, one channel at a time.
-                    let row = unsafe {
-                        std::slice::from_raw_parts_mut(out.at(co * plane + y0 * g.wo), nb)
-                    };
-                    epilogue(row, bias.map_or(0.0, |b| b[co]), act);
-                }
-            });
-    });
-}
-
-/// im2col of output rows [y0, y1): `col` (Cin·kh·kw) × ((y1 − y0)·Wo), row-major, in the
-/// weight's (ci, ky, kx) order.
-fn unfold(src: &[f32], g: &Geometry, y0: usize, y1: usize, col: &mut Vec<f32>) {
-    let nb = (y1 - y0) * g.wo;
-    let need = g.cin * g.kh * g.kw * nb;
-    // Every element up to `need` is written below; only growth needs initializing.
-    if col.len() < need {
-        col.resize(need, 0.0);
+    winograd: Option<&WinogradWeights>,
+) -> Result<Tensor> {
+    let (n, cin, h, w) = x.dims4()?;
+    let (cout, wcin, kh, kw) = weight.dims4()?;
+    if (wcin, kh, kw) != (cin, 3, 3) {
+        return Err(Error::input(
+            UPCONV,
+            format!(
+                "input has {cin} channels, weight {:?} (expected ({cout}, {cin}, 3, 3))",
+                weight.dims()
+            ),
+        ));
     }
-    let mut r = 0;
-    for ci in 0..g.cin {
-        let plane = &src[ci * g.hp * g.wp..(ci + 1) * g.hp * g.wp];
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let dst = &mut col[r * nb..(r + 1) * nb];
-                for (i, y) in (y0..y1).enumerate() {
-                    let row = &plane[(y * g.stride + ky) * g.wp..];
-                    let d = &mut dst[i * g.wo..(i + 1) * g.wo];
-                    if g.stride == 1 {
-                        d.copy_from_slice(&row[kx..kx + g.wo]);
-                    } else {
-                        for (x, v) in d.iter_mut().enumerate() {
-                            *v = row[x * g.stride + kx];
-                        }
-                    }
-                }
-                r += 1;
-            }
+    if let Some(b) = bias {
+        if b.dims() != [cout] {
+            return Err(Error::input(
+                UPCONV,
+                format!("bias {:?} for {cout} output channels", b.dims()),
+            ));
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-pub(super) fn has_fma() -> bool {
-    static FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FMA.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-}
-
-/// Depthwise convolution (one kh×kw filter per channel), parallel over channels.
-fn depthwise(
-    src: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    dst: &mut [f32],
-    g: &Geometry,
-    act: Activation,
-) {
-    crate::ops::in_pool(|| {
-        dst.par_chunks_mut(g.ho * g.wo)
-            .enumerate()
-            .for_each(|(c, out)| depthwise_plane(out, src, w, bias, g, act, c));
-    });
-}
-
-avx2_or_plain! {
-    /// One channel of [`depthwise`]; AVX2 when the CPU has it (same operations, same results).
-    fn depthwise_plane(
-        out: &mut [f32],
-        src: &[f32],
-        w: &[f32],
-        bias: Option<&[f32]>,
-        g: &Geometry,
-        act: Activation,
-        c: usize,
-    ) = depthwise_plane_in
-}
-
-#[inline(always)]
-fn depthwise_plane_in(
-    out: &mut [f32],
-    src: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    g: &Geometry,
-    act: Activation,
-    c: usize,
-) {
-    let kk = g.kh * g.kw;
-    let plane = &src[c * g.hp * g.wp..(c + 1) * g.hp * g.wp];
-    let f = &w[c * kk..(c + 1) * kk];
-    for ky in 0..g.kh {
-        for kx in 0..g.kw {
-            let wv = f[ky * g.kw + kx];
-            for y in 0..g.ho {
-                let row = &plane[(y * g.stride + ky) * g.wp + kx..];
-                let o = &mut out[y * g.wo..(y + 1) * g.wo];
-                if g.stride == 1 {
-                    for (o, x) in o.iter_mut().zip(&row[..g.wo]) {
-                        *o += wv * x;
-                    }
-                } else {
-                    for (xo, o) in o.iter_mut().enumerate() {
-                        *o += wv * row[xo * g.stride];
-                    }
-                }
-            }
+    let tracked = x.track_op() || weight.track_op() || bias.is_some_and(Tensor::track_op);
+    let fused = own_kernels(x) && !tracked && cout <= upconv::MAX_COUT && h >= 1 && w >= 1;
+    if !fused {
+        let spec = ConvSpec {
+            padding: Padding::Reflect(1),
+            act,
+            ..ConvSpec::default()
+        };
+        return conv2d_prepared(&upsample_nearest2x(x)?, weight, bias, spec, winograd);
+    }
+    let x = x.contiguous()?;
+    let wt = upconv::subpixel_weights(&weight.flatten_all()?.to_vec1::<f32>()?, cout, cin);
+    let b: Vec<f32> = match bias {
+        Some(b) => b.to_vec1()?,
+        None => vec![0.0; cout],
+    };
+    let per = cout * 4 * h * w;
+    let mut out: Vec<f32> = Vec::with_capacity(n * per);
+    let base = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
+    {
+        let (storage, layout) = x.storage_and_layout();
+        let candle::Storage::Cpu(cpu) = &*storage else {
+            return Err(Error::input(UPCONV, "expected a CPU tensor"));
+        };
+        let start = layout.start_offset();
+        let xs = &cpu.as_slice::<f32>()?[start..start + n * cin * h * w];
+        for s in 0..n {
+            let x = &xs[s * cin * h * w..(s + 1) * cin * h * w];
+            // SAFETY: sample s's Cout·2H·2W outputs lie in the capacity.
+            unsafe { upconv::conv(x, (cin, h, w), &wt, &b, OutPtr(base.at(s * per)), act) };
         }
     }
-    epilogue(out, bias.map_or(0.0, |b| b[c]), act);
-}
-
-/// Adds the bias and applies the activation in one pass.
-pub(super) fn epilogue(row: &mut [f32], b: f32, act: Activation) {
-    match act {
-        Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
-        Activation::Relu6 => row.iter_mut().for_each(|v| *v = (*v + b).clamp(0.0, 6.0)),
-        Activation::None if b != 0.0 => row.iter_mut().for_each(|v| *v += b),
-        Activation::None => {}
-    }
+    // SAFETY: every output of every sample was written (each row pair by its task).
+    unsafe { out.set_len(n * per) };
+    Ok(Tensor::from_vec(
+        out,
+        (n, cout, 2 * h, 2 * w),
+        &Device::Cpu,
+    )?)
 }
 
 /// The f32 values of a CPU tensor, contiguous.
@@ -613,13 +529,14 @@ fn cpu_f32(x: &Tensor) -> Result<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
 
     /// The textbook convolution in f64.
     fn naive(x: &Tensor, w: &Tensor, b: Option<&Tensor>, spec: ConvSpec) -> Tensor {
         let x = match spec.padding {
             Padding::None => x.clone(),
             Padding::Reflect(p) => reflection_pad2d(x, p).unwrap(),
-            Padding::Same => same_pad2d(x, w.dims()[2], spec.stride).unwrap(),
+            Padding::Same => same_pad2d(x, (w.dims()[2], w.dims()[3]), spec.stride).unwrap(),
         };
         let (n, cin, h, wd) = x.dims4().unwrap();
         let (cout, cg, kh, kw) = w.dims4().unwrap();
@@ -661,6 +578,7 @@ mod tests {
 
     #[test]
     fn matches_the_textbook_convolution() {
+        let mut rng = Rng::new(2, 0);
         let dev = Device::Cpu;
         // (n, cin, h, w, cout, k, stride, groups, padding, activation, bias)
         let cases = [
@@ -798,9 +716,9 @@ mod tests {
         for (i, &(n, cin, h, w, cout, k, stride, groups, padding, act, has_bias)) in
             cases.iter().enumerate()
         {
-            let x = Tensor::randn(0f32, 1.0, (n, cin, h, w), &dev).unwrap();
-            let wt = Tensor::randn(0f32, 0.5, (cout, cin / groups, k, k), &dev).unwrap();
-            let b = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
+            let x = rng.normal_tensor(0.0, 1.0, (n, cin, h, w), &dev).unwrap();
+            let wt = rng.normal_tensor(0.0, 0.5, (cout, cin / groups, k, k), &dev).unwrap();
+            let b = rng.normal_tensor(0.0, 1.0, cout, &dev).unwrap();
             let bias = has_bias.then_some(&b);
             let spec = ConvSpec {
                 stride,
@@ -848,14 +766,15 @@ mod tests {
         }
     }
 
-    /// Prepared Winograd weights give the unprepared result, and are ignored (not misused) by
-    /// a convolution they do not fit (stride 2, other shapes).
+    /// Prepared Winograd weights give the unprepared result, are ignored by a convolution of
+    /// their weight that does not run Winograd (stride 2), and are refused with another weight.
     #[test]
     fn prepared_weights_serve_only_their_own_layer() {
+        let mut rng = Rng::new(3, 0);
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (2, 16, 11, 13), &dev).unwrap();
-        let w = Tensor::randn(0f32, 0.2, (24, 16, 3, 3), &dev).unwrap();
-        let b = Tensor::randn(0f32, 1.0, 24, &dev).unwrap();
+        let x = rng.normal_tensor(0.0, 1.0, (2, 16, 11, 13), &dev).unwrap();
+        let w = rng.normal_tensor(0.0, 0.2, (24, 16, 3, 3), &dev).unwrap();
+        let b = rng.normal_tensor(0.0, 1.0, 24, &dev).unwrap();
         let prepared = WinogradWeights::new(&w).unwrap().expect("a Winograd shape");
         for stride in [1, 2] {
             let spec = ConvSpec {
@@ -870,24 +789,22 @@ mod tests {
             let d = d.max(0).unwrap().to_scalar::<f32>().unwrap();
             assert!(d <= 1e-4, "stride {stride}: max |Δ| {d}");
         }
-        let other = Tensor::randn(0f32, 0.2, (24, 16, 5, 5), &dev).unwrap();
+        // Weights from another tensor are refused, whatever their shape: a transform of the
+        // same shape would otherwise compute silently with the wrong numbers.
         let spec = ConvSpec {
-            padding: Padding::Reflect(2),
+            padding: Padding::Reflect(1),
             ..ConvSpec::default()
         };
-        let got = conv2d_prepared(&x, &other, None, spec, Some(&prepared)).unwrap();
-        let d = (got - naive(&x, &other, None, spec))
-            .unwrap()
-            .abs()
-            .unwrap();
-        let d = d
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(d <= 1e-4, "5×5 with 3×3 prepared weights: max |Δ| {d}");
+        for other in [
+            rng.normal_tensor(0.0, 0.2, (24, 16, 3, 3), &dev).unwrap(),
+            rng.normal_tensor(0.0, 0.2, (24, 16, 5, 5), &dev).unwrap(),
+        ] {
+            let e = conv2d_prepared(&x, &other, None, spec, Some(&prepared)).unwrap_err();
+            assert!(e.to_string().contains("another tensor"), "{e}");
+        }
+        // A clone is the same tensor.
+        let same = w.clone();
+        assert!(conv2d_prepared(&x, &same, None, spec, Some(&prepared)).is_ok());
     }
 
     #[test]
@@ -901,5 +818,175 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("smaller than the 7×7 kernel"), "{e}");
+    }
+
+    use candle::Var;
+
+    /// Gradients through the fast op equal Candle's own conv2d backward (same padding, bias and
+    /// ReLU written with Candle ops), for stride 1 and 2, reflection and SAME padding.
+    #[test]
+    fn backward_matches_candle() {
+        let mut rng = Rng::new(4, 0);
+        let dev = Device::Cpu;
+        for (stride, padding, k) in [
+            (1, Padding::Reflect(1), 3),
+            (2, Padding::Same, 3),
+            (1, Padding::None, 1),
+            (1, Padding::Reflect(4), 9),
+        ] {
+            let x =
+                Var::from_tensor(&rng.normal_tensor(0.0, 1.0, (2, 5, 11, 10), &dev).unwrap()).unwrap();
+            let w =
+                Var::from_tensor(&rng.normal_tensor(0.0, 0.3, (7, 5, k, k), &dev).unwrap()).unwrap();
+            let b = Var::from_tensor(&rng.normal_tensor(0.0, 0.3, 7, &dev).unwrap()).unwrap();
+            let spec = ConvSpec {
+                stride,
+                padding,
+                act: Activation::Relu,
+                ..ConvSpec::default()
+            };
+            let ours = conv2d_fused(&x, &w, Some(&b), spec).unwrap();
+            let theirs = candle_path(&x, &w, Some(&b), spec).unwrap();
+            let r = rng.normal_tensor(0.0, 1.0, ours.shape(), &dev).unwrap();
+            let g1 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (&theirs * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let diff = |a: &Tensor, b: &Tensor| -> f32 {
+                let m = b
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    .max(1e-6);
+                (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    / m
+            };
+            assert!(diff(&ours, &theirs) < 1e-5, "{stride} {padding:?}: forward");
+            for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+                let d = diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+                assert!(d < 1e-5, "{stride} {padding:?} d{name}: {d}");
+            }
+        }
+    }
+
+    /// A weight that is not a variable gets no gradient (a frozen encoder).
+    #[test]
+    fn frozen_weights_get_no_gradient() {
+        let mut rng = Rng::new(5, 0);
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&rng.normal_tensor(0.0, 1.0, (1, 3, 8, 8), &dev).unwrap()).unwrap();
+        let w = rng.normal_tensor(0.0, 0.3, (4, 3, 3, 3), &dev).unwrap();
+        let spec = ConvSpec {
+            padding: Padding::Reflect(1),
+            ..ConvSpec::default()
+        };
+        let y = conv2d_fused(&x, &w, None, spec).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert!(g.get(&x).is_some());
+        assert!(g.get(&w).is_none());
+    }
+
+    /// The public op equals upsampling then convolving (the unfused path it replaces), with
+    /// and without bias, through the tensor API; a wider layer takes the unfused path.
+    #[test]
+    fn op_equals_upsample_then_conv() -> Result<()> {
+        let mut rng = Rng::new(6, 0);
+        let dev = Device::Cpu;
+        for (cin, cout) in [(6, 5), (16, 24)] {
+            let x = rng.normal_tensor(0.0, 1.0, (2, cin, 7, 9), &dev)?;
+            let w = rng.normal_tensor(0.0, 0.2, (cout, cin, 3, 3), &dev)?;
+            let b = rng.normal_tensor(0.0, 0.2, cout, &dev)?;
+            for bias in [None, Some(&b)] {
+                let got = upsample_conv3x3(&x, &w, bias, Activation::Relu, None)?;
+                let spec = ConvSpec {
+                    padding: Padding::Reflect(1),
+                    act: Activation::Relu,
+                    ..ConvSpec::default()
+                };
+                let want = super::super::conv2d_fused(&upsample_nearest2x(&x)?, &w, bias, spec)?;
+                assert_eq!(got.dims(), [2, cout, 14, 18]);
+                let d = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(d < 1e-4, "cin {cin} cout {cout}: max |Δ| {d}");
+            }
+        }
+        let x = Tensor::zeros((1, 4, 5, 5), DType::F32, &dev)?;
+        let w = Tensor::zeros((2, 3, 3, 3), DType::F32, &dev)?;
+        assert!(upsample_conv3x3(&x, &w, None, Activation::None, None).is_err());
+        Ok(())
+    }
+
+    /// 'SAME' padding with non-square kernels and both strides gives the same shapes and values
+    /// on the crate's kernels, on Candle's path and in float64.
+    #[test]
+    fn same_padding_agrees_on_every_path_for_non_square_kernels() {
+        let dev = Device::Cpu;
+        let mut rng = Rng::new(9, 0);
+        for (kh, kw, stride, cout) in [(1, 3, 1, 6), (3, 1, 2, 6), (5, 3, 2, 40), (1, 7, 1, 20)] {
+            let x = rng.normal_tensor(0.0, 1.0, (1, 4, 9, 11), &dev).unwrap();
+            let w = rng.normal_tensor(0.0, 0.3, (cout, 4, kh, kw), &dev).unwrap();
+            let spec = ConvSpec {
+                stride,
+                padding: Padding::Same,
+                ..ConvSpec::default()
+            };
+            let want = naive(&x, &w, None, spec);
+            assert_eq!(want.dims()[2..], [9usize.div_ceil(stride), 11usize.div_ceil(stride)]);
+            for (path, got) in [
+                ("own", conv2d_fused(&x, &w, None, spec).unwrap()),
+                ("candle", candle_path(&x, &w, None, spec).unwrap()),
+            ] {
+                assert_eq!(got.dims(), want.dims(), "{kh}x{kw} s{stride} {path}");
+                let d = (got - &want).unwrap().abs().unwrap().max_all().unwrap();
+                let d = d.to_scalar::<f32>().unwrap();
+                assert!(d <= 1e-5, "{kh}x{kw} s{stride} {path}: max |Δ| {d}");
+            }
+        }
+    }
+
+    /// The plan of each layer shape the models use.
+    #[test]
+    fn plan_picks_the_kernel_each_layer_shape_needs() {
+        let problem = |cin, weight, stride, groups, own_kernels, tracked| Problem {
+            cin,
+            weight,
+            spec: ConvSpec {
+                stride,
+                groups,
+                ..ConvSpec::default()
+            },
+            own_kernels,
+            tracked,
+        };
+        // (problem, plan): VGG 3x3, AdaIN's output conv, Magenta's 9x9 and stride-2 layers,
+        // a 1x1, a depthwise, training, another device.
+        let cases = [
+            (problem(64, (64, 64, 3, 3), 1, 1, true, false), Plan::Winograd),
+            (problem(64, (3, 64, 3, 3), 1, 1, true, false), Plan::Direct),
+            (problem(3, (32, 3, 9, 9), 1, 1, true, false), Plan::Gemm),
+            (problem(32, (32, 32, 3, 3), 2, 1, true, false), Plan::Strided),
+            (problem(64, (128, 64, 3, 3), 2, 1, true, false), Plan::Gemm),
+            (problem(16, (32, 16, 1, 1), 1, 1, true, false), Plan::Gemm),
+            (problem(32, (32, 1, 3, 3), 1, 32, true, false), Plan::Depthwise),
+            (problem(64, (64, 64, 3, 3), 1, 1, true, true), Plan::GemmTrain),
+            (problem(64, (64, 64, 3, 3), 1, 1, false, false), Plan::Candle),
+            (problem(8, (8, 2, 3, 3), 1, 4, true, false), Plan::Candle),
+        ];
+        for (p, want) in cases {
+            assert_eq!(plan(&p), want, "{p:?}");
+            assert!(!want.describe().is_empty());
+        }
     }
 }

@@ -126,14 +126,15 @@ impl AdaIn {
         })
     }
 
-    /// The network with He-uniform random weights and zero biases on `device`, for benchmarks
-    /// (the timing does not depend on the values) and tests.
+    /// The network with He-uniform random weights (seeded: the same on every run) and zero
+    /// biases on `device`, for benchmarks (the timing does not depend on the values) and tests.
     pub fn random(device: &Device) -> Result<Self> {
-        let map = |convs: &mut dyn Iterator<Item = (usize, (usize, usize, usize))>| {
+        let mut rng = crate::rng::Rng::new(0x4ada1, 0);
+        let mut map = |convs: &mut dyn Iterator<Item = (usize, (usize, usize, usize))>| {
             let mut m = TensorMap::default();
             for (i, (cin, cout, k)) in convs {
-                let bound = (6.0 / (cin * k * k) as f64).sqrt() as f32;
-                let w = Tensor::rand(-bound, bound, (cout, cin, k, k), device)?;
+                let bound = (6.0 / (cin * k * k) as f64).sqrt();
+                let w = rng.uniform_tensor(-bound, bound, (cout, cin, k, k), device)?;
                 m.insert(format!("{i}.weight"), w);
                 let b = Tensor::zeros(cout, candle::DType::F32, device)?;
                 m.insert(format!("{i}.bias"), b);

@@ -17,12 +17,10 @@
 //! blocks run in parallel. Accuracy: ~1e-6 relative per layer in f32 (tests: the real layer
 //! shapes against a float64 direct convolution, on every kernel the machine can run).
 
-use std::sync::OnceLock;
-
 use rayon::prelude::*;
 
-use super::conv::OutPtr;
-use super::Activation;
+use crate::ops::isa::Isa;
+use crate::ops::shared::{in_pool, Activation, Input, OutPtr};
 
 /// G of F(4, 3).
 const G: [[f64; 3]; 6] = [
@@ -44,7 +42,7 @@ const BLOCK_BYTES: usize = 4 << 20;
 
 /// Whether Winograd pays for this convolution: stride-1 3×3 with enough channels that the GEMMs
 /// dominate the transforms (the 3-channel first layer and thin layers keep the direct path).
-pub(super) fn applies(
+pub(crate) fn applies(
     cin: usize,
     cout: usize,
     kh: usize,
@@ -55,69 +53,31 @@ pub(super) fn applies(
     groups == 1 && stride == 1 && kh == 3 && kw == 3 && cin >= 16 && cout >= 16
 }
 
-/// The GEMM micro-kernel family: one binary carries all three and picks at run time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isa {
-    /// Plain Rust (any CPU): 4 output channels × 8 tiles.
-    Portable,
-    /// AVX2 + FMA: 6 × 16 (12 ymm accumulators).
-    Avx2,
-    /// AVX-512F + VL: 8 × 32 (16 zmm accumulators).
-    Avx512,
+/// The register block of each instruction set's GEMM micro-kernel.
+pub(crate) trait Block {
+    /// Output channels per micro-kernel call (rows of a U panel).
+    fn mr(self) -> usize;
+    /// Tiles per micro-kernel call (columns of a V panel).
+    fn nr(self) -> usize;
 }
 
-impl Isa {
-    /// The fastest kernel this CPU runs, detected once. `NORMSTYLE_KERNEL=portable|avx2|avx512`
-    /// picks another one this CPU supports (for benchmarks).
-    pub fn detect() -> Isa {
-        static ISA: OnceLock<Isa> = OnceLock::new();
-        *ISA.get_or_init(|| {
-            let all = Isa::available();
-            let wanted = std::env::var("NORMSTYLE_KERNEL").ok();
-            wanted
-                .and_then(|w| all.iter().copied().find(|i| i.name() == w))
-                .unwrap_or(all[all.len() - 1])
-        })
-    }
-
-    /// The kernels this CPU can run, slowest first.
-    pub fn available() -> Vec<Isa> {
-        let mut v = vec![Isa::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                v.push(Isa::Avx2);
-                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
-                    v.push(Isa::Avx512);
-                }
-            }
-        }
-        v
-    }
-
-    /// Its name in reports and `NORMSTYLE_KERNEL`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Portable => "portable",
-            Isa::Avx2 => "avx2",
-            Isa::Avx512 => "avx512",
-        }
-    }
-
-    /// Output channels per micro-kernel call (rows of a U panel).
-    pub fn mr(self) -> usize {
+impl Block for Isa {
+    fn mr(self) -> usize {
         match self {
             Isa::Portable => 4,
+            #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => 6,
+            #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => 8,
         }
     }
 
-    /// Tiles per micro-kernel call (columns of a V panel).
-    pub fn nr(self) -> usize {
+    fn nr(self) -> usize {
         match self {
             Isa::Portable => 8,
+            #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => 16,
+            #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => 32,
         }
     }
@@ -126,17 +86,17 @@ impl Isa {
 /// A 3×3 weight transformed and packed for one micro-kernel: U_ξ for ξ in 0..36, each as
 /// ⌈Cout / MR⌉ panels of Cin × MR (output channels past Cout are zero rows).
 #[derive(Clone, Debug)]
-pub struct Packed {
-    pub(super) isa: Isa,
-    pub(super) cout: usize,
-    pub(super) cin: usize,
+pub(crate) struct Packed {
+    pub(crate) isa: Isa,
+    pub(crate) cout: usize,
+    pub(crate) cin: usize,
     u: Vec<f32>,
 }
 
 /// Transforms a (Cout, Cin, 3, 3) weight (row-major f32) and packs it for `isa` (for this
 /// CPU's best kernel instead if the CPU lacks `isa`'s features: [`conv`] runs the kernel a
 /// `Packed` names without checking again).
-pub fn pack(w: &[f32], cout: usize, cin: usize, isa: Isa) -> Packed {
+pub(crate) fn pack(w: &[f32], cout: usize, cin: usize, isa: Isa) -> Packed {
     let isa = if Isa::available().contains(&isa) {
         isa
     } else {
@@ -167,44 +127,13 @@ pub fn pack(w: &[f32], cout: usize, cin: usize, isa: Isa) -> Packed {
     Packed { isa, cout, cin, u }
 }
 
-/// One sample's input, unpadded, with the padding the convolution applies.
-pub(super) struct Input<'a> {
-    /// (Cin, H, W), row-major.
-    pub(super) data: &'a [f32],
-    pub(super) h: usize,
-    pub(super) w: usize,
-    /// Padding (top, bottom, left, right).
-    pub(super) pads: (usize, usize, usize, usize),
-    /// Reflection (PyTorch `ReflectionPad2d`) or zeros.
-    pub(super) reflect: bool,
-}
-
-impl Input<'_> {
-    /// The source index of padded coordinate `p` along an axis of length `n` padded by
-    /// (`before`, `after`); `None` for zeros (zero padding, or past the padded map, where the
-    /// values only reach outputs that are cut off).
-    pub(super) fn source(&self, p: usize, n: usize, before: usize, after: usize) -> Option<usize> {
-        let i = p as isize - before as isize;
-        let n_i = n as isize;
-        if (0..n_i).contains(&i) {
-            Some(i as usize)
-        } else if !self.reflect || p >= n + before + after {
-            None
-        } else if i < 0 {
-            Some((-i) as usize)
-        } else {
-            Some((2 * (n_i - 1) - i) as usize)
-        }
-    }
-}
-
 /// act(conv3×3(pad(x)) + bias) of one sample: `x` (Cin, H, W) → `dst` (Cout, Ho, Wo) with
 /// Ho = H + top + bottom − 2 and Wo likewise; `p` from [`pack`]. Every output is written once,
 /// so `dst` may be uninitialized.
 ///
 /// # Safety
 /// `dst` points to Cout·Ho·Wo writable floats that nothing else accesses during the call.
-pub(super) unsafe fn conv(
+pub(crate) unsafe fn conv(
     x: &Input,
     p: &Packed,
     bias: Option<&[f32]>,
@@ -232,7 +161,7 @@ pub(super) unsafe fn conv(
         twp,
         act,
     };
-    crate::ops::in_pool(|| {
+    in_pool(|| {
         (0..blocks).into_par_iter().for_each(|b| {
             let (r0, r1) = (b * rows, th.min((b + 1) * rows));
             SCRATCH.with_borrow_mut(|s| match p.isa {
@@ -809,7 +738,7 @@ mod tests {
 
     /// Uniform in [0, 1).
     fn rng(seed: u64) -> impl FnMut() -> f32 {
-        let mut r = crate::ops::centered_stream(seed);
+        let mut r = crate::ops::shared::centered_stream(seed);
         move || r() + 0.5
     }
 
@@ -835,7 +764,7 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn phase_split_and_join_match_the_scalar_versions() {
-        if !Isa::available().contains(&Isa::Avx2) {
+        if !crate::ops::isa::tested("winograd phase split").contains(&Isa::Avx2) {
             return;
         }
         let x: [f32; 32] = std::array::from_fn(|i| i as f32 * 1.5 - 7.0);
@@ -877,7 +806,7 @@ mod tests {
     #[test]
     fn micro_kernels_match_a_float64_gemm() {
         let mut rnd = rng(3);
-        for isa in Isa::available() {
+        for isa in crate::ops::isa::tested("winograd micro-kernels") {
             let (mr, nr) = (isa.mr(), isa.nr());
             for (k, rows) in [(1, mr), (17, mr), (64, 1), (256, mr - 1), (512, mr)] {
                 let ldb = nr + 24;
@@ -995,7 +924,7 @@ mod tests {
             (32, 16, 4, 4, (1, 1, 1, 1), true),
             (16, 20, 3, 2, (1, 1, 1, 1), false),
         ];
-        for isa in Isa::available() {
+        for isa in crate::ops::isa::tested("winograd") {
             for &(cin, cout, h, w, pads, reflect) in &cases {
                 let src: Vec<f32> = (0..cin * h * w).map(|_| rnd() * 3.0).collect();
                 let bound = (6.0 / (cin * 9) as f32).sqrt();

@@ -12,14 +12,11 @@
 
 use rayon::prelude::*;
 
-use super::avx2_or_plain;
-use super::conv::{epilogue, Geometry, OutPtr};
-use super::direct::{tap_major, Kernel};
-use super::winograd::Input;
-use super::{simd_isas, Activation};
+use crate::ops::isa::{avx2_or_plain, simd_isas, Isa};
+use crate::ops::shared::{epilogue, in_pool, tap_major, Activation, Geometry, Input, OutPtr};
 
 /// Up to this many output channels a stride-2 convolution runs here (the GEMM wins above).
-pub(super) const MAX_COUT: usize = 32;
+pub(crate) const MAX_COUT: usize = 32;
 
 /// Bytes of split input rows one task aims to keep (within L2 beside the output rows).
 const BAND_BYTES: usize = 256 << 10;
@@ -30,7 +27,7 @@ const BAND_BYTES: usize = 256 << 10;
 ///
 /// # Safety
 /// `dst` points to Cout·Ho·Wo writable floats that nothing else accesses during the call.
-pub(super) unsafe fn conv(
+pub(crate) unsafe fn conv(
     x: &Input,
     w: &[f32],
     bias: Option<&[f32]>,
@@ -38,7 +35,7 @@ pub(super) unsafe fn conv(
     g: &Geometry,
     act: Activation,
 ) {
-    run(Kernel::detect(), x, w, bias, dst, g, act)
+    run(Isa::detect(), x, w, bias, dst, g, act)
 }
 
 /// [`conv`] on a given kernel.
@@ -46,7 +43,7 @@ pub(super) unsafe fn conv(
 /// # Safety
 /// As for [`conv`]; `kernel` runs on this CPU.
 unsafe fn run(
-    kernel: Kernel,
+    kernel: Isa,
     x: &Input,
     w: &[f32],
     bias: Option<&[f32]>,
@@ -70,7 +67,7 @@ unsafe fn run(
         act,
         half,
     };
-    crate::ops::in_pool(|| {
+    in_pool(|| {
         (0..g.ho.div_ceil(band)).into_par_iter().for_each(|i| {
             let rows = i * band..((i + 1) * band).min(g.ho);
             SPLIT.with_borrow_mut(|buf| {
@@ -162,7 +159,7 @@ impl Job<'_> {
     ///
     /// # Safety
     /// Row y is this task's alone; `kernel` runs on this CPU.
-    unsafe fn row(&self, y: usize, lr: usize, buf: &[f32], kernel: Kernel) {
+    unsafe fn row(&self, y: usize, lr: usize, buf: &[f32], kernel: Isa) {
         let g = self.g;
         // Where tap (ci, ky, kx) reads output column 0.
         let taps: Vec<*const f32> = (0..g.cin)
@@ -178,7 +175,7 @@ impl Job<'_> {
             // Registers: CO·NV accumulators + NV inputs + a broadcast.
             co0 += match kernel {
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512 => match left.min(8) {
+                Isa::Avx512 => match left.min(8) {
                     1 => self.row_avx512::<1, 4>(y, co0, &taps),
                     2 => self.row_avx512::<2, 4>(y, co0, &taps),
                     3 => self.row_avx512::<3, 4>(y, co0, &taps),
@@ -189,13 +186,13 @@ impl Job<'_> {
                     _ => self.row_avx512::<8, 3>(y, co0, &taps),
                 },
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => match left.min(4) {
+                Isa::Avx2 => match left.min(4) {
                     1 => self.row_avx2::<1, 4>(y, co0, &taps),
                     2 => self.row_avx2::<2, 4>(y, co0, &taps),
                     3 => self.row_avx2::<3, 3>(y, co0, &taps),
                     _ => self.row_avx2::<4, 2>(y, co0, &taps),
                 },
-                Kernel::Portable => self.row_portable(y, co0, left, &taps),
+                Isa::Portable => self.row_portable(y, co0, left, &taps),
             };
         }
     }
@@ -286,7 +283,7 @@ simd_isas!(simd_row);
 
 #[cfg(test)]
 mod tests {
-    use super::super::direct::tests::reference;
+    use crate::ops::shared::reference_conv as reference;
     use super::*;
 
     /// Every kernel this CPU runs against a float64 stride-2 convolution, within 1e-5 of the
@@ -295,7 +292,7 @@ mod tests {
     /// reflection and zero ('SAME'-like, asymmetric) padding; the output starts as NaN.
     #[test]
     fn every_kernel_matches_a_float64_convolution() {
-        let mut rnd = crate::ops::centered_stream(7);
+        let mut rnd = crate::ops::shared::centered_stream(7);
         // (cin, h, w, kh, kw, pads, reflect)
         let shapes = [
             (3, 5, 7, 3, 3, (1, 1, 1, 1), true),
@@ -304,7 +301,7 @@ mod tests {
             (2, 11, 67, 5, 4, (2, 2, 1, 2), false),
             (3, 6, 33, 3, 3, (1, 1, 1, 1), true),
         ];
-        for kernel in Kernel::available() {
+        for kernel in crate::ops::isa::tested("strided") {
             for &(cin, h, w, kh, kw, pads, reflect) in &shapes {
                 for cout in [1, 2, 3, 4, 5, 6, 7, 8, 13, 32] {
                     let act = [Activation::None, Activation::Relu, Activation::Relu6][cout % 3];

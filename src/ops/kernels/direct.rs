@@ -12,20 +12,14 @@
 
 use rayon::prelude::*;
 
-use super::conv::{epilogue, Geometry, OutPtr};
-use super::winograd::Input;
-use super::{simd_isas, Activation};
+use crate::ops::isa::{simd_isas, Isa};
+use crate::ops::shared::{epilogue, in_pool, tap_major, Activation, Geometry, Input, OutPtr};
 
 /// Up to this many output channels a stride-1 convolution runs here.
-pub(super) const MAX_COUT: usize = 8;
+pub(crate) const MAX_COUT: usize = 8;
 
 /// Input rows (whole channels of kh rows) one pass of the SIMD kernels reads.
 const PASS_ROWS: usize = 24;
-
-/// The name of the row kernel this CPU runs (for benchmark reports).
-pub(super) fn kernel_name() -> &'static str {
-    Kernel::detect().name()
-}
 
 /// act(conv(pad(x)) + bias) of one sample: `x` (Cin, H, W) with its padding, `w` (Cout, Cin,
 /// kh, kw) row-major, `g` the padded geometry → `dst` (Cout, Ho, Wo), every element written (it
@@ -33,7 +27,7 @@ pub(super) fn kernel_name() -> &'static str {
 ///
 /// # Safety
 /// `dst` points to Cout·Ho·Wo writable floats that nothing else accesses during the call.
-pub(super) unsafe fn conv(
+pub(crate) unsafe fn conv(
     x: &Input,
     w: &[f32],
     bias: Option<&[f32]>,
@@ -41,7 +35,7 @@ pub(super) unsafe fn conv(
     g: &Geometry,
     act: Activation,
 ) {
-    run(Kernel::detect(), x, w, bias, dst, g, act)
+    run(Isa::detect(), x, w, bias, dst, g, act)
 }
 
 /// [`conv`] on a given kernel.
@@ -49,7 +43,7 @@ pub(super) unsafe fn conv(
 /// # Safety
 /// As for [`conv`]; `kernel` runs on this CPU.
 unsafe fn run(
-    kernel: Kernel,
+    kernel: Isa,
     x: &Input,
     w: &[f32],
     bias: Option<&[f32]>,
@@ -67,78 +61,13 @@ unsafe fn run(
         g,
         act,
     };
-    crate::ops::in_pool(|| {
+    in_pool(|| {
         (0..g.ho).into_par_iter().for_each(|y| {
             // SAFETY: row y of every channel is written by this task only; the kernel is one
             // this CPU runs.
             unsafe { job.row(y, kernel) }
         });
     });
-}
-
-/// The weights `w` (Cout, Cin, kh, kw) with taps in (ci, ky, kx) order, the Cout weights of one
-/// tap adjacent (one broadcast each), and the bias as Cout values (zeros without one).
-pub(super) fn tap_major(w: &[f32], bias: Option<&[f32]>, g: &Geometry) -> (Vec<f32>, Vec<f32>) {
-    let taps = g.cin * g.kh * g.kw;
-    let mut wt = vec![0f32; taps * g.cout];
-    for co in 0..g.cout {
-        for t in 0..taps {
-            wt[t * g.cout + co] = w[co * taps + t];
-        }
-    }
-    let b = (0..g.cout).map(|c| bias.map_or(0.0, |b| b[c])).collect();
-    (wt, b)
-}
-
-/// The instruction set of the row kernels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Kernel {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-impl Kernel {
-    /// The widest this CPU runs, or the one `NORMSTYLE_KERNEL` names (`portable`, `avx2`,
-    /// `avx512`, as for the Winograd micro-kernels) when the CPU runs it; detected once.
-    pub(super) fn detect() -> Kernel {
-        static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        *KERNEL.get_or_init(|| {
-            let all = Kernel::available();
-            let wanted = std::env::var("NORMSTYLE_KERNEL").ok();
-            wanted
-                .and_then(|w| all.iter().copied().find(|&k| k.name() == w))
-                .unwrap_or(*all.last().unwrap_or(&Kernel::Portable))
-        })
-    }
-
-    /// Its name in reports and `NORMSTYLE_KERNEL`.
-    fn name(self) -> &'static str {
-        match self {
-            Kernel::Portable => "portable",
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => "avx2",
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => "avx512",
-        }
-    }
-
-    /// Those this CPU runs, narrowest first.
-    pub(super) fn available() -> Vec<Kernel> {
-        let mut v = vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if super::conv::has_fma() {
-                v.push(Kernel::Avx2);
-                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
-                    v.push(Kernel::Avx512);
-                }
-            }
-        }
-        v
-    }
 }
 
 /// What every row task of one convolution shares.
@@ -163,7 +92,7 @@ impl Job<'_> {
     ///
     /// # Safety
     /// Row y is this task's alone; `kernel` runs on this CPU.
-    unsafe fn row(&self, y: usize, kernel: Kernel) {
+    unsafe fn row(&self, y: usize, kernel: Isa) {
         let (g, x) = (self.g, self.x);
         let (pt, pb, _, _) = x.pads;
         // The source row of each (ci, ky), None for a zero row.
@@ -177,7 +106,7 @@ impl Job<'_> {
         EDGE.with_borrow_mut(|edge| match kernel {
             // Registers: CO·NV accumulators + NV inputs + 1 broadcast ≤ 32 zmm.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => match g.cout {
+            Isa::Avx512 => match g.cout {
                 1 => self.row_avx512::<1, 4>(y, &rows, edge),
                 2 => self.row_avx512::<2, 4>(y, &rows, edge),
                 3 => self.row_avx512::<3, 4>(y, &rows, edge),
@@ -189,7 +118,7 @@ impl Job<'_> {
             },
             // Registers: CO·NV accumulators + NV inputs + 1 broadcast ≤ 16 ymm.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => match g.cout {
+            Isa::Avx2 => match g.cout {
                 1 => self.row_avx2::<1, 4>(y, &rows, edge),
                 2 => self.row_avx2::<2, 4>(y, &rows, edge),
                 3 => self.row_avx2::<3, 3>(y, &rows, edge),
@@ -199,7 +128,7 @@ impl Job<'_> {
                 7 => self.row_avx2::<7, 1>(y, &rows, edge),
                 _ => self.row_avx2::<8, 1>(y, &rows, edge),
             },
-            Kernel::Portable => self.row_portable(y, &rows, edge),
+            Isa::Portable => self.row_portable(y, &rows, edge),
         })
     }
 
@@ -391,46 +320,9 @@ macro_rules! simd_row {
 simd_isas!(simd_row);
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
-
-    /// float64 act(conv(x) + b), `x` (Cin, H, W) padded as it says, stride `g.stride`.
-    pub(in crate::ops) fn reference(
-        x: &Input,
-        w: &[f32],
-        b: &[f32],
-        g: &Geometry,
-        act: Activation,
-    ) -> Vec<f64> {
-        let (pt, pb, pl, pr) = x.pads;
-        let mut out = vec![0f64; g.cout * g.ho * g.wo];
-        for co in 0..g.cout {
-            for oy in 0..g.ho {
-                for ox in 0..g.wo {
-                    let mut s = f64::from(b[co]);
-                    for ci in 0..g.cin {
-                        for ky in 0..g.kh {
-                            for kx in 0..g.kw {
-                                let sy = x.source(g.stride * oy + ky, x.h, pt, pb);
-                                let sx = x.source(g.stride * ox + kx, x.w, pl, pr);
-                                if let (Some(sy), Some(sx)) = (sy, sx) {
-                                    let v = x.data[(ci * x.h + sy) * x.w + sx];
-                                    let k = w[((co * g.cin + ci) * g.kh + ky) * g.kw + kx];
-                                    s += f64::from(v) * f64::from(k);
-                                }
-                            }
-                        }
-                    }
-                    out[(co * g.ho + oy) * g.wo + ox] = match act {
-                        Activation::None => s,
-                        Activation::Relu => s.max(0.0),
-                        Activation::Relu6 => s.clamp(0.0, 6.0),
-                    };
-                }
-            }
-        }
-        out
-    }
+    use crate::ops::shared::reference_conv as reference;
 
     /// Every kernel this CPU runs, every output-channel count, 3×3 and 9×9, rows narrower than
     /// a block, one block, and many blocks with an overlapping last one; reflection and zero
@@ -438,7 +330,7 @@ pub(super) mod tests {
     /// an output left unwritten fails.
     #[test]
     fn every_kernel_matches_a_float64_convolution() {
-        let mut rnd = crate::ops::centered_stream(11);
+        let mut rnd = crate::ops::shared::centered_stream(11);
         // (cin, h, w, k, pad, reflect)
         let shapes = [
             (3, 5, 7, 3, 1, true),
@@ -448,7 +340,7 @@ pub(super) mod tests {
             (5, 4, 37, 3, 1, false),
             (2, 9, 20, 9, 4, true),
         ];
-        for kernel in Kernel::available() {
+        for kernel in crate::ops::isa::tested("direct") {
             for &(cin, h, w, k, pad, reflect) in &shapes {
                 for cout in 1..=MAX_COUT {
                     let act = [Activation::None, Activation::Relu, Activation::Relu6][cout % 3];

@@ -13,113 +13,50 @@
 //! phases × a few output channels, stored interleaved. AVX-512 or AVX2/FMA when the CPU has
 //! them (`NORMSTYLE_KERNEL` as for the direct kernel), else plain loops.
 
-use candle::{DType, Device, Tensor};
 use rayon::prelude::*;
 
-use super::conv::{conv2d_prepared, epilogue, OutPtr};
-use super::direct::Kernel;
-use super::{simd_isas, upsample_nearest2x, Activation, ConvSpec, Padding, WinogradWeights};
-use crate::{Error, Result};
-
-const WHAT: &str = "upsample_conv3x3";
+use crate::ops::isa::{simd_isas, Isa};
+use crate::ops::shared::{epilogue, in_pool, Activation, OutPtr};
 
 /// Up to this many output channels the fused form runs; wider layers run Winograd on the
 /// upsampled map, which needs fewer multiplications (1/4 against 4/9) and reaches full speed.
-pub(super) const MAX_COUT: usize = 16;
+pub(crate) const MAX_COUT: usize = 16;
 
-/// act(conv3×3(reflection_pad1(upsample_nearest2x(x))) + bias), as PyTorch computes it with
-/// `F.interpolate(scale_factor=2)`, `ReflectionPad2d(1)` and `Conv2d(k=3)`.
+/// One sample: `x` (Cin, H, W) small map, `wt` from [`subpixel_weights`], `bias` Cout values
+/// (zeros without one) → `dst` (Cout, 2H, 2W), every element written (it may start
+/// uninitialized).
 ///
-/// `x`: (N, Cin, H, W); `weight`: (Cout, Cin, 3, 3); `bias`: (Cout) → (N, Cout, 2H, 2W), x's
-/// dtype. `winograd`: the weight's prepared transform, used when the layer runs unfused (see
-/// [`conv2d_prepared`]). Equal to the unfused ops up to float summation order (tests: ≤ 1e-5 of
-/// the output scale).
-pub fn upsample_conv3x3(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
+/// # Safety
+/// `dst` points to Cout·2H·2W writable floats that nothing else accesses during the call.
+pub(crate) unsafe fn conv(
+    x: &[f32],
+    (cin, h, w): (usize, usize, usize),
+    wt: &[f32],
+    bias: &[f32],
+    dst: OutPtr,
     act: Activation,
-    winograd: Option<&WinogradWeights>,
-) -> Result<Tensor> {
-    let (n, cin, h, w) = x.dims4()?;
-    let (cout, wcin, kh, kw) = weight.dims4()?;
-    if (wcin, kh, kw) != (cin, 3, 3) {
-        return Err(Error::input(
-            WHAT,
-            format!(
-                "input has {cin} channels, weight {:?} (expected ({cout}, {cin}, 3, 3))",
-                weight.dims()
-            ),
-        ));
-    }
-    if let Some(b) = bias {
-        if b.dims() != [cout] {
-            return Err(Error::input(
-                WHAT,
-                format!("bias {:?} for {cout} output channels", b.dims()),
-            ));
-        }
-    }
-    let tracked = x.track_op() || weight.track_op() || bias.is_some_and(Tensor::track_op);
-    let fused = x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && !tracked
-        && cout <= MAX_COUT
-        && h >= 1
-        && w >= 1;
-    if !fused {
-        let spec = ConvSpec {
-            padding: Padding::Reflect(1),
-            act,
-            ..ConvSpec::default()
-        };
-        return conv2d_prepared(&upsample_nearest2x(x)?, weight, bias, spec, winograd);
-    }
-    let x = x.contiguous()?;
-    let wt = subpixel_weights(&weight.flatten_all()?.to_vec1::<f32>()?, cout, cin);
-    let b: Vec<f32> = match bias {
-        Some(b) => b.to_vec1()?,
-        None => vec![0.0; cout],
+) {
+    let cout = bias.len();
+    debug_assert!(h >= 1 && w >= 1 && cout <= MAX_COUT);
+    debug_assert!(x.len() >= cin * h * w && wt.len() >= 2 * cin * 2 * 4 * cout);
+    let job = Job {
+        x,
+        cin,
+        h,
+        w,
+        cout,
+        wt,
+        bias,
+        dst,
+        act,
     };
-    let per = cout * 4 * h * w;
-    let mut out: Vec<f32> = Vec::with_capacity(n * per);
-    let base = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
-    {
-        let (storage, layout) = x.storage_and_layout();
-        let candle::Storage::Cpu(cpu) = &*storage else {
-            return Err(Error::input(WHAT, "expected a CPU tensor"));
-        };
-        let start = layout.start_offset();
-        let xs = &cpu.as_slice::<f32>()?[start..start + n * cin * h * w];
-        let kernel = Kernel::detect();
-        for s in 0..n {
-            let job = Job {
-                x: &xs[s * cin * h * w..(s + 1) * cin * h * w],
-                cin,
-                h,
-                w,
-                cout,
-                wt: &wt,
-                bias: &b,
-                dst: OutPtr(base.at(s * per)),
-                act,
-            };
-            // SAFETY: sample s's Cout·2H·2W outputs lie in the capacity; `kernel` runs here.
-            unsafe { job.run(kernel) };
-        }
-    }
-    // SAFETY: every output of every sample was written (each row pair by its task).
-    unsafe { out.set_len(n * per) };
-    Ok(Tensor::from_vec(
-        out,
-        (n, cout, 2 * h, 2 * w),
-        &Device::Cpu,
-    )?)
+    // SAFETY: the caller's contract; `Isa::detect` names a set this CPU runs.
+    unsafe { job.run(Isa::detect()) }
 }
 
 /// The four 2×2 kernels of each row phase a: `w` (Cout, Cin, 3, 3) → [a][ci][i][q][co] with
 /// q = 2b + j the (column phase, tap) pair; summed in f64 and rounded once.
-fn subpixel_weights(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+pub(crate) fn subpixel_weights(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     // Kernel rows (or columns) summed into tap i of phase a.
     const SETS: [[&[usize]; 2]; 2] = [[&[0], &[1, 2]], [&[0, 1], &[2]]];
     let mut out = vec![0f32; 2 * cin * 2 * 4 * cout];
@@ -170,8 +107,8 @@ impl Job<'_> {
     ///
     /// # Safety
     /// `dst` holds Cout·2H·2W writable floats nothing else accesses; `kernel` runs on this CPU.
-    unsafe fn run(&self, kernel: Kernel) {
-        crate::ops::in_pool(|| {
+    unsafe fn run(&self, kernel: Isa) {
+        in_pool(|| {
             (0..self.h).into_par_iter().for_each(|r| {
                 EDGE.with_borrow_mut(|edge| {
                     for a in 0..2 {
@@ -199,7 +136,7 @@ impl Job<'_> {
     ///
     /// # Safety
     /// As for [`Self::run`]; row 2r + a is this task's.
-    unsafe fn row(&self, r: usize, a: usize, kernel: Kernel, edge: &mut Vec<f32>) {
+    unsafe fn row(&self, r: usize, a: usize, kernel: Isa, edge: &mut Vec<f32>) {
         let rows = self.rows(r, a);
         let wt = &self.wt[a * self.cin * 8 * self.cout..][..self.cin * 8 * self.cout];
         let mut co0 = 0;
@@ -209,7 +146,7 @@ impl Job<'_> {
             // Registers: 2·CO·NV accumulators + the three shifted inputs + a broadcast.
             co0 += match kernel {
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512 => match group(8) {
+                Isa::Avx512 => match group(8) {
                     1 => self.row_avx512::<1, 4>(r, a, co0, &rows, wt, edge),
                     2 => self.row_avx512::<2, 4>(r, a, co0, &rows, wt, edge),
                     3 => self.row_avx512::<3, 4>(r, a, co0, &rows, wt, edge),
@@ -220,13 +157,13 @@ impl Job<'_> {
                     _ => self.row_avx512::<8, 1>(r, a, co0, &rows, wt, edge),
                 },
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => match group(4) {
+                Isa::Avx2 => match group(4) {
                     1 => self.row_avx2::<1, 3>(r, a, co0, &rows, wt, edge),
                     2 => self.row_avx2::<2, 2>(r, a, co0, &rows, wt, edge),
                     3 => self.row_avx2::<3, 1>(r, a, co0, &rows, wt, edge),
                     _ => self.row_avx2::<4, 1>(r, a, co0, &rows, wt, edge),
                 },
-                Kernel::Portable => self.row_portable(r, a, co0, left, &rows, wt),
+                Isa::Portable => self.row_portable(r, a, co0, left, &rows, wt),
             };
         }
     }
@@ -461,7 +398,7 @@ mod tests {
     /// an output left unwritten fails.
     #[test]
     fn every_kernel_matches_upsampling_then_convolving_in_float64() {
-        let mut rnd = crate::ops::centered_stream(5);
+        let mut rnd = crate::ops::shared::centered_stream(5);
         // (cin, h, w)
         let shapes = [
             (3, 1, 1),
@@ -471,7 +408,7 @@ mod tests {
             (4, 2, 70),
             (5, 33, 1),
         ];
-        for kernel in Kernel::available() {
+        for kernel in crate::ops::isa::tested("upconv") {
             for &(cin, h, w) in &shapes {
                 for cout in [1, 2, 3, 4, 5, 6, 7, 8, 11, 16] {
                     let act = [Activation::None, Activation::Relu, Activation::Relu6][cout % 3];
@@ -504,33 +441,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// The public op equals upsampling then convolving (the unfused path it replaces), with
-    /// and without bias, through the tensor API; a wider layer takes the unfused path.
-    #[test]
-    fn op_equals_upsample_then_conv() -> Result<()> {
-        let dev = Device::Cpu;
-        for (cin, cout) in [(6, 5), (16, 24)] {
-            let x = Tensor::randn(0f32, 1.0, (2, cin, 7, 9), &dev)?;
-            let w = Tensor::randn(0f32, 0.2, (cout, cin, 3, 3), &dev)?;
-            let b = Tensor::randn(0f32, 0.2, cout, &dev)?;
-            for bias in [None, Some(&b)] {
-                let got = upsample_conv3x3(&x, &w, bias, Activation::Relu, None)?;
-                let spec = ConvSpec {
-                    padding: Padding::Reflect(1),
-                    act: Activation::Relu,
-                    ..ConvSpec::default()
-                };
-                let want = super::super::conv2d_fused(&upsample_nearest2x(&x)?, &w, bias, spec)?;
-                assert_eq!(got.dims(), [2, cout, 14, 18]);
-                let d = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert!(d < 1e-4, "cin {cin} cout {cout}: max |Δ| {d}");
-            }
-        }
-        let x = Tensor::zeros((1, 4, 5, 5), DType::F32, &dev)?;
-        let w = Tensor::zeros((2, 3, 3, 3), DType::F32, &dev)?;
-        assert!(upsample_conv3x3(&x, &w, None, Activation::None, None).is_err());
-        Ok(())
     }
 }

@@ -1,0 +1,265 @@
+//! The general convolution: banded im2col + the `gemm` crate (the GEMM Candle itself uses),
+//! forward for inference and, as a Candle custom op with a backward ([`ConvCore`]), for
+//! training.
+//!
+//! Inference: the output is cut into bands of whole rows; for each band (in parallel) the
+//! patches are unfolded (row copies for stride 1) into a buffer that stays in cache, one packed
+//! GEMM (single-threaded inside the band) writes the band straight into the NCHW output, and bias
+//! + activation are applied while the band is still in cache. 1×1 convolutions skip the
+//! unfolding.
+//!
+//! Training, per sample, both on the GEMM path:
+//! - dW = dY · colsᵀ, with cols the unfolded input (Cin·k·k × Ho·Wo), summed over the batch;
+//!   skipped when the weight is not a variable (a frozen encoder);
+//! - dX = col2im(Wᵀ · dY), the unfolded gradient folded back (overlaps summed).
+
+use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::ops::shared::{epilogue, in_pool, Activation, Geometry, OutPtr};
+
+/// Dense convolution of one padded sample: `src` (Cin, Hp, Wp) → `dst` (Cout, Ho, Wo).
+///
+/// # Safety
+/// `dst` points to `dst_len` ≥ Cout·Ho·Wo writable floats (they may be uninitialized: the GEMM
+/// writes every output without reading it) that nothing else accesses during the call.
+pub(crate) unsafe fn dense(
+    src: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    (out, dst_len): (OutPtr, usize),
+    g: &Geometry,
+    act: Activation,
+) {
+    let k = g.cin * g.kh * g.kw;
+    let plane = g.ho * g.wo;
+    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1;
+    // Rows per band: the unfolded band (k × rows·Wo floats) stays within ~2 MiB (the GEMM blocks
+    // it for the caches itself), and there are enough bands to keep every thread busy.
+    let threads = candle::utils::get_num_threads().max(1);
+    let by_cache = ((512 * 1024) / (k * g.wo).max(1)).max(1);
+    let by_threads = g.ho.div_ceil(4 * threads).max(1);
+    let rows = by_cache.min(by_threads).min(g.ho);
+    let bands = g.ho.div_ceil(rows);
+    in_pool(|| {
+        (0..bands)
+            .into_par_iter()
+            .for_each_init(Vec::new, |col, b| {
+                let y0 = b * rows;
+                let y1 = (y0 + rows).min(g.ho);
+                let nb = (y1 - y0) * g.wo;
+                let (rhs, rhs_rs): (&[f32], usize) = if pointwise {
+                    // A 1×1 stride-1 convolution multiplies the input rows as they are.
+                    (&src[y0 * g.wp..], g.hp * g.wp)
+                } else {
+                    unfold(src, g, y0, y1, col);
+                    (col.as_slice(), nb)
+                };
+                debug_assert!((g.cout - 1) * plane + y0 * g.wo + nb <= dst_len);
+                // SAFETY: dst rows [y0, y1) of every output channel belong to this band only; the
+                // GEMM writes (read_dst = false) m = Cout rows of nb values at stride `plane`
+                // starting at y0·Wo, all inside `dst` (asserted above). lhs is Cout×k (row-major weights), rhs k×nb with
+                // row stride `rhs_rs` (bounds: for the pointwise case, k = Cin rows of the sample).
+                unsafe {
+                    gemm::gemm(
+                        g.cout,
+                        nb,
+                        k,
+                        out.at(y0 * g.wo),
+                        1,
+                        plane as isize,
+                        false,
+                        w.as_ptr(),
+                        1,
+                        k as isize,
+                        rhs.as_ptr(),
+                        1,
+                        rhs_rs as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for co in 0..g.cout {
+                    // SAFETY: the same band region as the GEMM wrote, one channel at a time.
+                    let row = unsafe {
+                        std::slice::from_raw_parts_mut(out.at(co * plane + y0 * g.wo), nb)
+                    };
+                    epilogue(row, bias.map_or(0.0, |b| b[co]), act);
+                }
+            });
+    });
+}
+
+/// im2col of output rows [y0, y1): `col` (Cin·kh·kw) × ((y1 − y0)·Wo), row-major, in the
+/// weight's (ci, ky, kx) order.
+fn unfold(src: &[f32], g: &Geometry, y0: usize, y1: usize, col: &mut Vec<f32>) {
+    let nb = (y1 - y0) * g.wo;
+    let need = g.cin * g.kh * g.kw * nb;
+    // Every element up to `need` is written below; only growth needs initializing.
+    if col.len() < need {
+        col.resize(need, 0.0);
+    }
+    let mut r = 0;
+    for ci in 0..g.cin {
+        let plane = &src[ci * g.hp * g.wp..(ci + 1) * g.hp * g.wp];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let dst = &mut col[r * nb..(r + 1) * nb];
+                for (i, y) in (y0..y1).enumerate() {
+                    let row = &plane[(y * g.stride + ky) * g.wp..];
+                    let d = &mut dst[i * g.wo..(i + 1) * g.wo];
+                    if g.stride == 1 {
+                        d.copy_from_slice(&row[kx..kx + g.wo]);
+                    } else {
+                        for (x, v) in d.iter_mut().enumerate() {
+                            *v = row[x * g.stride + kx];
+                        }
+                    }
+                }
+                r += 1;
+            }
+        }
+    }
+}
+
+/// A VALID convolution (no padding, no bias) of (N, Cin, Hp, Wp) by (Cout, Cin, kh, kw).
+pub(crate) struct ConvCore {
+    /// Stride (both axes).
+    pub(crate) stride: usize,
+}
+
+fn geometry(x: &[usize], w: &[usize], stride: usize) -> candle::Result<Geometry> {
+    if x.len() != 4 || w.len() != 4 || x[1] != w[1] {
+        candle::bail!("normstyle conv: input {x:?} and weight {w:?} do not fit");
+    }
+    Geometry::new(x[1], (x[2], x[3]), w[0], (w[2], w[3]), stride)
+        .map_err(|e| candle::Error::Msg(e.to_string()))
+}
+
+fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle::Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle::bail!("normstyle conv: expected a contiguous input"),
+    }
+}
+
+impl CustomOp2 for ConvCore {
+    fn name(&self) -> &'static str {
+        "normstyle-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let (xd, wd) = (l1.dims(), l2.dims());
+        let g = geometry(xd, wd, self.stride)?;
+        let (x, w) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
+        let n = xd[0];
+        let (in_len, out_len) = g.lens();
+        let mut out = vec![0f32; n * out_len];
+        for s in 0..n {
+            let dst = &mut out[s * out_len..(s + 1) * out_len];
+            // SAFETY: `dst` is this sample's Cout·Ho·Wo outputs, borrowed for the call.
+            unsafe {
+                dense(
+                    &x[s * in_len..(s + 1) * in_len],
+                    w,
+                    None,
+                    (OutPtr(dst.as_mut_ptr()), out_len),
+                    &g,
+                    Activation::None,
+                )
+            };
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, g.cout, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = geometry(x.dims(), w.dims(), self.stride)?;
+        let n = x.dim(0)?;
+        let (kk, plane) = (g.cin * g.kh * g.kw, g.ho * g.wo);
+        let dy = dy.contiguous()?.reshape((n, g.cout, plane))?;
+        let cols = Tensor::from_vec(
+            im2col(&x.flatten_all()?.to_vec1()?, n, &g),
+            (n, kk, plane),
+            x.device(),
+        )?;
+        let dw = w
+            .track_op()
+            .then(|| -> candle::Result<Tensor> {
+                let per_sample = dy.matmul(&cols.transpose(1, 2)?)?; // (N, Cout, Cin·k·k)
+                per_sample.sum(0)?.reshape(w.shape())
+            })
+            .transpose()?;
+        let dx = x
+            .track_op()
+            .then(|| -> candle::Result<Tensor> {
+                let wt = w.reshape((g.cout, kk))?.t()?.contiguous()?;
+                let dcols = wt.broadcast_matmul(&dy)?; // (N, Cin·k·k, Ho·Wo)
+                let folded = col2im(&dcols.flatten_all()?.to_vec1()?, n, &g);
+                Tensor::from_vec(folded, x.shape(), x.device())
+            })
+            .transpose()?;
+        Ok((dx, dw))
+    }
+}
+
+/// Unfolds each sample (Cin, Hp, Wp) into (Cin·kh·kw, Ho·Wo), row (c, ky, kx).
+fn im2col(x: &[f32], n: usize, g: &Geometry) -> Vec<f32> {
+    let (kk, plane) = (g.cin * g.kh * g.kw, g.ho * g.wo);
+    let in_len = g.cin * g.hp * g.wp;
+    let mut out = vec![0f32; n * kk * plane];
+    out.par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (s, r) = (row / kk, row % kk);
+            let (c, ky, kx) = (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw);
+            let src = &x[s * in_len + c * g.hp * g.wp..];
+            for oy in 0..g.ho {
+                let line = &src[(oy * g.stride + ky) * g.wp + kx..];
+                for ox in 0..g.wo {
+                    dst[oy * g.wo + ox] = line[ox * g.stride];
+                }
+            }
+        });
+    out
+}
+
+/// The adjoint of [`im2col`]: sums each unfolded row back into its input positions.
+fn col2im(cols: &[f32], n: usize, g: &Geometry) -> Vec<f32> {
+    let (kk, plane) = (g.cin * g.kh * g.kw, g.ho * g.wo);
+    let chan = g.hp * g.wp;
+    let mut out = vec![0f32; n * g.cin * chan];
+    // One task per (sample, input channel): its kh·kw rows only touch its own plane.
+    out.par_chunks_mut(chan).enumerate().for_each(|(sc, dst)| {
+        let (s, c) = (sc / g.cin, sc % g.cin);
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = (c * g.kh + ky) * g.kw + kx;
+                let src = &cols[(s * kk + row) * plane..][..plane];
+                for oy in 0..g.ho {
+                    let base = (oy * g.stride + ky) * g.wp + kx;
+                    for ox in 0..g.wo {
+                        dst[base + ox * g.stride] += src[oy * g.wo + ox];
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
