@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Errors from the normstyle library. Messages are one line and name the thing that was wrong.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A layer or model was configured with impossible hyper-parameters.
     #[error("{layer}: {msg}")]
@@ -45,13 +46,14 @@ pub enum Error {
         /// Why it was rejected.
         msg: String,
     },
-    /// A file could not be read or written. (The OS error is part of the message rather than
-    /// a `source`, so printing the chain does not repeat it.)
-    #[error("{}: {err}", path.display())]
+    /// A file could not be read or written: the message names the file, the OS error is the
+    /// `source` (printed by a chain, e.g. anyhow's `{:#}`).
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
+        #[source]
         err: std::io::Error,
     },
     /// An error about the contents of a file (a checkpoint tensor of the wrong shape, a corrupt
@@ -92,6 +94,17 @@ pub enum Error {
     /// An error from a tensor operation in Candle.
     #[error(transparent)]
     Candle(#[from] candle::Error),
+}
+
+/// For `candle::Module` implementations: Candle's own errors pass through unchanged, the
+/// crate's are wrapped (their message kept).
+impl From<Error> for candle::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Candle(c) => c,
+            other => candle::Error::wrap(other),
+        }
+    }
 }
 
 /// `Result` with the library's [`Error`].

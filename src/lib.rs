@@ -55,6 +55,11 @@ pub mod rng;
 pub mod video;
 pub mod weights;
 
+/// The Candle this crate builds on (tensors, devices, `Module`), so examples compile with the
+/// same version.
+pub use candle;
 pub use error::{Error, Result};
+/// The image crate this crate reads and writes images with.
+pub use image;
 pub use norm::{Norm, NormKind};
 pub use pipeline::Stylizer;

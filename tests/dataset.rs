@@ -254,22 +254,17 @@ fn shard_auto_follows_slurm_and_kubernetes() {
 
 #[test]
 fn adding_photos_moves_no_pair_to_another_shard() {
-    let batch = |n: usize, k: usize| Batch {
-        contents: (0..n)
+    let batch = |n: usize, k: usize| {
+        let contents = (0..n)
             .map(|i| PathBuf::from(format!("photos/sub{}/p{i}.jpg", i % 3)))
-            .collect(),
-        content_root: Some("photos".into()),
-        specs: ["s1.png", "s2.png"]
+            .collect();
+        let specs = ["s1.png", "s2.png"]
             .map(|s| StyleSpec::Images(vec![(PathBuf::from("styles").join(s), 1.0)]))
-            .to_vec(),
-        style_root: Some("styles".into()),
-        mask: None,
-        out_dir: "out".into(),
-        ext: "png".into(),
-        quality: 95,
-        force: false,
-        shard: Some(Shard::new(k, 4).unwrap()),
-        manifest: None,
+            .to_vec();
+        Batch::new(contents, specs, "out")
+            .with_content_root(Some("photos".into()))
+            .with_style_root(Some("styles".into()))
+            .with_shard(Some(Shard::new(k, 4).unwrap()))
     };
     let mut owners = BTreeMap::new();
     for k in 0..4 {

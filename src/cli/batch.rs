@@ -52,19 +52,15 @@ pub fn run(mut args: StylizeArgs) -> anyhow::Result<ExitCode> {
     if out_dir.as_os_str() == "-" || (out_dir.exists() && !out_dir.is_dir()) {
         bail!("-o {}: a batch run writes into a folder", out_dir.display());
     }
-    let batch = Batch {
-        contents: args.content.clone(),
-        content_root: args.content_dir.clone(),
-        specs,
-        style_root: args.style_dir.clone(),
-        mask: args.load_mask()?,
-        out_dir,
-        ext: args.format.ext().into(),
-        quality: args.quality,
-        force: args.force,
-        shard: shard.as_ref().map(|(k, _)| *k),
-        manifest: args.manifest.clone(),
-    };
+    let batch = Batch::new(args.content.clone(), specs, out_dir)
+        .with_content_root(args.content_dir.clone())
+        .with_style_root(args.style_dir.clone())
+        .with_mask(args.load_mask()?)
+        .with_extension(args.format.ext())
+        .with_quality(args.quality)
+        .with_force(args.force)
+        .with_shard(shard.as_ref().map(|(k, _)| *k))
+        .with_manifest(args.manifest.clone());
     let st = args.stylizer()?;
     // Photos are decoded one at a time inside the run; their working size is bounded only by
     // --content-size (AdaIN sizes the shorter side: allow a 2:1 aspect).
@@ -110,7 +106,7 @@ pub fn run(mut args: StylizeArgs) -> anyhow::Result<ExitCode> {
         Event::Skipped { .. } => bar.inc(1),
         Event::Failed { error, outputs, .. } => {
             bar.inc(outputs as u64);
-            bar.suspend(|| eprintln!("error: {error}"));
+            bar.suspend(|| eprintln!("error: {}", super::chain(error)));
         }
     })?;
     bar.finish_and_clear();

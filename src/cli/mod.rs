@@ -483,6 +483,18 @@ pub fn prepare_styles(
         .collect()
 }
 
+/// An error and its sources as one line, `a: b: c` (as the binary prints its own errors).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// A bar over `n` steps on stderr, hidden with -q or for a single step (and by indicatif when
 /// stderr is not a terminal).
 pub fn progress_bar(n: usize, quiet: bool) -> ProgressBar {

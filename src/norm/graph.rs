@@ -14,7 +14,10 @@ use crate::Result;
 
 /// Whether a layer must use tensor ops for `x` with parameters `params`.
 pub(crate) fn needed(x: &Tensor, params: &[Option<&Tensor>]) -> bool {
-    !x.device().is_cpu() || x.track_op() || params.iter().flatten().any(|p| p.track_op())
+    !x.device().is_cpu()
+        || crate::ops::isa::candle_only()
+        || x.track_op()
+        || params.iter().flatten().any(|p| p.track_op())
 }
 
 /// The dtype statistics are computed in: f32 for f16/bf16, else the input's.

@@ -17,6 +17,7 @@ use candle::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::ops::avx2_or_plain;
+use crate::ops::isa::candle_only;
 use crate::{Error, Result};
 
 /// How a variance is estimated from the `n` values it pools.
@@ -80,7 +81,9 @@ impl Moments {
         }
         let x = as_f32_contiguous(x)?;
         match x.device() {
-            Device::Cpu => with_cpu_slice(&x, |data| Ok(cpu_row_moments(data, row_len))),
+            Device::Cpu if !candle_only() => {
+                with_cpu_slice(&x, |data| Ok(cpu_row_moments(data, row_len)))
+            }
             _ => Self::of_rows_tensor_ops(&x, row_len),
         }
     }
@@ -345,7 +348,7 @@ pub fn affine_planes_then(
     let dtype = x.dtype();
     let xf = as_f32_contiguous(x)?;
     let y = match xf.device() {
-        Device::Cpu => {
+        Device::Cpu if !candle_only() => {
             let out = with_cpu_slice(&xf, |data| Ok(cpu_affine_planes(data, plane_len, ab, post)))?;
             Tensor::from_vec(out, x.shape(), &Device::Cpu)?
         }
@@ -453,7 +456,7 @@ pub fn affine_rows_elementwise(
     let dtype = x.dtype();
     let xf = as_f32_contiguous(x)?;
     let y = match xf.device() {
-        Device::Cpu => {
+        Device::Cpu if !candle_only() => {
             let g = gamma
                 .flatten_all()?
                 .to_dtype(DType::F32)?
@@ -507,8 +510,9 @@ pub fn normalize_rows(
     beta: &[f64],
     elementwise: Option<(&Tensor, &Tensor)>,
 ) -> Result<Tensor> {
-    let fused =
-        x.device().is_cpu() && x.elem_count() / row_len.max(1) >= candle::utils::get_num_threads();
+    let fused = x.device().is_cpu()
+        && !candle_only()
+        && x.elem_count() / row_len.max(1) >= candle::utils::get_num_threads();
     normalize_rows_impl(x, row_len, plane_len, eps, gamma, beta, elementwise, fused)
 }
 

@@ -67,7 +67,11 @@ pub fn plan(p: &Problem) -> Plan {
         return Plan::Candle;
     }
     if p.tracked {
-        return if g == 1 { Plan::GemmTrain } else { Plan::Candle };
+        return if g == 1 {
+            Plan::GemmTrain
+        } else {
+            Plan::Candle
+        };
     }
     if g != 1 {
         return if g == p.cin && cin_g == 1 {
@@ -233,7 +237,13 @@ pub fn conv2d_prepared(
         _ => {}
     }
     let (pt, pb, pl, pr) = spec.padding.sides((h, w), (kh, kw), spec.stride)?;
-    let geo = Geometry::new(cin_g, (h + pt + pb, w + pl + pr), cout, (kh, kw), spec.stride)?;
+    let geo = Geometry::new(
+        cin_g,
+        (h + pt + pb, w + pl + pr),
+        cout,
+        (kh, kw),
+        spec.stride,
+    )?;
     let (ho, wo) = (geo.ho, geo.wo);
     let x = x.contiguous()?;
     let bs = bias.map(cpu_f32).transpose()?;
@@ -397,7 +407,9 @@ fn depthwise_tensor_ops(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor>
         }
     }
     let cols = Tensor::cat(&taps, 2)?; // (N, C, kh·kw, Ho·Wo)
-    let w = w.reshape((1, c, 1, kh * kw))?.broadcast_as((n, c, 1, kh * kw))?;
+    let w = w
+        .reshape((1, c, 1, kh * kw))?
+        .broadcast_as((n, c, 1, kh * kw))?;
     let y = w.contiguous()?.matmul(&cols.contiguous()?)?; // (N, C, 1, Ho·Wo)
     Ok(y.reshape((n, c, ho, wo))?)
 }
@@ -717,7 +729,9 @@ mod tests {
             cases.iter().enumerate()
         {
             let x = rng.normal_tensor(0.0, 1.0, (n, cin, h, w), &dev).unwrap();
-            let wt = rng.normal_tensor(0.0, 0.5, (cout, cin / groups, k, k), &dev).unwrap();
+            let wt = rng
+                .normal_tensor(0.0, 0.5, (cout, cin / groups, k, k), &dev)
+                .unwrap();
             let b = rng.normal_tensor(0.0, 1.0, cout, &dev).unwrap();
             let bias = has_bias.then_some(&b);
             let spec = ConvSpec {
@@ -834,10 +848,10 @@ mod tests {
             (1, Padding::None, 1),
             (1, Padding::Reflect(4), 9),
         ] {
-            let x =
-                Var::from_tensor(&rng.normal_tensor(0.0, 1.0, (2, 5, 11, 10), &dev).unwrap()).unwrap();
-            let w =
-                Var::from_tensor(&rng.normal_tensor(0.0, 0.3, (7, 5, k, k), &dev).unwrap()).unwrap();
+            let x = Var::from_tensor(&rng.normal_tensor(0.0, 1.0, (2, 5, 11, 10), &dev).unwrap())
+                .unwrap();
+            let w = Var::from_tensor(&rng.normal_tensor(0.0, 0.3, (7, 5, k, k), &dev).unwrap())
+                .unwrap();
             let b = Var::from_tensor(&rng.normal_tensor(0.0, 0.3, 7, &dev).unwrap()).unwrap();
             let spec = ConvSpec {
                 stride,
@@ -887,7 +901,8 @@ mod tests {
     fn frozen_weights_get_no_gradient() {
         let mut rng = Rng::new(5, 0);
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&rng.normal_tensor(0.0, 1.0, (1, 3, 8, 8), &dev).unwrap()).unwrap();
+        let x =
+            Var::from_tensor(&rng.normal_tensor(0.0, 1.0, (1, 3, 8, 8), &dev).unwrap()).unwrap();
         let w = rng.normal_tensor(0.0, 0.3, (4, 3, 3, 3), &dev).unwrap();
         let spec = ConvSpec {
             padding: Padding::Reflect(1),
@@ -936,14 +951,19 @@ mod tests {
         let mut rng = Rng::new(9, 0);
         for (kh, kw, stride, cout) in [(1, 3, 1, 6), (3, 1, 2, 6), (5, 3, 2, 40), (1, 7, 1, 20)] {
             let x = rng.normal_tensor(0.0, 1.0, (1, 4, 9, 11), &dev).unwrap();
-            let w = rng.normal_tensor(0.0, 0.3, (cout, 4, kh, kw), &dev).unwrap();
+            let w = rng
+                .normal_tensor(0.0, 0.3, (cout, 4, kh, kw), &dev)
+                .unwrap();
             let spec = ConvSpec {
                 stride,
                 padding: Padding::Same,
                 ..ConvSpec::default()
             };
             let want = naive(&x, &w, None, spec);
-            assert_eq!(want.dims()[2..], [9usize.div_ceil(stride), 11usize.div_ceil(stride)]);
+            assert_eq!(
+                want.dims()[2..],
+                [9usize.div_ceil(stride), 11usize.div_ceil(stride)]
+            );
             for (path, got) in [
                 ("own", conv2d_fused(&x, &w, None, spec).unwrap()),
                 ("candle", candle_path(&x, &w, None, spec).unwrap()),
@@ -973,15 +993,30 @@ mod tests {
         // (problem, plan): VGG 3x3, AdaIN's output conv, Magenta's 9x9 and stride-2 layers,
         // a 1x1, a depthwise, training, another device.
         let cases = [
-            (problem(64, (64, 64, 3, 3), 1, 1, true, false), Plan::Winograd),
+            (
+                problem(64, (64, 64, 3, 3), 1, 1, true, false),
+                Plan::Winograd,
+            ),
             (problem(64, (3, 64, 3, 3), 1, 1, true, false), Plan::Direct),
             (problem(3, (32, 3, 9, 9), 1, 1, true, false), Plan::Gemm),
-            (problem(32, (32, 32, 3, 3), 2, 1, true, false), Plan::Strided),
+            (
+                problem(32, (32, 32, 3, 3), 2, 1, true, false),
+                Plan::Strided,
+            ),
             (problem(64, (128, 64, 3, 3), 2, 1, true, false), Plan::Gemm),
             (problem(16, (32, 16, 1, 1), 1, 1, true, false), Plan::Gemm),
-            (problem(32, (32, 1, 3, 3), 1, 32, true, false), Plan::Depthwise),
-            (problem(64, (64, 64, 3, 3), 1, 1, true, true), Plan::GemmTrain),
-            (problem(64, (64, 64, 3, 3), 1, 1, false, false), Plan::Candle),
+            (
+                problem(32, (32, 1, 3, 3), 1, 32, true, false),
+                Plan::Depthwise,
+            ),
+            (
+                problem(64, (64, 64, 3, 3), 1, 1, true, true),
+                Plan::GemmTrain,
+            ),
+            (
+                problem(64, (64, 64, 3, 3), 1, 1, false, false),
+                Plan::Candle,
+            ),
             (problem(8, (8, 2, 3, 3), 1, 4, true, false), Plan::Candle),
         ];
         for (p, want) in cases {

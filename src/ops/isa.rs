@@ -41,7 +41,11 @@ fn selection() -> Selection {
             Some(name) => Selection {
                 // A set the CPU lacks (or a typo) falls back to the best: never an illegal
                 // instruction.
-                isa: all.iter().copied().find(|i| i.name() == name).unwrap_or(best),
+                isa: all
+                    .iter()
+                    .copied()
+                    .find(|i| i.name() == name)
+                    .unwrap_or(best),
                 candle: false,
             },
             None => Selection {

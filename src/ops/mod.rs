@@ -17,8 +17,7 @@ pub mod resample;
 pub mod shared;
 
 pub use conv::{
-    conv2d, conv2d_fused, conv2d_prepared, plan, upsample_conv3x3, Plan, Problem,
-    WinogradWeights,
+    conv2d, conv2d_fused, conv2d_prepared, plan, upsample_conv3x3, Plan, Problem, WinogradWeights,
 };
 pub use isa::Isa;
 pub use pad::{reflection_pad2d, same_pad2d};

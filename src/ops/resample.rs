@@ -40,7 +40,7 @@ pub fn max_pool2x2_ceil(x: &Tensor) -> Result<Tensor> {
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     // Candle's op on other devices and dtypes, and when a graph is recorded (it has a backward).
-    if !(x.device().is_cpu() && x.dtype() == candle::DType::F32) || x.track_op() {
+    if !super::conv::own_kernels(x) || x.track_op() {
         return Ok(x.upsample_nearest2d(2 * h, 2 * w)?);
     }
     // CPU: each output row pair from one input row, planes in parallel (Candle's is serial),

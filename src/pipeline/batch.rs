@@ -149,28 +149,28 @@ fn parse_err(what: &str, msg: impl Into<String>) -> Error {
 #[derive(Clone, Debug)]
 pub struct Batch {
     /// Content images.
-    pub contents: Vec<PathBuf>,
+    contents: Vec<PathBuf>,
     /// The folder the contents were found in: output names then join the relative path with `_`
     /// (keeping names from different subfolders apart); otherwise the file stem is used.
-    pub content_root: Option<PathBuf>,
+    content_root: Option<PathBuf>,
     /// One output per content and spec.
-    pub specs: Vec<StyleSpec>,
+    specs: Vec<StyleSpec>,
     /// The folder the styles were found in (names as for `content_root`).
-    pub style_root: Option<PathBuf>,
+    style_root: Option<PathBuf>,
     /// The mask of [`StyleSpec::Masked`] specs.
-    pub mask: Option<Mask>,
+    mask: Option<Mask>,
     /// The output folder (created if missing).
-    pub out_dir: PathBuf,
+    out_dir: PathBuf,
     /// Extension of the outputs, which sets their format: `png`, `jpg` or `webp`.
-    pub ext: String,
+    ext: String,
     /// JPEG quality, 1–100.
-    pub quality: u8,
+    quality: u8,
     /// Overwrite existing outputs instead of skipping them.
-    pub force: bool,
+    force: bool,
     /// Only this part of the pairs (all of them when `None`).
-    pub shard: Option<Shard>,
+    shard: Option<Shard>,
     /// Append a provenance record here for every output written.
-    pub manifest: Option<PathBuf>,
+    manifest: Option<PathBuf>,
 }
 
 /// What happened to one (content, style) pair, reported as the run goes.
@@ -237,6 +237,88 @@ impl std::fmt::Display for Summary {
 }
 
 impl Batch {
+    /// Every content in `contents` painted with every spec in `specs`, into `out_dir` (created
+    /// if missing), as PNG; outputs that exist are skipped. The setters change the rest.
+    pub fn new(contents: Vec<PathBuf>, specs: Vec<StyleSpec>, out_dir: impl Into<PathBuf>) -> Self {
+        Batch {
+            contents,
+            content_root: None,
+            specs,
+            style_root: None,
+            mask: None,
+            out_dir: out_dir.into(),
+            ext: "png".into(),
+            quality: 95,
+            force: false,
+            shard: None,
+            manifest: None,
+        }
+    }
+
+    /// The folder the contents were found in: output names then join the relative path with
+    /// `_` (keeping names from different subfolders apart); otherwise the file stem is used.
+    pub fn with_content_root(mut self, root: Option<PathBuf>) -> Self {
+        self.content_root = root;
+        self
+    }
+
+    /// The folder the styles were found in (names as for [`Self::with_content_root`]).
+    pub fn with_style_root(mut self, root: Option<PathBuf>) -> Self {
+        self.style_root = root;
+        self
+    }
+
+    /// The mask of [`StyleSpec::Masked`] specs.
+    pub fn with_mask(mut self, mask: Option<Mask>) -> Self {
+        self.mask = mask;
+        self
+    }
+
+    /// The outputs' extension, which sets their format: `png`, `jpg` or `webp`.
+    pub fn with_extension(mut self, ext: impl Into<String>) -> Self {
+        self.ext = ext.into();
+        self
+    }
+
+    /// JPEG quality, 1–100 (default 95).
+    pub fn with_quality(mut self, quality: u8) -> Self {
+        self.quality = quality;
+        self
+    }
+
+    /// Overwrite existing outputs instead of skipping them.
+    pub fn with_force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
+
+    /// Only this part of the pairs (all of them when `None`).
+    pub fn with_shard(mut self, shard: Option<Shard>) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    /// Append a provenance record here for every output written.
+    pub fn with_manifest(mut self, manifest: Option<PathBuf>) -> Self {
+        self.manifest = manifest;
+        self
+    }
+
+    /// The content files.
+    pub fn contents(&self) -> &[PathBuf] {
+        &self.contents
+    }
+
+    /// The style specs.
+    pub fn specs(&self) -> &[StyleSpec] {
+        &self.specs
+    }
+
+    /// The output folder.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
     /// The number of outputs of this shard (contents × specs without a shard).
     pub fn len(&self) -> usize {
         self.pairs().len()

@@ -68,6 +68,21 @@ pub struct Stylizer {
     crop: bool,
 }
 
+impl std::fmt::Debug for Stylizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stylizer")
+            .field("family", &self.family())
+            .field("device", &self.device)
+            .field("norm", &self.norm)
+            .field("alpha", &self.alpha)
+            .field("preserve", &self.preserve)
+            .field("content_size", &self.content_size)
+            .field("style_size", &self.style_size)
+            .field("crop", &self.crop)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A content image prepared by [`Stylizer::content`]: resized, on the device, and (AdaIN)
 /// encoded once for every style it is rendered with.
 pub struct Content {
@@ -101,6 +116,19 @@ impl Content {
     }
 }
 
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Content")
+            .field("dimensions", &self.dimensions())
+            .field(
+                "adain_features",
+                &self.features.as_ref().map(|t| t.dims().to_vec()),
+            )
+            .field("style_vector", &self.vector.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A style image prepared by [`Stylizer::style`]: resized as the model wants it, with its
 /// features (AdaIN) or style vector (Magenta) computed on first use and kept, so a batch run
 /// encodes each style once.
@@ -115,6 +143,19 @@ impl Style {
     /// predictor takes a 256×256 center square).
     pub fn image(&self) -> &Rgb {
         &self.image
+    }
+}
+
+impl std::fmt::Debug for Style {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Style")
+            .field("dimensions", &self.image.dimensions())
+            .field(
+                "adain_features",
+                &self.features.get().map(|t| t.dims().to_vec()),
+            )
+            .field("style_vector", &self.vector.get().is_some())
+            .finish_non_exhaustive()
     }
 }
 

@@ -94,7 +94,6 @@ const UINT8: i32 = 2;
 const INT8: i32 = 3;
 const INT32: i32 = 6;
 
-
 /// Which of the three Magenta-family graphs a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MagentaGraph {

@@ -65,3 +65,10 @@ impl Decoder {
         Ok(h)
     }
 }
+
+/// A Candle module: drops into any candle-nn model (`x.apply(&m)`); gives the image, as [`Decoder::forward`].
+impl candle::Module for Decoder {
+    fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
+        Ok(Decoder::forward(self, xs)?)
+    }
+}

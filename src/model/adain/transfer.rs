@@ -195,6 +195,19 @@ impl AdaIn {
         Ok(y.narrow(2, 0, height)?.narrow(3, 0, width)?)
     }
 
+    /// The network as pytorch-AdaIN's `style_transfer` runs it, α = 1 and IN statistics:
+    /// `content` (1, 3, H, W) and `style` (1, 3, H', W') RGB in [0, 1] → (1, 3, H, W) RGB
+    /// ≈ [0, 1], not clamped.
+    pub fn forward(&self, content: &Tensor, style: &Tensor) -> Result<Tensor> {
+        let mut out = self.stylize(
+            std::slice::from_ref(content),
+            &[(style.clone(), 1.0)],
+            &TransferOptions::default(),
+        )?;
+        out.pop()
+            .ok_or_else(|| Error::input(WHAT, "the network returned no output"))
+    }
+
     /// Stylizes each content with the blend of `styles` (images (1, 3, H, W) in [0, 1] with
     /// weights summing to 1) → one (1, 3, H, W) output per content, at the content's size.
     pub fn stylize(

@@ -77,3 +77,10 @@ impl Encoder {
         Ok(out)
     }
 }
+
+/// A Candle module: drops into any candle-nn model (`x.apply(&m)`); gives relu4_1 features, as [`Encoder::forward`].
+impl candle::Module for Encoder {
+    fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
+        Ok(Encoder::forward(self, xs)?)
+    }
+}

@@ -134,3 +134,10 @@ impl StylePredictor {
         Ok(pooled.matmul(&self.bottleneck.t()?)?)
     }
 }
+
+/// A Candle module: drops into any candle-nn model (`x.apply(&m)`); gives the style vector, as [`StylePredictor::forward`].
+impl candle::Module for StylePredictor {
+    fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
+        Ok(StylePredictor::forward(self, xs)?)
+    }
+}

@@ -280,6 +280,19 @@ impl Transformer {
         self.forward_temporal(contents, vectors, kind, None)
     }
 
+    /// One content with a style vector as a tensor, IN statistics: `content` (1, 3, H, W) RGB in
+    /// [0, 1], `style` (1, 100) from [`StylePredictor`](super::StylePredictor) → (1, 3, H, W)
+    /// in (0, 1).
+    pub fn forward_style(&self, content: &Tensor, style: &Tensor) -> Result<Tensor> {
+        let v: Vec<f32> = style
+            .flatten_all()?
+            .to_dtype(candle::DType::F32)?
+            .to_vec1()?;
+        let mut out = self.forward(std::slice::from_ref(content), &[v], NormKind::In)?;
+        out.pop()
+            .ok_or_else(|| Error::input("transformer", "the network returned no output"))
+    }
+
     /// [`Self::forward`] on one frame of a clip: each conditional-IN layer's statistics are
     /// smoothed over the frames by `temporal` (13 smoothings per call).
     pub fn forward_temporal(

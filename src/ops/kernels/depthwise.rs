@@ -69,4 +69,3 @@ fn depthwise_plane_in(
     }
     epilogue(out, bias.map_or(0.0, |b| b[c]), act);
 }
-

@@ -262,4 +262,3 @@ fn col2im(cols: &[f32], n: usize, g: &Geometry) -> Vec<f32> {
     });
     out
 }
-

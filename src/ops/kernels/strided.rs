@@ -283,8 +283,8 @@ simd_isas!(simd_row);
 
 #[cfg(test)]
 mod tests {
-    use crate::ops::shared::reference_conv as reference;
     use super::*;
+    use crate::ops::shared::reference_conv as reference;
 
     /// Every kernel this CPU runs against a float64 stride-2 convolution, within 1e-5 of the
     /// output scale: output-channel counts making every group size, 3×3 and 5×4 kernels, odd
