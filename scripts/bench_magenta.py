@@ -38,7 +38,7 @@ opts = ort.SessionOptions()
 opts.intra_op_num_threads = args.threads
 opts.inter_op_num_threads = 1
 pred = ort.InferenceSession(os.path.join(args.onnx, "arbitrary_predict.onnx"), opts, providers=["CPUExecutionProvider"])
-# The transformer was exported at a static 384×384 (MAGENTA.md §3); free H and W so it runs at the
+# The transformer was exported at a static 384×384 (docs/ARCHITECTURE.md §5.3); free H and W so it runs at the
 # photo's own size, as normstyle does (the int8 graph is otherwise unchanged).
 model = onnx.load(os.path.join(args.onnx, "arbitrary_transform.onnx"))
 dims = model.graph.input[0].type.tensor_type.shape.dim

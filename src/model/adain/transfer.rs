@@ -62,7 +62,7 @@ impl Mask {
 pub struct TransferOptions {
     /// Style strength in [0, 1]: t' = α·t + (1 − α)·f(c).
     pub alpha: f64,
-    /// Statistics used for the alignment (DESIGN.md §3); `bn` pools all contents of the call.
+    /// Statistics used for the alignment (docs/ARCHITECTURE.md §3); `bn` pools all contents of the call.
     pub norm: NormKind,
     /// Spatial control with exactly two styles (weights are then ignored).
     pub mask: Option<Mask>,

@@ -15,7 +15,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Conv module indices and (Cin, Cout, k) per stage, as DESIGN.md §4 lists them; `None`
+    /// Conv module indices and (Cin, Cout, k) per stage, as docs/ARCHITECTURE.md §4 lists them; `None`
     /// marks a max pool.
     const STAGES: [&'static [Step]; 4] = [
         &[Some((0, (3, 3, 1))), Some((2, (3, 64, 3)))],

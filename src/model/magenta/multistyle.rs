@@ -1,4 +1,4 @@
-//! The 26-style conditional instance norm network (Dumoulin et al. 2017; MAGENTA.md §4): the
+//! The 26-style conditional instance norm network (Dumoulin et al. 2017; docs/ARCHITECTURE.md §5.4): the
 //! transformer's skeleton at 32 channels, 6 residual blocks, no conv biases, and per-style γ, β
 //! tables; a blend of styles is the weighted sum of table rows.
 

@@ -1,5 +1,5 @@
 //! The style predictor: MobileNetV2 (BatchNorm folded, TF 'SAME' zero padding, ReLU6), a global
-//! mean and a linear 1280 → 100 bottleneck (MAGENTA.md §2).
+//! mean and a linear 1280 → 100 bottleneck (docs/ARCHITECTURE.md §5.2).
 
 use candle::{Device, Tensor, D};
 use candle_nn::VarBuilder;

@@ -1,4 +1,4 @@
-//! The arbitrary-style transformer (MAGENTA.md §3), and the encoder/decoder skeleton it shares
+//! The arbitrary-style transformer (docs/ARCHITECTURE.md §5.3), and the encoder/decoder skeleton it shares
 //! with the 26-style network: contract (9×9, two stride-2 3×3), residual blocks, expand (nearest
 //! ×2 upsampling + convs, a final 9×9 conv and sigmoid). Every conv is reflection-padded.
 
