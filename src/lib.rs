@@ -37,6 +37,7 @@
 //!   normalization statistics kept over time, and a flicker measure.
 
 #![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod color;
 pub mod compare;

@@ -35,7 +35,8 @@ pub(crate) unsafe fn conv(
     g: &Geometry,
     act: Activation,
 ) {
-    run(Isa::detect(), x, w, bias, dst, g, act)
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe { run(Isa::detect(), x, w, bias, dst, g, act) }
 }
 
 /// [`conv`] on a given kernel.
@@ -52,6 +53,13 @@ unsafe fn run(
     act: Activation,
 ) {
     debug_assert!(g.stride == 1 && g.cout <= MAX_COUT);
+    debug_assert!(x.data.len() >= g.cin * x.h * x.w, "input shorter than Cin·H·W");
+    debug_assert!(w.len() >= g.cout * g.cin * g.kh * g.kw, "weight shorter than its shape");
+    debug_assert_eq!(
+        (x.h + x.pads.0 + x.pads.1, x.w + x.pads.2 + x.pads.3),
+        (g.hp, g.wp),
+        "padding and geometry disagree"
+    );
     let (wt, b) = tap_major(w, bias, g);
     let job = Job {
         x,
@@ -93,43 +101,46 @@ impl Job<'_> {
     /// # Safety
     /// Row y is this task's alone; `kernel` runs on this CPU.
     unsafe fn row(&self, y: usize, kernel: Isa) {
-        let (g, x) = (self.g, self.x);
-        let (pt, pb, _, _) = x.pads;
-        // The source row of each (ci, ky), None for a zero row.
-        let rows: Vec<Option<&[f32]>> = (0..g.cin)
-            .flat_map(|ci| (0..g.kh).map(move |ky| (ci, ky)))
-            .map(|(ci, ky)| {
-                x.source(y + ky, x.h, pt, pb)
-                    .map(|sy| &x.data[(ci * x.h + sy) * x.w..][..x.w])
+        // SAFETY: the caller upholds this function's `# Safety` contract.
+        unsafe {
+            let (g, x) = (self.g, self.x);
+            let (pt, pb, _, _) = x.pads;
+            // The source row of each (ci, ky), None for a zero row.
+            let rows: Vec<Option<&[f32]>> = (0..g.cin)
+                .flat_map(|ci| (0..g.kh).map(move |ky| (ci, ky)))
+                .map(|(ci, ky)| {
+                    x.source(y + ky, x.h, pt, pb)
+                        .map(|sy| &x.data[(ci * x.h + sy) * x.w..][..x.w])
+                })
+                .collect();
+            EDGE.with_borrow_mut(|edge| match kernel {
+                // Registers: CO·NV accumulators + NV inputs + 1 broadcast ≤ 32 zmm.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => match g.cout {
+                    1 => self.row_avx512::<1, 4>(y, &rows, edge),
+                    2 => self.row_avx512::<2, 4>(y, &rows, edge),
+                    3 => self.row_avx512::<3, 4>(y, &rows, edge),
+                    4 => self.row_avx512::<4, 4>(y, &rows, edge),
+                    5 => self.row_avx512::<5, 4>(y, &rows, edge),
+                    6 => self.row_avx512::<6, 3>(y, &rows, edge),
+                    7 => self.row_avx512::<7, 3>(y, &rows, edge),
+                    _ => self.row_avx512::<8, 3>(y, &rows, edge),
+                },
+                // Registers: CO·NV accumulators + NV inputs + 1 broadcast ≤ 16 ymm.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => match g.cout {
+                    1 => self.row_avx2::<1, 4>(y, &rows, edge),
+                    2 => self.row_avx2::<2, 4>(y, &rows, edge),
+                    3 => self.row_avx2::<3, 3>(y, &rows, edge),
+                    4 => self.row_avx2::<4, 2>(y, &rows, edge),
+                    5 => self.row_avx2::<5, 2>(y, &rows, edge),
+                    6 => self.row_avx2::<6, 1>(y, &rows, edge),
+                    7 => self.row_avx2::<7, 1>(y, &rows, edge),
+                    _ => self.row_avx2::<8, 1>(y, &rows, edge),
+                },
+                Isa::Portable => self.row_portable(y, &rows, edge),
             })
-            .collect();
-        EDGE.with_borrow_mut(|edge| match kernel {
-            // Registers: CO·NV accumulators + NV inputs + 1 broadcast ≤ 32 zmm.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => match g.cout {
-                1 => self.row_avx512::<1, 4>(y, &rows, edge),
-                2 => self.row_avx512::<2, 4>(y, &rows, edge),
-                3 => self.row_avx512::<3, 4>(y, &rows, edge),
-                4 => self.row_avx512::<4, 4>(y, &rows, edge),
-                5 => self.row_avx512::<5, 4>(y, &rows, edge),
-                6 => self.row_avx512::<6, 3>(y, &rows, edge),
-                7 => self.row_avx512::<7, 3>(y, &rows, edge),
-                _ => self.row_avx512::<8, 3>(y, &rows, edge),
-            },
-            // Registers: CO·NV accumulators + NV inputs + 1 broadcast ≤ 16 ymm.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => match g.cout {
-                1 => self.row_avx2::<1, 4>(y, &rows, edge),
-                2 => self.row_avx2::<2, 4>(y, &rows, edge),
-                3 => self.row_avx2::<3, 3>(y, &rows, edge),
-                4 => self.row_avx2::<4, 2>(y, &rows, edge),
-                5 => self.row_avx2::<5, 2>(y, &rows, edge),
-                6 => self.row_avx2::<6, 1>(y, &rows, edge),
-                7 => self.row_avx2::<7, 1>(y, &rows, edge),
-                _ => self.row_avx2::<8, 1>(y, &rows, edge),
-            },
-            Isa::Portable => self.row_portable(y, &rows, edge),
-        })
+        }
     }
 
     /// Where the (ci, ky) input rows of the block at padded columns x0 .. x0 + width + kw − 1
@@ -232,85 +243,88 @@ macro_rules! simd_row {
                 rows: &[Option<&[f32]>],
                 edge: &mut Vec<f32>,
             ) {
-                use std::arch::x86_64::*;
-                let g = self.g;
-                let width = $lanes * NV;
-                if g.wo < width {
-                    return self.row_portable(y, rows, edge);
-                }
-                let plane = g.ho * g.wo;
-                // The activation as a clamp: max(lo, s) and min(hi, s) return s when it is NaN,
-                // as PyTorch's ReLU does.
-                let (lo, hi) = self.act.bounds();
-                let (lo, hi) = ($set1(lo), $set1(hi));
-                // Blocks of `width` columns; a last, partial one ends at the row's end,
-                // overlapping the one before (its outputs are recomputed identically).
-                let seg = width + g.kw - 1;
-                edge.clear();
-                let mut blocks = Vec::with_capacity(g.wo / width + 1);
-                let mut x = 0;
-                while x + width <= g.wo {
-                    blocks.push((x, self.gather(rows, x, width, edge)));
-                    x += width;
-                }
-                let full = blocks.len();
-                if x < g.wo {
-                    let x = g.wo - width;
-                    blocks.push((x, self.gather(rows, x, width, edge)));
-                }
-                // Passes over a few input channels at a time, each pass over the whole row:
-                // the planes of a map lie ~1 MiB apart, in the same L1 sets, so the 192 rows of
-                // a 64-channel 3×3 layer taken at once thrashed L1. Partial sums go through
-                // `dst` (exact f32, the same order of taps), the overlapping block's in `tail`.
-                let per_pass = (PASS_ROWS / g.kh).max(1) * g.kh;
-                let mut tail: [[$v; NV]; CO] = [[$zero(); NV]; CO];
-                let mut p0 = 0;
-                while p0 < rows.len() {
-                    let p1 = (p0 + per_pass).min(rows.len());
-                    let (first, last) = (p0 == 0, p1 == rows.len());
-                    for (bi, &(x, at)) in blocks.iter().enumerate() {
-                        let out = |co: usize| self.dst.at(co * plane + y * g.wo + x);
-                        let mut acc: [[$v; NV]; CO] = if bi == full {
-                            tail
-                        } else if first {
-                            [[$zero(); NV]; CO]
-                        } else {
-                            std::array::from_fn(|co| {
-                                std::array::from_fn(|v| $load(out(co).add($lanes * v)))
-                            })
-                        };
-                        let mut wp = self.w.as_ptr().add(p0 * g.kw * CO);
-                        for t in p0..p1 {
-                            let row = self.row_ptr(rows, t, x, at, edge, seg);
-                            for kx in 0..g.kw {
-                                let xs: [$v; NV] =
-                                    std::array::from_fn(|v| $load(row.add(kx + $lanes * v)));
-                                for co in 0..CO {
-                                    let wv = $set1(*wp.add(co));
-                                    for v in 0..NV {
-                                        acc[co][v] = $fma(wv, xs[v], acc[co][v]);
-                                    }
-                                }
-                                wp = wp.add(CO);
-                            }
-                        }
-                        if bi == full && !last {
-                            tail = acc;
-                            continue;
-                        }
-                        for co in 0..CO {
-                            let b = $set1(self.bias[co]);
-                            for v in 0..NV {
-                                let s = if last {
-                                    $min(hi, $max(lo, $add(acc[co][v], b)))
-                                } else {
-                                    acc[co][v]
-                                };
-                                $store(out(co).add($lanes * v), s);
-                            }
-                        }
+                // SAFETY: the caller upholds this function's `# Safety` contract.
+                unsafe {
+                    use std::arch::x86_64::*;
+                    let g = self.g;
+                    let width = $lanes * NV;
+                    if g.wo < width {
+                        return self.row_portable(y, rows, edge);
                     }
-                    p0 = p1;
+                    let plane = g.ho * g.wo;
+                    // The activation as a clamp: max(lo, s) and min(hi, s) return s when it is NaN,
+                    // as PyTorch's ReLU does.
+                    let (lo, hi) = self.act.bounds();
+                    let (lo, hi) = ($set1(lo), $set1(hi));
+                    // Blocks of `width` columns; a last, partial one ends at the row's end,
+                    // overlapping the one before (its outputs are recomputed identically).
+                    let seg = width + g.kw - 1;
+                    edge.clear();
+                    let mut blocks = Vec::with_capacity(g.wo / width + 1);
+                    let mut x = 0;
+                    while x + width <= g.wo {
+                        blocks.push((x, self.gather(rows, x, width, edge)));
+                        x += width;
+                    }
+                    let full = blocks.len();
+                    if x < g.wo {
+                        let x = g.wo - width;
+                        blocks.push((x, self.gather(rows, x, width, edge)));
+                    }
+                    // Passes over a few input channels at a time, each pass over the whole row:
+                    // the planes of a map lie ~1 MiB apart, in the same L1 sets, so the 192 rows of
+                    // a 64-channel 3×3 layer taken at once thrashed L1. Partial sums go through
+                    // `dst` (exact f32, the same order of taps), the overlapping block's in `tail`.
+                    let per_pass = (PASS_ROWS / g.kh).max(1) * g.kh;
+                    let mut tail: [[$v; NV]; CO] = [[$zero(); NV]; CO];
+                    let mut p0 = 0;
+                    while p0 < rows.len() {
+                        let p1 = (p0 + per_pass).min(rows.len());
+                        let (first, last) = (p0 == 0, p1 == rows.len());
+                        for (bi, &(x, at)) in blocks.iter().enumerate() {
+                            let out = |co: usize| self.dst.at(co * plane + y * g.wo + x);
+                            let mut acc: [[$v; NV]; CO] = if bi == full {
+                                tail
+                            } else if first {
+                                [[$zero(); NV]; CO]
+                            } else {
+                                std::array::from_fn(|co| {
+                                    std::array::from_fn(|v| $load(out(co).add($lanes * v)))
+                                })
+                            };
+                            let mut wp = self.w.as_ptr().add(p0 * g.kw * CO);
+                            for t in p0..p1 {
+                                let row = self.row_ptr(rows, t, x, at, edge, seg);
+                                for kx in 0..g.kw {
+                                    let xs: [$v; NV] =
+                                        std::array::from_fn(|v| $load(row.add(kx + $lanes * v)));
+                                    for co in 0..CO {
+                                        let wv = $set1(*wp.add(co));
+                                        for v in 0..NV {
+                                            acc[co][v] = $fma(wv, xs[v], acc[co][v]);
+                                        }
+                                    }
+                                    wp = wp.add(CO);
+                                }
+                            }
+                            if bi == full && !last {
+                                tail = acc;
+                                continue;
+                            }
+                            for co in 0..CO {
+                                let b = $set1(self.bias[co]);
+                                for v in 0..NV {
+                                    let s = if last {
+                                        $min(hi, $max(lo, $add(acc[co][v], b)))
+                                    } else {
+                                        acc[co][v]
+                                    };
+                                    $store(out(co).add($lanes * v), s);
+                                }
+                            }
+                        }
+                        p0 = p1;
+                    }
                 }
             }
         }

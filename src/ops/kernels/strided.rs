@@ -35,7 +35,8 @@ pub(crate) unsafe fn conv(
     g: &Geometry,
     act: Activation,
 ) {
-    run(Isa::detect(), x, w, bias, dst, g, act)
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe { run(Isa::detect(), x, w, bias, dst, g, act) }
 }
 
 /// [`conv`] on a given kernel.
@@ -52,6 +53,13 @@ unsafe fn run(
     act: Activation,
 ) {
     debug_assert!(g.stride == 2 && g.cout <= MAX_COUT);
+    debug_assert!(x.data.len() >= g.cin * x.h * x.w, "input shorter than Cin·H·W");
+    debug_assert!(w.len() >= g.cout * g.cin * g.kh * g.kw, "weight shorter than its shape");
+    debug_assert_eq!(
+        (x.h + x.pads.0 + x.pads.1, x.w + x.pads.2 + x.pads.3),
+        (g.hp, g.wp),
+        "padding and geometry disagree"
+    );
     let (wt, b) = tap_major(w, bias, g);
     let half = g.wp.div_ceil(2);
     // Output rows per band: the 2·rows + kh − 2 split rows it reads fit in BAND_BYTES.
@@ -160,40 +168,44 @@ impl Job<'_> {
     /// # Safety
     /// Row y is this task's alone; `kernel` runs on this CPU.
     unsafe fn row(&self, y: usize, lr: usize, buf: &[f32], kernel: Isa) {
-        let g = self.g;
-        // Where tap (ci, ky, kx) reads output column 0.
-        let taps: Vec<*const f32> = (0..g.cin)
-            .flat_map(|ci| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (ci, ky, kx))))
-            .map(|(ci, ky, kx)| {
-                let at = ((lr + ky) * g.cin + ci) * 2 * self.half + (kx % 2) * self.half + kx / 2;
-                buf[at..].as_ptr()
-            })
-            .collect();
-        let mut co0 = 0;
-        while co0 < g.cout {
-            let left = g.cout - co0;
-            // Registers: CO·NV accumulators + NV inputs + a broadcast.
-            co0 += match kernel {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => match left.min(8) {
-                    1 => self.row_avx512::<1, 4>(y, co0, &taps),
-                    2 => self.row_avx512::<2, 4>(y, co0, &taps),
-                    3 => self.row_avx512::<3, 4>(y, co0, &taps),
-                    4 => self.row_avx512::<4, 4>(y, co0, &taps),
-                    5 => self.row_avx512::<5, 4>(y, co0, &taps),
-                    6 => self.row_avx512::<6, 3>(y, co0, &taps),
-                    7 => self.row_avx512::<7, 3>(y, co0, &taps),
-                    _ => self.row_avx512::<8, 3>(y, co0, &taps),
-                },
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => match left.min(4) {
-                    1 => self.row_avx2::<1, 4>(y, co0, &taps),
-                    2 => self.row_avx2::<2, 4>(y, co0, &taps),
-                    3 => self.row_avx2::<3, 3>(y, co0, &taps),
-                    _ => self.row_avx2::<4, 2>(y, co0, &taps),
-                },
-                Isa::Portable => self.row_portable(y, co0, left, &taps),
-            };
+        // SAFETY: the caller upholds this function's `# Safety` contract.
+        unsafe {
+            let g = self.g;
+            // Where tap (ci, ky, kx) reads output column 0.
+            let taps: Vec<*const f32> = (0..g.cin)
+                .flat_map(|ci| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (ci, ky, kx))))
+                .map(|(ci, ky, kx)| {
+                    let at =
+                        ((lr + ky) * g.cin + ci) * 2 * self.half + (kx % 2) * self.half + kx / 2;
+                    buf[at..].as_ptr()
+                })
+                .collect();
+            let mut co0 = 0;
+            while co0 < g.cout {
+                let left = g.cout - co0;
+                // Registers: CO·NV accumulators + NV inputs + a broadcast.
+                co0 += match kernel {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => match left.min(8) {
+                        1 => self.row_avx512::<1, 4>(y, co0, &taps),
+                        2 => self.row_avx512::<2, 4>(y, co0, &taps),
+                        3 => self.row_avx512::<3, 4>(y, co0, &taps),
+                        4 => self.row_avx512::<4, 4>(y, co0, &taps),
+                        5 => self.row_avx512::<5, 4>(y, co0, &taps),
+                        6 => self.row_avx512::<6, 3>(y, co0, &taps),
+                        7 => self.row_avx512::<7, 3>(y, co0, &taps),
+                        _ => self.row_avx512::<8, 3>(y, co0, &taps),
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => match left.min(4) {
+                        1 => self.row_avx2::<1, 4>(y, co0, &taps),
+                        2 => self.row_avx2::<2, 4>(y, co0, &taps),
+                        3 => self.row_avx2::<3, 3>(y, co0, &taps),
+                        _ => self.row_avx2::<4, 2>(y, co0, &taps),
+                    },
+                    Isa::Portable => self.row_portable(y, co0, left, &taps),
+                };
+            }
         }
     }
 
@@ -236,44 +248,51 @@ macro_rules! simd_row {
                 co0: usize,
                 taps: &[*const f32],
             ) -> usize {
-                use std::arch::x86_64::*;
-                let g = self.g;
-                let width = $lanes * NV;
-                if g.wo < width {
-                    return self.row_portable(y, co0, CO, taps);
-                }
-                let (lo, hi) = self.act.bounds();
-                let (lo, hi) = ($set1(lo), $set1(hi));
-                // Blocks of `width` columns; a last, partial one ends at the row's end,
-                // overlapping the one before (its outputs are recomputed identically).
-                let mut x = 0;
-                loop {
-                    let x0 = x.min(g.wo - width);
-                    let mut acc: [[$v; NV]; CO] = [[$zero(); NV]; CO];
-                    let mut wp = self.w.as_ptr().add(co0);
-                    for &p in taps {
-                        let xs: [$v; NV] = std::array::from_fn(|v| $load(p.add(x0 + $lanes * v)));
+                // SAFETY: the caller upholds this function's `# Safety` contract.
+                unsafe {
+                    use std::arch::x86_64::*;
+                    let g = self.g;
+                    let width = $lanes * NV;
+                    if g.wo < width {
+                        return self.row_portable(y, co0, CO, taps);
+                    }
+                    let (lo, hi) = self.act.bounds();
+                    let (lo, hi) = ($set1(lo), $set1(hi));
+                    // Blocks of `width` columns; a last, partial one ends at the row's end,
+                    // overlapping the one before (its outputs are recomputed identically).
+                    let mut x = 0;
+                    loop {
+                        let x0 = x.min(g.wo - width);
+                        let mut acc: [[$v; NV]; CO] = [[$zero(); NV]; CO];
+                        let mut wp = self.w.as_ptr().add(co0);
+                        for &p in taps {
+                            let xs: [$v; NV] =
+                                std::array::from_fn(|v| $load(p.add(x0 + $lanes * v)));
+                            for co in 0..CO {
+                                let wv = $set1(*wp.add(co));
+                                for v in 0..NV {
+                                    acc[co][v] = $fma(wv, xs[v], acc[co][v]);
+                                }
+                            }
+                            wp = wp.add(g.cout);
+                        }
                         for co in 0..CO {
-                            let wv = $set1(*wp.add(co));
+                            let b = $set1(self.bias[co0 + co]);
+                            let out = self.dst.at(((co0 + co) * g.ho + y) * g.wo + x0);
                             for v in 0..NV {
-                                acc[co][v] = $fma(wv, xs[v], acc[co][v]);
+                                $store(
+                                    out.add($lanes * v),
+                                    $min(hi, $max(lo, $add(acc[co][v], b))),
+                                );
                             }
                         }
-                        wp = wp.add(g.cout);
-                    }
-                    for co in 0..CO {
-                        let b = $set1(self.bias[co0 + co]);
-                        let out = self.dst.at(((co0 + co) * g.ho + y) * g.wo + x0);
-                        for v in 0..NV {
-                            $store(out.add($lanes * v), $min(hi, $max(lo, $add(acc[co][v], b))));
+                        x += width;
+                        if x >= g.wo {
+                            break;
                         }
                     }
-                    x += width;
-                    if x >= g.wo {
-                        break;
-                    }
+                    CO
                 }
-                CO
             }
         }
     };

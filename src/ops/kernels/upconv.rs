@@ -137,34 +137,37 @@ impl Job<'_> {
     /// # Safety
     /// As for [`Self::run`]; row 2r + a is this task's.
     unsafe fn row(&self, r: usize, a: usize, kernel: Isa, edge: &mut Vec<f32>) {
-        let rows = self.rows(r, a);
-        let wt = &self.wt[a * self.cin * 8 * self.cout..][..self.cin * 8 * self.cout];
-        let mut co0 = 0;
-        while co0 < self.cout {
-            let left = self.cout - co0;
-            let group = |k: usize| left.min(k);
-            // Registers: 2·CO·NV accumulators + the three shifted inputs + a broadcast.
-            co0 += match kernel {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => match group(8) {
-                    1 => self.row_avx512::<1, 4>(r, a, co0, &rows, wt, edge),
-                    2 => self.row_avx512::<2, 4>(r, a, co0, &rows, wt, edge),
-                    3 => self.row_avx512::<3, 4>(r, a, co0, &rows, wt, edge),
-                    4 => self.row_avx512::<4, 2>(r, a, co0, &rows, wt, edge),
-                    5 => self.row_avx512::<5, 2>(r, a, co0, &rows, wt, edge),
-                    6 => self.row_avx512::<6, 2>(r, a, co0, &rows, wt, edge),
-                    7 => self.row_avx512::<7, 1>(r, a, co0, &rows, wt, edge),
-                    _ => self.row_avx512::<8, 1>(r, a, co0, &rows, wt, edge),
-                },
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => match group(4) {
-                    1 => self.row_avx2::<1, 3>(r, a, co0, &rows, wt, edge),
-                    2 => self.row_avx2::<2, 2>(r, a, co0, &rows, wt, edge),
-                    3 => self.row_avx2::<3, 1>(r, a, co0, &rows, wt, edge),
-                    _ => self.row_avx2::<4, 1>(r, a, co0, &rows, wt, edge),
-                },
-                Isa::Portable => self.row_portable(r, a, co0, left, &rows, wt),
-            };
+        // SAFETY: the caller upholds this function's `# Safety` contract.
+        unsafe {
+            let rows = self.rows(r, a);
+            let wt = &self.wt[a * self.cin * 8 * self.cout..][..self.cin * 8 * self.cout];
+            let mut co0 = 0;
+            while co0 < self.cout {
+                let left = self.cout - co0;
+                let group = |k: usize| left.min(k);
+                // Registers: 2·CO·NV accumulators + the three shifted inputs + a broadcast.
+                co0 += match kernel {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => match group(8) {
+                        1 => self.row_avx512::<1, 4>(r, a, co0, &rows, wt, edge),
+                        2 => self.row_avx512::<2, 4>(r, a, co0, &rows, wt, edge),
+                        3 => self.row_avx512::<3, 4>(r, a, co0, &rows, wt, edge),
+                        4 => self.row_avx512::<4, 2>(r, a, co0, &rows, wt, edge),
+                        5 => self.row_avx512::<5, 2>(r, a, co0, &rows, wt, edge),
+                        6 => self.row_avx512::<6, 2>(r, a, co0, &rows, wt, edge),
+                        7 => self.row_avx512::<7, 1>(r, a, co0, &rows, wt, edge),
+                        _ => self.row_avx512::<8, 1>(r, a, co0, &rows, wt, edge),
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => match group(4) {
+                        1 => self.row_avx2::<1, 3>(r, a, co0, &rows, wt, edge),
+                        2 => self.row_avx2::<2, 2>(r, a, co0, &rows, wt, edge),
+                        3 => self.row_avx2::<3, 1>(r, a, co0, &rows, wt, edge),
+                        _ => self.row_avx2::<4, 1>(r, a, co0, &rows, wt, edge),
+                    },
+                    Isa::Portable => self.row_portable(r, a, co0, left, &rows, wt),
+                };
+            }
         }
     }
 
@@ -241,67 +244,70 @@ macro_rules! simd_row {
                 wt: &[f32],
                 edge: &mut Vec<f32>,
             ) -> usize {
-                use std::arch::x86_64::*;
-                let (w, cout) = (self.w, self.cout);
-                let width = $lanes * NV;
-                if w < width {
-                    return self.row_portable(r, a, co0, CO, rows, wt);
-                }
-                let plane = 4 * self.h * w;
-                let (lo, hi) = self.act.bounds();
-                let (lo, hi) = ($set1(lo), $set1(hi));
-                // Blocks of `width` small columns; a last, partial one ends at the row's end,
-                // overlapping the one before (its outputs are recomputed identically).
-                edge.clear();
-                let mut blocks = Vec::with_capacity(w / width + 1);
-                let mut c = 0;
-                while c + width <= w {
-                    blocks.push((c, self.gather(rows, c, width, edge)));
-                    c += width;
-                }
-                if c < w {
-                    let c = w - width;
-                    blocks.push((c, self.gather(rows, c, width, edge)));
-                }
-                for &(c0, at) in &blocks {
-                    // [column phase][co][vector]
-                    let mut acc: [[[$v; NV]; CO]; 2] = [[[$zero(); NV]; CO]; 2];
-                    let mut wp = wt.as_ptr().add(co0);
-                    for (t, row) in rows.iter().enumerate() {
-                        // From small column c0 − 1.
-                        let p = match at {
-                            Some(off) => edge.as_ptr().add(off + t * (width + 2)),
-                            None => row.as_ptr().add(c0 - 1),
-                        };
-                        for v in 0..NV {
-                            let m = $load(p.add($lanes * v));
-                            let z = $load(p.add($lanes * v + 1));
-                            let q = $load(p.add($lanes * v + 2));
-                            for co in 0..CO {
-                                let k = |q: usize| $set1(*wp.add(q * cout + co));
-                                acc[0][co][v] = $fma(k(0), m, acc[0][co][v]);
-                                acc[0][co][v] = $fma(k(1), z, acc[0][co][v]);
-                                acc[1][co][v] = $fma(k(2), z, acc[1][co][v]);
-                                acc[1][co][v] = $fma(k(3), q, acc[1][co][v]);
+                // SAFETY: the caller upholds this function's `# Safety` contract.
+                unsafe {
+                    use std::arch::x86_64::*;
+                    let (w, cout) = (self.w, self.cout);
+                    let width = $lanes * NV;
+                    if w < width {
+                        return self.row_portable(r, a, co0, CO, rows, wt);
+                    }
+                    let plane = 4 * self.h * w;
+                    let (lo, hi) = self.act.bounds();
+                    let (lo, hi) = ($set1(lo), $set1(hi));
+                    // Blocks of `width` small columns; a last, partial one ends at the row's end,
+                    // overlapping the one before (its outputs are recomputed identically).
+                    edge.clear();
+                    let mut blocks = Vec::with_capacity(w / width + 1);
+                    let mut c = 0;
+                    while c + width <= w {
+                        blocks.push((c, self.gather(rows, c, width, edge)));
+                        c += width;
+                    }
+                    if c < w {
+                        let c = w - width;
+                        blocks.push((c, self.gather(rows, c, width, edge)));
+                    }
+                    for &(c0, at) in &blocks {
+                        // [column phase][co][vector]
+                        let mut acc: [[[$v; NV]; CO]; 2] = [[[$zero(); NV]; CO]; 2];
+                        let mut wp = wt.as_ptr().add(co0);
+                        for (t, row) in rows.iter().enumerate() {
+                            // From small column c0 − 1.
+                            let p = match at {
+                                Some(off) => edge.as_ptr().add(off + t * (width + 2)),
+                                None => row.as_ptr().add(c0 - 1),
+                            };
+                            for v in 0..NV {
+                                let m = $load(p.add($lanes * v));
+                                let z = $load(p.add($lanes * v + 1));
+                                let q = $load(p.add($lanes * v + 2));
+                                for co in 0..CO {
+                                    let k = |q: usize| $set1(*wp.add(q * cout + co));
+                                    acc[0][co][v] = $fma(k(0), m, acc[0][co][v]);
+                                    acc[0][co][v] = $fma(k(1), z, acc[0][co][v]);
+                                    acc[1][co][v] = $fma(k(2), z, acc[1][co][v]);
+                                    acc[1][co][v] = $fma(k(3), q, acc[1][co][v]);
+                                }
+                            }
+                            wp = wp.add(4 * cout);
+                        }
+                        for co in 0..CO {
+                            let b = $set1(self.bias[co0 + co]);
+                            let out = self
+                                .dst
+                                .at((co0 + co) * plane + (2 * r + a) * 2 * w + 2 * c0);
+                            for v in 0..NV {
+                                let e = $min(hi, $max(lo, $add(acc[0][co][v], b)));
+                                let o = $min(hi, $max(lo, $add(acc[1][co][v], b)));
+                                let (first, second) = $zip(e, o);
+                                $store(out.add(2 * $lanes * v), first);
+                                $store(out.add(2 * $lanes * v + $lanes), second);
                             }
                         }
-                        wp = wp.add(4 * cout);
                     }
-                    for co in 0..CO {
-                        let b = $set1(self.bias[co0 + co]);
-                        let out = self
-                            .dst
-                            .at((co0 + co) * plane + (2 * r + a) * 2 * w + 2 * c0);
-                        for v in 0..NV {
-                            let e = $min(hi, $max(lo, $add(acc[0][co][v], b)));
-                            let o = $min(hi, $max(lo, $add(acc[1][co][v], b)));
-                            let (first, second) = $zip(e, o);
-                            $store(out.add(2 * $lanes * v), first);
-                            $store(out.add(2 * $lanes * v + $lanes), second);
-                        }
-                    }
+                    CO
                 }
-                CO
             }
         }
     };

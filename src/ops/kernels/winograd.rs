@@ -141,6 +141,12 @@ pub(crate) unsafe fn conv(
     (ho, wo): (usize, usize),
     act: Activation,
 ) {
+    debug_assert!(x.data.len() >= p.cin * x.h * x.w, "input shorter than Cin·H·W");
+    debug_assert_eq!(
+        (ho + 2, wo + 2),
+        (x.h + x.pads.0 + x.pads.1, x.w + x.pads.2 + x.pads.3),
+        "a 3×3 stride-1 output of the padded input"
+    );
     let (th, tw) = (ho.div_ceil(4), wo.div_ceil(4));
     let twp = tw.next_multiple_of(LANES);
     let per_row = 36 * (p.cin + p.cout) * twp * 4;
@@ -470,11 +476,14 @@ trait Micro {
     /// The CPU has the kernel's features.
     #[inline(always)]
     unsafe fn split4(x: &[f32; 4 * LANES]) -> [Lanes; 4] {
-        #[cfg(target_arch = "x86_64")]
-        if Self::AVX {
-            return split4_avx(x);
+        // SAFETY: the caller upholds this function's `# Safety` contract.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            if Self::AVX {
+                return split4_avx(x);
+            }
+            std::array::from_fn(|k| std::array::from_fn(|l| x[4 * l + k]))
         }
-        std::array::from_fn(|k| std::array::from_fn(|l| x[4 * l + k]))
     }
 
     /// The inverse of [`Micro::split4`], + `bias`, clamped to [lo, hi] (the activation).
@@ -483,11 +492,14 @@ trait Micro {
     /// The CPU has the kernel's features.
     #[inline(always)]
     unsafe fn join4(y: &[Lanes; 4], bias: f32, (lo, hi): (f32, f32)) -> [f32; 4 * LANES] {
-        #[cfg(target_arch = "x86_64")]
-        if Self::AVX {
-            return join4_avx(y, bias, (lo, hi));
+        // SAFETY: the caller upholds this function's `# Safety` contract.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            if Self::AVX {
+                return join4_avx(y, bias, (lo, hi));
+            }
+            std::array::from_fn(|i| (y[i % 4][i / 4] + bias).max(lo).min(hi))
         }
-        std::array::from_fn(|i| (y[i % 4][i / 4] + bias).max(lo).min(hi))
     }
 }
 
@@ -497,29 +509,32 @@ trait Micro {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn split4_avx(x: &[f32; 4 * LANES]) -> [Lanes; 4] {
-    use std::arch::x86_64::*;
-    let a: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(8 * i)));
-    // 128-bit halves regrouped: [tile l | tile l + 4] for l = 0..4.
-    let b0 = _mm256_permute2f128_ps(a[0], a[2], 0x20);
-    let b1 = _mm256_permute2f128_ps(a[0], a[2], 0x31);
-    let b2 = _mm256_permute2f128_ps(a[1], a[3], 0x20);
-    let b3 = _mm256_permute2f128_ps(a[1], a[3], 0x31);
-    // 4 × 4 transposes within each half.
-    let c0 = _mm256_unpacklo_ps(b0, b1);
-    let c1 = _mm256_unpackhi_ps(b0, b1);
-    let c2 = _mm256_unpacklo_ps(b2, b3);
-    let c3 = _mm256_unpackhi_ps(b2, b3);
-    let p = [
-        _mm256_shuffle_ps::<0x44>(c0, c2),
-        _mm256_shuffle_ps::<0xEE>(c0, c2),
-        _mm256_shuffle_ps::<0x44>(c1, c3),
-        _mm256_shuffle_ps::<0xEE>(c1, c3),
-    ];
-    let mut out = [[0f32; LANES]; 4];
-    for (o, v) in out.iter_mut().zip(p) {
-        _mm256_storeu_ps(o.as_mut_ptr(), v);
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe {
+        use std::arch::x86_64::*;
+        let a: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(8 * i)));
+        // 128-bit halves regrouped: [tile l | tile l + 4] for l = 0..4.
+        let b0 = _mm256_permute2f128_ps(a[0], a[2], 0x20);
+        let b1 = _mm256_permute2f128_ps(a[0], a[2], 0x31);
+        let b2 = _mm256_permute2f128_ps(a[1], a[3], 0x20);
+        let b3 = _mm256_permute2f128_ps(a[1], a[3], 0x31);
+        // 4 × 4 transposes within each half.
+        let c0 = _mm256_unpacklo_ps(b0, b1);
+        let c1 = _mm256_unpackhi_ps(b0, b1);
+        let c2 = _mm256_unpacklo_ps(b2, b3);
+        let c3 = _mm256_unpackhi_ps(b2, b3);
+        let p = [
+            _mm256_shuffle_ps::<0x44>(c0, c2),
+            _mm256_shuffle_ps::<0xEE>(c0, c2),
+            _mm256_shuffle_ps::<0x44>(c1, c3),
+            _mm256_shuffle_ps::<0xEE>(c1, c3),
+        ];
+        let mut out = [[0f32; LANES]; 4];
+        for (o, v) in out.iter_mut().zip(p) {
+            _mm256_storeu_ps(o.as_mut_ptr(), v);
+        }
+        out
     }
-    out
 }
 
 /// [`Micro::join4`] in AVX registers (bias and clamp too: done on the array afterwards, LLVM
@@ -529,27 +544,30 @@ unsafe fn split4_avx(x: &[f32; 4 * LANES]) -> [Lanes; 4] {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn join4_avx(y: &[Lanes; 4], bias: f32, (lo, hi): (f32, f32)) -> [f32; 4 * LANES] {
-    use std::arch::x86_64::*;
-    let v: [__m256; 4] = std::array::from_fn(|j| _mm256_loadu_ps(y[j].as_ptr()));
-    let t0 = _mm256_unpacklo_ps(v[0], v[1]);
-    let t1 = _mm256_unpackhi_ps(v[0], v[1]);
-    let t2 = _mm256_unpacklo_ps(v[2], v[3]);
-    let t3 = _mm256_unpackhi_ps(v[2], v[3]);
-    // Tiles (0 | 4), (1 | 5), (2 | 6), (3 | 7).
-    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-    let (b, lo, hi) = (_mm256_set1_ps(bias), _mm256_set1_ps(lo), _mm256_set1_ps(hi));
-    // max(lo, ·) before min(hi, ·): both return their second operand, so a NaN stays NaN.
-    let fin = |v| _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_add_ps(v, b)));
-    let mut out = [0f32; 4 * LANES];
-    let o = out.as_mut_ptr();
-    _mm256_storeu_ps(o, fin(_mm256_permute2f128_ps(u0, u1, 0x20)));
-    _mm256_storeu_ps(o.add(8), fin(_mm256_permute2f128_ps(u2, u3, 0x20)));
-    _mm256_storeu_ps(o.add(16), fin(_mm256_permute2f128_ps(u0, u1, 0x31)));
-    _mm256_storeu_ps(o.add(24), fin(_mm256_permute2f128_ps(u2, u3, 0x31)));
-    out
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe {
+        use std::arch::x86_64::*;
+        let v: [__m256; 4] = std::array::from_fn(|j| _mm256_loadu_ps(y[j].as_ptr()));
+        let t0 = _mm256_unpacklo_ps(v[0], v[1]);
+        let t1 = _mm256_unpackhi_ps(v[0], v[1]);
+        let t2 = _mm256_unpacklo_ps(v[2], v[3]);
+        let t3 = _mm256_unpackhi_ps(v[2], v[3]);
+        // Tiles (0 | 4), (1 | 5), (2 | 6), (3 | 7).
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let (b, lo, hi) = (_mm256_set1_ps(bias), _mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        // max(lo, ·) before min(hi, ·): both return their second operand, so a NaN stays NaN.
+        let fin = |v| _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_add_ps(v, b)));
+        let mut out = [0f32; 4 * LANES];
+        let o = out.as_mut_ptr();
+        _mm256_storeu_ps(o, fin(_mm256_permute2f128_ps(u0, u1, 0x20)));
+        _mm256_storeu_ps(o.add(8), fin(_mm256_permute2f128_ps(u2, u3, 0x20)));
+        _mm256_storeu_ps(o.add(16), fin(_mm256_permute2f128_ps(u0, u1, 0x31)));
+        _mm256_storeu_ps(o.add(24), fin(_mm256_permute2f128_ps(u2, u3, 0x31)));
+        out
+    }
 }
 
 /// Stride between C's groups of 8 columns (one ξ's lanes within M).
@@ -569,18 +587,22 @@ impl Micro for Portable {
         (c, ldc): (*mut f32, usize),
         rows: usize,
     ) {
-        let a = std::slice::from_raw_parts(a, k * 4);
-        let mut acc = [[0f32; 8]; 4];
-        for (kk, ak) in a.chunks_exact(4).enumerate() {
-            let bk = std::slice::from_raw_parts(b.add(kk * ldb), 8);
-            for r in 0..4 {
-                for j in 0..8 {
-                    acc[r][j] = madd(ak[r], bk[j], acc[r][j]);
+        debug_assert!(rows <= Self::MR && ldb >= Self::NR && ldc >= CS);
+        // SAFETY: the caller upholds this function's `# Safety` contract.
+        unsafe {
+            let a = std::slice::from_raw_parts(a, k * 4);
+            let mut acc = [[0f32; 8]; 4];
+            for (kk, ak) in a.chunks_exact(4).enumerate() {
+                let bk = std::slice::from_raw_parts(b.add(kk * ldb), 8);
+                for r in 0..4 {
+                    for j in 0..8 {
+                        acc[r][j] = madd(ak[r], bk[j], acc[r][j]);
+                    }
                 }
             }
-        }
-        for (r, row) in acc.iter().enumerate().take(rows) {
-            std::slice::from_raw_parts_mut(c.add(r * ldc), 8).copy_from_slice(row);
+            for (r, row) in acc.iter().enumerate().take(rows) {
+                std::slice::from_raw_parts_mut(c.add(r * ldc), 8).copy_from_slice(row);
+            }
         }
     }
 }
@@ -613,7 +635,9 @@ impl Micro for Avx2 {
         c: (*mut f32, usize),
         rows: usize,
     ) {
-        micro_avx2(k, a, b, c, rows)
+        debug_assert!(rows <= Self::MR && b.1 >= Self::NR && c.1 >= CS);
+        // SAFETY: the caller upholds this function's `# Safety` contract.
+        unsafe { micro_avx2(k, a, b, c, rows) }
     }
 }
 
@@ -626,21 +650,24 @@ unsafe fn micro_avx2(
     (c, ldc): (*mut f32, usize),
     rows: usize,
 ) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-    for kk in 0..k {
-        let b0 = _mm256_loadu_ps(b.add(kk * ldb));
-        let b1 = _mm256_loadu_ps(b.add(kk * ldb + 8));
-        for (r, row) in acc.iter_mut().enumerate() {
-            let ar = _mm256_broadcast_ss(&*a.add(kk * 6 + r));
-            row[0] = _mm256_fmadd_ps(ar, b0, row[0]);
-            row[1] = _mm256_fmadd_ps(ar, b1, row[1]);
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe {
+        use std::arch::x86_64::*;
+        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+        for kk in 0..k {
+            let b0 = _mm256_loadu_ps(b.add(kk * ldb));
+            let b1 = _mm256_loadu_ps(b.add(kk * ldb + 8));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let ar = _mm256_broadcast_ss(&*a.add(kk * 6 + r));
+                row[0] = _mm256_fmadd_ps(ar, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(ar, b1, row[1]);
+            }
         }
-    }
-    for (r, row) in acc.iter().enumerate() {
-        if r < rows {
-            _mm256_storeu_ps(c.add(r * ldc), row[0]);
-            _mm256_storeu_ps(c.add(r * ldc + CS), row[1]);
+        for (r, row) in acc.iter().enumerate() {
+            if r < rows {
+                _mm256_storeu_ps(c.add(r * ldc), row[0]);
+                _mm256_storeu_ps(c.add(r * ldc + CS), row[1]);
+            }
         }
     }
 }
@@ -664,7 +691,9 @@ impl Micro for Avx512 {
         c: (*mut f32, usize),
         rows: usize,
     ) {
-        micro_avx512(k, a, b, c, rows)
+        debug_assert!(rows <= Self::MR && b.1 >= Self::NR && c.1 >= CS);
+        // SAFETY: the caller upholds this function's `# Safety` contract.
+        unsafe { micro_avx512(k, a, b, c, rows) }
     }
 }
 
@@ -677,11 +706,13 @@ unsafe fn micro_avx512(
     (c, ldc): (*mut f32, usize),
     rows: usize,
 ) {
-    use std::arch::x86_64::*;
-    // Named locals, and AVX-512VL for the 256-bit stores below: without VL those are
-    // VEX-encoded and confine the accumulators to zmm0..15, and LLVM then kept a third of them
-    // on the stack, a store and a load per FMA (the kernel ran at half the AVX2 one's speed).
-    macro_rules! kernel {
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe {
+        use std::arch::x86_64::*;
+        // Named locals, and AVX-512VL for the 256-bit stores below: without VL those are
+        // VEX-encoded and confine the accumulators to zmm0..15, and LLVM then kept a third of them
+        // on the stack, a store and a load per FMA (the kernel ran at half the AVX2 one's speed).
+        macro_rules! kernel {
         ($(($r:literal, $c0:ident, $c1:ident))*) => {
             $(let (mut $c0, mut $c1) = (_mm512_setzero_ps(), _mm512_setzero_ps());)*
             let (mut ak, mut bk) = (a, b);
@@ -709,9 +740,10 @@ unsafe fn micro_avx512(
             )*
         };
     }
-    kernel!((0, c00, c01)(1, c10, c11)(2, c20, c21)(3, c30, c31)(
-        4, c40, c41
-    )(5, c50, c51)(6, c60, c61)(7, c70, c71));
+        kernel!((0, c00, c01)(1, c10, c11)(2, c20, c21)(3, c30, c31)(
+            4, c40, c41
+        )(5, c50, c51)(6, c60, c61)(7, c70, c71));
+    }
 }
 
 #[cfg(test)]
