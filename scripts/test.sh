@@ -41,4 +41,4 @@ cargo test --locked "$@"
 # The parity cases again through Candle's ops (NORMSTYLE_KERNEL=candle): the code CUDA and Metal
 # run, checked on the CPU against the same PyTorch/float64 fixtures.
 NORMSTYLE_KERNEL=candle cargo test --locked --test adain_parity --test magenta_parity \
-    --test norm_parity
+    --test norm_parity --test norm_properties --test norm_grad --test library

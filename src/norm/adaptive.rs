@@ -13,6 +13,7 @@
 
 use candle::Tensor;
 
+use super::device_stats;
 use super::stats::{affine_planes_then, Moments, PlaneAffine, PostOp, Variance};
 use super::temporal::{smoothed, TemporalStats};
 use super::{NormKind, DEFAULT_EPS};
@@ -212,6 +213,11 @@ pub fn adain(content: &Tensor, style: &Tensor) -> Result<Tensor> {
 ///
 /// `content`: (N, C, H, W); `style`: (1 or N, C, H', W') → (N, C, H, W).
 pub fn adaptive_norm(content: &Tensor, style: &Tensor, kind: NormKind) -> Result<Tensor> {
+    if device_stats::wanted(content) {
+        let from = device_stats::batch_stats(&[content], kind, Variance::Unbiased, DEFAULT_EPS)?;
+        let to = style_stats_on_device(style, kind)?;
+        return device_stats::align(content, &from[0], &to, PostOp::None);
+    }
     let from = FeatureStats::of_batch(&[content], kind, Variance::Unbiased, DEFAULT_EPS)?;
     let to = style_stats(style, kind)?;
     align(content, &from, &to)
@@ -236,6 +242,16 @@ pub fn adaptive_norm_batch_temporal(
     mut temporal: Option<&mut TemporalStats>,
 ) -> Result<Vec<Tensor>> {
     let refs: Vec<&Tensor> = contents.iter().collect();
+    // On a GPU the statistics stay there; smoothing over frames reads them to the host.
+    if temporal.is_none() && contents.first().is_some_and(device_stats::wanted) {
+        let from = device_stats::batch_stats(&refs, kind, Variance::Unbiased, DEFAULT_EPS)?;
+        let to = style_stats_on_device(style, kind)?;
+        return contents
+            .iter()
+            .zip(&from)
+            .map(|(x, f)| device_stats::align(x, f, &to, PostOp::None))
+            .collect();
+    }
     let from = FeatureStats::of_batch(&refs, kind, Variance::Unbiased, DEFAULT_EPS)?;
     let from = smoothed(&mut temporal, from)?;
     let to = style_stats(style, kind)?;
@@ -292,6 +308,32 @@ pub fn conditional_norm_batch_temporal(
         ));
     }
     let refs: Vec<&Tensor> = xs.iter().collect();
+    if temporal.is_none() && xs.first().is_some_and(device_stats::wanted) {
+        let from = device_stats::batch_stats(&refs, kind, Variance::Biased, eps)?;
+        return xs
+            .iter()
+            .zip(&from)
+            .zip(gamma_beta)
+            .map(|((x, f), (gamma, beta))| {
+                let c = dims4(x)?.1;
+                if gamma.len() != c || beta.len() != c {
+                    return Err(Error::input(
+                        WHAT,
+                        format!(
+                            "{} γ and {} β values for {c} channels",
+                            gamma.len(),
+                            beta.len()
+                        ),
+                    ));
+                }
+                let to = (
+                    device_stats::channel_tensor(beta, x)?,
+                    device_stats::channel_tensor(gamma, x)?,
+                );
+                device_stats::align(x, f, &to, post)
+            })
+            .collect();
+    }
     let from = FeatureStats::of_batch(&refs, kind, Variance::Biased, eps)?;
     let from = smoothed(&mut temporal, from)?;
     let mut first = 0;
@@ -314,6 +356,18 @@ pub fn style_stats(style: &Tensor, kind: NormKind) -> Result<FeatureStats> {
         kind
     };
     FeatureStats::of_batch(&[style], per_sample, Variance::Unbiased, DEFAULT_EPS)
+}
+
+/// [`style_stats`] as (N, C, 1, 1) tensors on the style's device.
+fn style_stats_on_device(style: &Tensor, kind: NormKind) -> Result<(Tensor, Tensor)> {
+    let per_sample = if kind == NormKind::Bn {
+        NormKind::In
+    } else {
+        kind
+    };
+    let mut s = device_stats::batch_stats(&[style], per_sample, Variance::Unbiased, DEFAULT_EPS)?;
+    s.pop()
+        .ok_or_else(|| Error::input(WHAT, "no style statistics"))
 }
 
 fn dims4(x: &Tensor) -> Result<(usize, usize, usize, usize)> {

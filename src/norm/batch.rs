@@ -243,7 +243,7 @@ impl BatchNorm2d {
     /// The training forward with tensor ops (autograd, any device); `m` is the momentum.
     fn train_graph(&self, x: &Tensor, m: f64) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
-        let xd = x.to_dtype(graph::compute_dtype(x))?;
+        let xd = x.to_dtype(graph::compute_dtype(x)?)?;
         // (C, N·H·W): each channel's values in one row.
         let rows = xd.transpose(0, 1)?.reshape((c, n * h * w))?;
         let (mean, var) = graph::moments_last(&rows)?;
@@ -273,7 +273,7 @@ impl BatchNorm2d {
             (Some(rm), Some(rv))
                 if graph::needed(x, &[self.weight.as_ref(), self.bias.as_ref()]) =>
             {
-                let cd = graph::compute_dtype(x);
+                let cd = graph::compute_dtype(x)?;
                 let xd = x.to_dtype(cd)?;
                 let mean = graph::per_channel(rm, 4, cd)?;
                 let var = graph::per_channel(rv, 4, cd)?;

@@ -20,11 +20,16 @@ pub(crate) fn needed(x: &Tensor, params: &[Option<&Tensor>]) -> bool {
         || params.iter().flatten().any(|p| p.track_op())
 }
 
-/// The dtype statistics are computed in: f32 for f16/bf16, else the input's.
-pub(crate) fn compute_dtype(x: &Tensor) -> DType {
+/// The dtype statistics are computed in: f32 for f16/bf16, else the input's; integer inputs are
+/// an error (Candle's float ops on them panic).
+pub(crate) fn compute_dtype(x: &Tensor) -> Result<DType> {
     match x.dtype() {
-        DType::F16 | DType::BF16 => DType::F32,
-        d => d,
+        DType::F16 | DType::BF16 => Ok(DType::F32),
+        d @ (DType::F32 | DType::F64) => Ok(d),
+        other => Err(crate::Error::input(
+            "normalization",
+            format!("expected a float tensor (f32, f16, bf16 or f64), found {other:?}"),
+        )),
     }
 }
 

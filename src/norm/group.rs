@@ -138,7 +138,7 @@ impl GroupNorm {
             ));
         }
         if graph::needed(x, &[self.weight.as_ref(), self.bias.as_ref()]) {
-            let xd = x.to_dtype(graph::compute_dtype(x))?;
+            let xd = x.to_dtype(graph::compute_dtype(x)?)?;
             let xn = graph::normalize_groups(&xd, self.num_groups, self.cfg.eps)?;
             let y = graph::affine_channels(&xn, self.weight.as_ref(), self.bias.as_ref())?;
             return Ok(y.to_dtype(x.dtype())?);

@@ -204,7 +204,7 @@ impl InstanceNorm2d {
 
     /// The training forward with tensor ops (autograd, any device).
     fn train_graph(&self, x: &Tensor, (n, c, hw): (usize, usize, usize)) -> Result<Tensor> {
-        let planes = x.to_dtype(graph::compute_dtype(x))?.reshape((n, c, hw))?;
+        let planes = x.to_dtype(graph::compute_dtype(x)?)?.reshape((n, c, hw))?;
         let (mean, var) = graph::moments_last(&planes)?;
         if let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) {
             let mom = self.cfg.momentum;
@@ -234,7 +234,7 @@ impl InstanceNorm2d {
             (Some(rm), Some(rv)) => {
                 let (n, c, hw) = self.check_dims(x)?;
                 if graph::needed(x, &[self.weight.as_ref(), self.bias.as_ref()]) {
-                    let cd = graph::compute_dtype(x);
+                    let cd = graph::compute_dtype(x)?;
                     let planes = x.to_dtype(cd)?.reshape((n, c, hw))?;
                     let (mean, var) = (
                         graph::per_channel(rm, 3, cd)?,

@@ -131,7 +131,7 @@ impl LayerNorm {
         }
         let row_len: usize = self.normalized_shape.iter().product();
         if graph::needed(x, &[self.weight.as_ref(), self.bias.as_ref()]) {
-            let cd = graph::compute_dtype(x);
+            let cd = graph::compute_dtype(x)?;
             let rows = x.to_dtype(cd)?.reshape(((), row_len))?;
             let (mean, var) = graph::moments_last(&rows)?;
             let mut y = graph::standardize(&rows, &mean, &var, self.cfg.eps)?.reshape(dims)?;

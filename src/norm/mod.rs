@@ -18,6 +18,7 @@
 
 pub mod adaptive;
 pub mod batch;
+mod device_stats;
 pub(crate) mod graph;
 pub mod group;
 pub mod instance;

@@ -328,7 +328,8 @@ impl PostOp {
         }
     }
 
-    fn tensor(self, y: Tensor) -> Result<Tensor> {
+    /// `post` as tensor ops (any device).
+    pub(crate) fn tensor(self, y: Tensor) -> Result<Tensor> {
         Ok(match self {
             PostOp::None => y,
             PostOp::Relu => y.relu()?,

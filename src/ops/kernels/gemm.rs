@@ -31,9 +31,18 @@ pub(crate) unsafe fn dense(
     g: &Geometry,
     act: Activation,
 ) {
-    debug_assert!(src.len() >= g.cin * g.hp * g.wp, "input shorter than Cin·Hp·Wp");
-    debug_assert!(w.len() >= g.cout * g.cin * g.kh * g.kw, "weight shorter than its shape");
-    debug_assert!(dst_len >= g.cout * g.ho * g.wo, "output shorter than Cout·Ho·Wo");
+    debug_assert!(
+        src.len() >= g.cin * g.hp * g.wp,
+        "input shorter than Cin·Hp·Wp"
+    );
+    debug_assert!(
+        w.len() >= g.cout * g.cin * g.kh * g.kw,
+        "weight shorter than its shape"
+    );
+    debug_assert!(
+        dst_len >= g.cout * g.ho * g.wo,
+        "output shorter than Cout·Ho·Wo"
+    );
     let k = g.cin * g.kh * g.kw;
     let plane = g.ho * g.wo;
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1;

@@ -53,8 +53,14 @@ unsafe fn run(
     act: Activation,
 ) {
     debug_assert!(g.stride == 2 && g.cout <= MAX_COUT);
-    debug_assert!(x.data.len() >= g.cin * x.h * x.w, "input shorter than Cin·H·W");
-    debug_assert!(w.len() >= g.cout * g.cin * g.kh * g.kw, "weight shorter than its shape");
+    debug_assert!(
+        x.data.len() >= g.cin * x.h * x.w,
+        "input shorter than Cin·H·W"
+    );
+    debug_assert!(
+        w.len() >= g.cout * g.cin * g.kh * g.kw,
+        "weight shorter than its shape"
+    );
     debug_assert_eq!(
         (x.h + x.pads.0 + x.pads.1, x.w + x.pads.2 + x.pads.3),
         (g.hp, g.wp),

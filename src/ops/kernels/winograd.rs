@@ -141,7 +141,10 @@ pub(crate) unsafe fn conv(
     (ho, wo): (usize, usize),
     act: Activation,
 ) {
-    debug_assert!(x.data.len() >= p.cin * x.h * x.w, "input shorter than Cin·H·W");
+    debug_assert!(
+        x.data.len() >= p.cin * x.h * x.w,
+        "input shorter than Cin·H·W"
+    );
     debug_assert_eq!(
         (ho + 2, wo + 2),
         (x.h + x.pads.0 + x.pads.1, x.w + x.pads.2 + x.pads.3),
