@@ -398,6 +398,30 @@ pub struct ModelArgs {
     /// Device: cpu, cuda or metal (never a silent fallback).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Weight precision: f32, or f16/bf16 on a GPU (half the memory; statistics stay f32).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
+}
+
+/// The weight precisions `--dtype` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    /// 32-bit floats (the CPU kernels' precision).
+    F32,
+    /// IEEE half precision (GPU).
+    F16,
+    /// bfloat16 (GPU).
+    Bf16,
+}
+
+impl Precision {
+    fn dtype(self) -> candle::DType {
+        match self {
+            Precision::F32 => candle::DType::F32,
+            Precision::F16 => candle::DType::F16,
+            Precision::Bf16 => candle::DType::BF16,
+        }
+    }
 }
 
 impl ModelArgs {
@@ -424,11 +448,22 @@ impl ModelArgs {
     /// NORMSTYLE_ADAIN_REPO, fetched now unless HF_HUB_OFFLINE is set).
     pub fn stylizer(&self, quiet: bool) -> anyhow::Result<Stylizer> {
         let device = normstyle::device::device(&self.device)?;
+        let dtype = self.dtype.dtype();
+        if device.is_cpu() && dtype != candle::DType::F32 {
+            bail!(
+                "--dtype {}: half precision needs a GPU (--device cuda or metal); the CPU \
+                 kernels run in f32",
+                format!("{:?}", self.dtype).to_lowercase()
+            );
+        }
         if self.model == Model::Magenta {
-            return Ok(Stylizer::magenta(&device)?);
+            return Ok(Stylizer::magenta_dtype(&device, dtype)?);
         }
         if let (Some(v), Some(d)) = (&self.vgg, &self.decoder) {
-            return Ok(Stylizer::adain(v, d, &device)?);
+            return Ok(Stylizer::adain_dtype(v, d, &device, dtype)?);
+        }
+        if dtype != candle::DType::F32 {
+            bail!("--dtype: weights from the store load in f32; pass --vgg and --decoder");
         }
         let mut hub = HubConfig::from_env();
         hub.progress = !quiet;

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use candle::{Device, Tensor};
+use candle::{DType, Device, Tensor};
 use image::{DynamicImage, RgbImage};
 
 use crate::color::{coral, keep_luminance, PreserveColor};
@@ -190,10 +190,16 @@ impl Stylizer {
     /// The Magenta family with its embedded weights (works offline): the arbitrary-style
     /// predictor and transformer, and the 26-style network for [`Styling::Preset`].
     pub fn magenta(device: &Device) -> Result<Self> {
+        Self::magenta_dtype(device, DType::F32)
+    }
+
+    /// [`Self::magenta`] with the weights in `dtype`: f16 or bf16 on a GPU (half the memory,
+    /// the GPU's half-precision units; statistics stay f32, images are f32 in and out).
+    pub fn magenta_dtype(device: &Device, dtype: DType) -> Result<Self> {
         let nets = Nets::Magenta {
-            predictor: Arc::new(StylePredictor::embedded(device)?),
-            transformer: Arc::new(Transformer::embedded(device)?),
-            multistyle: Arc::new(Multistyle::embedded(device)?),
+            predictor: Arc::new(StylePredictor::embedded_dtype(device, dtype)?),
+            transformer: Arc::new(Transformer::embedded_dtype(device, dtype)?),
+            multistyle: Arc::new(Multistyle::embedded_dtype(device, dtype)?),
         };
         Ok(Self::with_nets(nets, device))
     }
@@ -205,7 +211,18 @@ impl Stylizer {
         decoder: impl AsRef<Path>,
         device: &Device,
     ) -> Result<Self> {
-        let net = AdaIn::load(vgg.as_ref(), decoder.as_ref(), device)?;
+        Self::adain_dtype(vgg, decoder, device, DType::F32)
+    }
+
+    /// [`Self::adain`] with the weights in `dtype` (f16 or bf16 on a GPU; see
+    /// [`Self::magenta_dtype`]).
+    pub fn adain_dtype(
+        vgg: impl AsRef<Path>,
+        decoder: impl AsRef<Path>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let net = AdaIn::load_dtype(vgg.as_ref(), decoder.as_ref(), device, dtype)?;
         Ok(Self::from_adain(net, device))
     }
 

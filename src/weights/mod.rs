@@ -66,6 +66,15 @@ impl Layout {
 /// checked, when a model asks for them), `.pth` files (legacy or zip) are read whole. Tensors
 /// come as f32 on `device`.
 pub fn var_builder(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
+    var_builder_dtype(path, device, DType::F32)
+}
+
+/// [`var_builder`] giving tensors in `dtype` (f16 and bf16 for GPUs).
+pub fn var_builder_dtype(
+    path: &Path,
+    device: &Device,
+    dtype: DType,
+) -> Result<VarBuilder<'static>> {
     not_a_folder(path)?;
     let head = {
         let mut f = std::fs::File::open(path).map_err(|err| Error::Io {
@@ -93,16 +102,17 @@ pub fn var_builder(path: &Path, device: &Device) -> Result<VarBuilder<'static>> 
         let backend = Checked(mmap);
         return Ok(VarBuilder::from_backend(
             Box::new(backend),
-            DType::F32,
+            dtype,
             device.clone(),
         ));
     }
-    Ok(TensorMap::load(path, device)?.var_builder(device))
+    Ok(TensorMap::load(path, device)?.var_builder_dtype(device, dtype))
 }
 
-/// Reads `name` with `shape` from `vb` as f32, with this crate's errors: a missing tensor is
-/// [`Error::MissingTensor`] and a wrong shape [`Error::TensorShape`] (both with the full key),
-/// NaN or ∞ values are refused by this module's backends.
+/// Reads `name` with `shape` from `vb` in the `VarBuilder`'s dtype (read once), with this
+/// crate's errors: a missing tensor is [`Error::MissingTensor`] and a wrong shape
+/// [`Error::TensorShape`] (both with the full key); NaN or ∞ values are refused by this
+/// module's backends.
 pub fn tensor(vb: &VarBuilder, name: &str, shape: &[usize]) -> Result<Tensor> {
     let key = match vb.prefix() {
         p if p.is_empty() => name.to_string(),
@@ -111,15 +121,21 @@ pub fn tensor(vb: &VarBuilder, name: &str, shape: &[usize]) -> Result<Tensor> {
     if !vb.contains_tensor(name) {
         return Err(Error::MissingTensor { key });
     }
-    let t = vb.get_unchecked(name)?;
-    if t.dims() != shape {
-        return Err(Error::TensorShape {
-            key,
-            expected: shape.to_vec(),
-            found: t.dims().to_vec(),
-        });
+    match vb.get(shape, name) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            // Only on failure: read it again, unchecked, to name the shape it has.
+            let found = vb.get_unchecked(name).map(|t| t.dims().to_vec());
+            match found {
+                Ok(found) if found != shape => Err(Error::TensorShape {
+                    key,
+                    expected: shape.to_vec(),
+                    found,
+                }),
+                _ => Err(e.into()),
+            }
+        }
     }
-    Ok(vb.get(shape, name)?.to_dtype(DType::F32)?)
 }
 
 /// A memory-mapped safetensors file whose tensors are checked like [`TensorMap::get`]'s.
@@ -189,7 +205,12 @@ impl SimpleBackend for TensorMap {
 impl TensorMap {
     /// The map as a `VarBuilder` (f32 on `device`); tensors are shared, not copied.
     pub fn var_builder(&self, device: &Device) -> VarBuilder<'static> {
-        VarBuilder::from_backend(Box::new(self.clone()), DType::F32, device.clone())
+        self.var_builder_dtype(device, DType::F32)
+    }
+
+    /// The map as a `VarBuilder` that gives tensors in `dtype` (f16 and bf16 for GPUs).
+    pub fn var_builder_dtype(&self, device: &Device, dtype: DType) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
     }
 
     /// The device of the tensors (the CPU for an empty map).

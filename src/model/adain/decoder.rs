@@ -56,13 +56,19 @@ impl Decoder {
         Ok(Decoder { layers })
     }
 
-    /// (N, 512, h, w) → (N, 3, 8h, 8w).
+    /// The weights' dtype.
+    pub fn dtype(&self) -> candle::DType {
+        super::layers_dtype(&self.layers)
+    }
+
+    /// (N, 512, h, w) → (N, 3, 8h, 8w) f32 (the input is cast to the weights' dtype, the image
+    /// back to f32).
     pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
-        let mut h = t.clone();
+        let mut h = t.to_dtype(self.dtype())?;
         for layer in &self.layers {
             h = layer.forward(&h)?;
         }
-        Ok(h)
+        Ok(h.to_dtype(candle::DType::F32)?)
     }
 }
 

@@ -19,7 +19,7 @@ pub use vgg::Encoder;
 
 use std::path::Path;
 
-use candle::{Device, Tensor};
+use candle::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::ops::{
@@ -51,6 +51,17 @@ pub(crate) enum Layer {
     Pool,
     /// Nearest ×2 upsampling.
     Up,
+}
+
+/// The dtype of the first conv's weight among `layers` (f32 without one).
+fn layers_dtype<'a>(layers: impl IntoIterator<Item = &'a Layer>) -> DType {
+    layers
+        .into_iter()
+        .find_map(|l| match l {
+            Layer::Conv { weight, .. } => Some(weight.dtype()),
+            _ => None,
+        })
+        .unwrap_or(DType::F32)
 }
 
 impl Layer {
@@ -109,21 +120,35 @@ impl AdaIn {
     /// memory-mapped) through [`crate::weights::var_builder`]. Errors name the file, and a file of
     /// the wrong part (the decoder given as the encoder, …) says so.
     pub fn load(vgg: &Path, decoder: &Path, device: &Device) -> Result<Self> {
+        Self::load_dtype(vgg, decoder, device, DType::F32)
+    }
+
+    /// [`Self::load`] with the weights in `dtype` (f16 or bf16 on a GPU: half the memory and
+    /// the GPU's half-precision units). Images go in and come out as f32 whatever the dtype;
+    /// the statistics are computed in f32.
+    pub fn load_dtype(vgg: &Path, decoder: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let _t = crate::profile::scope("load weights");
         Ok(AdaIn {
             encoder: load_part(
                 vgg,
                 device,
+                dtype,
                 "the normalised VGG-19 encoder (vgg_normalised.pth)",
                 Encoder::new,
             )?,
             decoder: load_part(
                 decoder,
                 device,
+                dtype,
                 "an AdaIN decoder (decoder.pth)",
                 Decoder::new,
             )?,
         })
+    }
+
+    /// The dtype of the weights (and of the features [`Self::encode`] returns).
+    pub fn dtype(&self) -> DType {
+        self.encoder.dtype()
     }
 
     /// The network with He-uniform random weights (seeded: the same on every run) and zero
@@ -191,10 +216,11 @@ fn layout_of(convs: impl Iterator<Item = (usize, (usize, usize, usize))>) -> Lay
 fn load_part<T>(
     path: &Path,
     device: &Device,
+    dtype: DType,
     which: &str,
     build: impl Fn(&VarBuilder) -> Result<T>,
 ) -> Result<T> {
-    let vb = crate::weights::var_builder(path, device)?;
+    let vb = crate::weights::var_builder_dtype(path, device, dtype)?;
     build(&vb).map_err(|e| match e {
         Error::MissingTensor { key } => Error::InFile {
             path: path.to_path_buf(),

@@ -58,7 +58,13 @@ impl Encoder {
         })
     }
 
-    /// relu4_1 features: (N, 3, H, W) → (N, 512, ⌈H/8⌉, ⌈W/8⌉).
+    /// The weights' dtype.
+    pub fn dtype(&self) -> candle::DType {
+        super::layers_dtype(self.stages.iter().flatten())
+    }
+
+    /// relu4_1 features: (N, 3, H, W) → (N, 512, ⌈H/8⌉, ⌈W/8⌉), in the weights' dtype (the
+    /// input is cast to it).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.taps(x)?.pop().unwrap_or_else(|| x.clone()))
     }
@@ -67,7 +73,7 @@ impl Encoder {
     /// ½, ¼ and ⅛ resolution, rounded up).
     pub fn taps(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let mut out = Vec::with_capacity(4);
-        let mut h = x.clone();
+        let mut h = x.to_dtype(self.dtype())?;
         for stage in &self.stages {
             for layer in stage {
                 h = layer.forward(&h)?;

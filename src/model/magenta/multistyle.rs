@@ -25,7 +25,12 @@ pub struct Multistyle {
 impl Multistyle {
     /// The embedded pretrained network on `device`.
     pub fn embedded(device: &Device) -> Result<Self> {
-        Self::load(&embedded(MULTISTYLE_WEIGHTS, device)?)
+        Self::embedded_dtype(device, candle::DType::F32)
+    }
+
+    /// The embedded network with its weights in `dtype` (f16 or bf16 on a GPU).
+    pub fn embedded_dtype(device: &Device, dtype: candle::DType) -> Result<Self> {
+        Self::new(&embedded(MULTISTYLE_WEIGHTS, device)?.var_builder_dtype(device, dtype))
     }
 
     /// Builds it from a checkpoint in memory (see [`Self::new`]).
@@ -52,9 +57,11 @@ impl Multistyle {
             .map(|(p, c)| {
                 let g = tensor(vb, &format!("{p}.gamma_table"), &[PRESET_COUNT, c])?
                     .flatten_all()?
+                    .to_dtype(candle::DType::F32)?
                     .to_vec1()?;
                 let b = tensor(vb, &format!("{p}.beta_table"), &[PRESET_COUNT, c])?
                     .flatten_all()?
+                    .to_dtype(candle::DType::F32)?
                     .to_vec1()?;
                 Ok((g, b, c))
             })

@@ -54,7 +54,13 @@ pub struct StylePredictor {
 impl StylePredictor {
     /// The embedded pretrained predictor on `device`.
     pub fn embedded(device: &Device) -> Result<Self> {
-        Self::load(&embedded(PREDICTOR_WEIGHTS, device)?)
+        Self::embedded_dtype(device, candle::DType::F32)
+    }
+
+    /// The embedded predictor with its weights in `dtype` (f16 or bf16 on a GPU); the style
+    /// vector comes out as f32.
+    pub fn embedded_dtype(device: &Device, dtype: candle::DType) -> Result<Self> {
+        Self::new(&embedded(PREDICTOR_WEIGHTS, device)?.var_builder_dtype(device, dtype))
     }
 
     /// Builds it from a checkpoint in memory (see [`Self::new`]).
@@ -119,7 +125,8 @@ impl StylePredictor {
     }
 
     fn forward_in_pool(&self, style: &Tensor) -> Result<Tensor> {
-        let mut x = self.stem.forward_same(style, Activation::Relu6)?;
+        let style = style.to_dtype(self.bottleneck.dtype())?;
+        let mut x = self.stem.forward_same(&style, Activation::Relu6)?;
         for b in &self.blocks {
             let mut h = x.clone();
             if let Some(e) = &b.expand {
@@ -131,7 +138,9 @@ impl StylePredictor {
         }
         let x = self.head.forward_same(&x, Activation::Relu6)?;
         let pooled = x.mean(D::Minus1)?.mean(D::Minus1)?; // (1, 1280)
-        Ok(pooled.matmul(&self.bottleneck.t()?)?)
+        Ok(pooled
+            .matmul(&self.bottleneck.t()?)?
+            .to_dtype(candle::DType::F32)?)
     }
 }
 

@@ -130,7 +130,12 @@ impl Skeleton {
             k += 1;
             r
         };
-        let mut x = xs.to_vec();
+        // Images in f32; the network runs in its weights' dtype.
+        let dtype = self.contract[0].weight.dtype();
+        let mut x = xs
+            .iter()
+            .map(|t| t.to_dtype(dtype))
+            .collect::<candle::Result<Vec<_>>>()?;
         for (ci, conv) in self.contract.iter().enumerate() {
             let _t = crate::profile::scope(
                 [
@@ -184,6 +189,10 @@ impl Skeleton {
             };
             x = norm(y, post)?;
         }
+        let x = x
+            .iter()
+            .map(|t| t.to_dtype(candle::DType::F32))
+            .collect::<candle::Result<Vec<_>>>()?;
         crop_to(x, xs)
     }
 }
@@ -197,10 +206,14 @@ struct Projection {
 
 impl Projection {
     fn load(vb: &VarBuilder, prefix: &str, c: usize) -> Result<Self> {
+        // Kept on the host in f32 whatever the model's dtype (γ, β are computed there).
         let weight = tensor(vb, &format!("{prefix}.weight"), &[c, STYLE_DIM])?
             .flatten_all()?
+            .to_dtype(candle::DType::F32)?
             .to_vec1()?;
-        let bias = tensor(vb, &format!("{prefix}.bias"), &[c])?.to_vec1()?;
+        let bias = tensor(vb, &format!("{prefix}.bias"), &[c])?
+            .to_dtype(candle::DType::F32)?
+            .to_vec1()?;
         Ok(Projection { weight, bias })
     }
 
@@ -235,7 +248,13 @@ pub struct Transformer {
 impl Transformer {
     /// The embedded pretrained transformer on `device`.
     pub fn embedded(device: &Device) -> Result<Self> {
-        Self::load(&embedded(TRANSFORMER_WEIGHTS, device)?)
+        Self::embedded_dtype(device, candle::DType::F32)
+    }
+
+    /// The embedded transformer with its weights in `dtype` (f16 or bf16 on a GPU); images go
+    /// in and come out as f32.
+    pub fn embedded_dtype(device: &Device, dtype: candle::DType) -> Result<Self> {
+        Self::new(&embedded(TRANSFORMER_WEIGHTS, device)?.var_builder_dtype(device, dtype))
     }
 
     /// Builds it from a checkpoint in memory (see [`Self::new`]).
