@@ -27,7 +27,7 @@ impl std::str::FromStr for PreserveColor {
             "coral" => Ok(PreserveColor::Coral),
             "luminance" | "luma" => Ok(PreserveColor::Luminance),
             _ => Err(Error::Parse {
-                what: "--preserve-color".into(),
+                what: "preserve color".into(),
                 msg: format!("`{s}` is not one of coral, luminance"),
             }),
         }
@@ -99,7 +99,7 @@ pub fn coral(style: &Tensor, content: &Tensor) -> Result<Tensor> {
     for (f, which) in [(&s, "style"), (&c, "content")] {
         if let Some(k) = (0..3).find(|&k| f.std[k].is_nan() || f.std[k] <= 0.0) {
             return Err(Error::input(
-                "--preserve-color coral",
+                "color preservation (coral)",
                 format!(
                     "the {which} image's {} channel is flat; its colors have no covariance to match",
                     ["red", "green", "blue"][k]
@@ -128,7 +128,7 @@ pub fn coral(style: &Tensor, content: &Tensor) -> Result<Tensor> {
 pub fn keep_luminance(stylized: &Tensor, content: &Tensor) -> Result<Tensor> {
     if stylized.dims() != content.dims() {
         return Err(Error::input(
-            "--preserve-color luminance",
+            "color preservation (luminance)",
             format!(
                 "output {:?} and content {:?} differ in size",
                 stylized.dims(),

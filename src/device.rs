@@ -8,7 +8,7 @@ use crate::{Error, Result};
 /// Creates the device named on the command line.
 pub fn device(name: &str) -> Result<Device> {
     let err = |msg: &str| Error::Parse {
-        what: "--device".into(),
+        what: "device".into(),
         msg: msg.into(),
     };
     match name {

@@ -75,6 +75,19 @@ pub enum Error {
         /// The smallest side the model takes.
         min: u32,
     },
+    /// An image has more pixels than the limit (`imaging::set_pixel_limit`), checked before it
+    /// is decoded.
+    #[error("{what}: {width}×{height} exceeds the limit of {limit} pixels")]
+    ImageTooLarge {
+        /// The file.
+        what: String,
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// The limit.
+        limit: u64,
+    },
     /// A download from (or lookup in) the Hugging Face Hub failed.
     #[error("{repo}: {msg}")]
     Hub {

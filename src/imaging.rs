@@ -76,10 +76,12 @@ pub fn decode_rgb(bytes: &[u8], what: &str) -> Result<Rgb32FImage> {
     let (w, h) = decoder.dimensions();
     let limit = PIXEL_LIMIT.load(std::sync::atomic::Ordering::Relaxed);
     if u64::from(w) * u64::from(h) > limit {
-        return Err(img_err(
-            path,
-            format!("{w}×{h} exceeds the limit of {limit} pixels (raise it with --max-pixels)"),
-        ));
+        return Err(Error::ImageTooLarge {
+            what: path.display().to_string(),
+            width: w,
+            height: h,
+            limit,
+        });
     }
     // The decoder allocates its whole buffer at once and aborts the process if that fails:
     // ask the allocator first, so an image too large for this machine is an error.

@@ -240,7 +240,7 @@ fn shard_auto_follows_slurm_and_kubernetes() {
         );
         assert_eq!(j, explicit, "kubernetes shard {k}");
         assert!(
-            log.contains(&format!("JOB_COMPLETION_INDEX={k}, --shards=3")),
+            log.contains(&format!("JOB_COMPLETION_INDEX={k}, shards=3")),
             "{log}"
         );
         let (e, _) = files(

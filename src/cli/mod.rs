@@ -518,16 +518,78 @@ pub fn prepare_styles(
         .collect()
 }
 
-/// An error and its sources as one line, `a: b: c` (as the binary prints its own errors).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
+/// An error and its sources as one line, `a: b: c`, in the command line's words (see
+/// [`describe`]).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![describe(e)];
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        parts.push(describe(c));
         cur = c.source();
     }
-    s
+    parts.join(": ")
+}
+
+/// [`chain`] of an anyhow error (context layers included): what the binary prints.
+pub fn report(e: &anyhow::Error) -> String {
+    e.chain().map(describe).collect::<Vec<_>>().join(": ")
+}
+
+/// One error of a chain in the command line's words: the library names its parameters
+/// (`style weights`, `shard`), the CLI names the flags that set them (`--style-weights`,
+/// `--shard`), and adds the flag that fixes a refusal (`--force`, `--max-pixels`).
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        if io.kind() == std::io::ErrorKind::AlreadyExists && io.to_string() == "already exists" {
+            return "already exists (use --force to overwrite)".into();
+        }
+    }
+    let Some(e) = e.downcast_ref::<normstyle::Error>() else {
+        return e.to_string();
+    };
+    match e {
+        normstyle::Error::Parse { what, msg } => {
+            let flag = match what.as_str() {
+                "normalization" => "--norm",
+                "styles" => "--style",
+                "style weights" => "--style-weights",
+                "mask" => "--mask",
+                "preset" => "--preset",
+                "shard" => "--shard",
+                "shard from the environment" => "--shard auto",
+                "preserve color" => "--preserve-color",
+                "variants" => "--norms",
+                "alpha" => "--alpha",
+                "alpha sweep" => "--alpha-sweep",
+                "device" => "--device",
+                "hub repository" => "--hf-repo",
+                "revision" => "--revision",
+                "AdaIN weights" => {
+                    return "--model adain: no AdaIN weights: pass --vgg PATH --decoder PATH (the \
+                            released vgg_normalised.pth and decoder.pth), or --hf-repo OWNER/NAME \
+                            (or NORMSTYLE_ADAIN_REPO) to download them, or import local copies \
+                            once with `normstyle weights add vgg_normalised.pth decoder.pth`"
+                        .into()
+                }
+                other => other,
+            };
+            let msg = msg
+                .replace("style images", "--style images")
+                .replace("give no style weights", "drop --style-weights")
+                .replace("(or a preset for", "(or --preset N for")
+                .replace(
+                    "give the number of shards (the Job's completions), or set",
+                    "give the number of shards with --shards N or",
+                )
+                .replace("give the shard as K/N", "give --shard K/N");
+            format!("{flag}: {msg}")
+        }
+        normstyle::Error::InFile { path, inner } => {
+            format!("{}: {}", path.display(), describe(inner.as_ref()))
+        }
+        normstyle::Error::ImageTooLarge { .. } => format!("{e} (raise it with --max-pixels)"),
+        _ => e.to_string(),
+    }
 }
 
 /// A bar over `n` steps on stderr, hidden with -q or for a single step (and by indicatif when

@@ -110,7 +110,7 @@ impl FromStr for NormKind {
 
     fn from_str(s: &str) -> Result<Self> {
         let err = |msg: String| Error::Parse {
-            what: "--norm".into(),
+            what: "normalization".into(),
             msg,
         };
         match s.trim().to_ascii_lowercase().as_str() {
@@ -309,19 +309,19 @@ mod tests {
         let msg = |s: &str| s.parse::<NormKind>().unwrap_err().to_string();
         assert_eq!(
             msg("gn:0"),
-            "--norm: gn:0: the group count must be at least 1"
+            "normalization: gn:0: the group count must be at least 1"
         );
         assert_eq!(
             msg("gn:x"),
-            "--norm: gn:x: the group count must be a positive integer"
+            "normalization: gn:x: the group count must be a positive integer"
         );
         assert_eq!(
             msg("gn:-2"),
-            "--norm: gn:-2: the group count must be a positive integer"
+            "normalization: gn:-2: the group count must be a positive integer"
         );
         assert_eq!(
             msg("xn"),
-            "--norm: unknown normalization `xn` (expected in, bn, ln, gn or gn:G)"
+            "normalization: unknown normalization `xn` (expected in, bn, ln, gn or gn:G)"
         );
     }
 

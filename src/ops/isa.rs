@@ -59,6 +59,7 @@ fn selection() -> Selection {
 impl Isa {
     /// The set the kernels run: the widest this CPU has, or the one `NORMSTYLE_KERNEL` names
     /// when the CPU has it.
+    #[inline]
     pub fn detect() -> Isa {
         selection().isa
     }
@@ -91,12 +92,14 @@ impl Isa {
 }
 
 /// Whether `NORMSTYLE_KERNEL=candle` sends every op down the other-device path (Candle's ops).
+#[inline]
 pub fn candle_only() -> bool {
     selection().candle
 }
 
 /// Whether the element-wise loops of [`avx2_or_plain!`] run their AVX2 build: the selected set
 /// is AVX2 or wider.
+#[inline]
 pub(crate) fn has_avx2() -> bool {
     Isa::detect() > Isa::Portable
 }

@@ -66,6 +66,7 @@ pub enum Activation {
 
 impl Activation {
     /// The activation as a clamp to [lo, hi] (what the SIMD epilogues apply).
+    #[inline]
     pub(crate) fn bounds(self) -> (f32, f32) {
         match self {
             Activation::None => (f32::NEG_INFINITY, f32::INFINITY),
@@ -172,6 +173,7 @@ impl Input<'_> {
     /// The source index of padded coordinate `p` along an axis of length `n` padded by
     /// (`before`, `after`); `None` for zeros (zero padding, or past the padded map, where the
     /// values only reach outputs that are cut off).
+    #[inline]
     pub(crate) fn source(&self, p: usize, n: usize, before: usize, after: usize) -> Option<usize> {
         let i = p as isize - before as isize;
         let n_i = n as isize;
@@ -197,12 +199,15 @@ unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
+    // `#[inline]`: the kernels call it in their inner loops from other codegen units.
+    #[inline]
     pub(crate) fn at(self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }
 
 /// Adds the bias and applies the activation in one pass.
+#[inline]
 pub(crate) fn epilogue(row: &mut [f32], b: f32, act: Activation) {
     match act {
         Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),

@@ -30,6 +30,9 @@ use crate::{Error, Result};
 /// machine of a shared folder); writing one output takes seconds.
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// What errors of [`Shard::from_env`] name.
+const FROM_ENV: &str = "shard from the environment";
+
 /// One of `count` disjoint parts of a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shard {
@@ -44,7 +47,7 @@ impl Shard {
     pub fn new(index: usize, count: usize) -> Result<Self> {
         if count == 0 || index >= count {
             return Err(parse_err(
-                "--shard",
+                "shard",
                 format!("{index}/{count}: need 0 ≤ K < N (K/N, e.g. 0/4)"),
             ));
         }
@@ -53,7 +56,7 @@ impl Shard {
 
     /// `K/N`.
     pub fn parse(s: &str) -> Result<Self> {
-        let bad = || parse_err("--shard", format!("`{s}` is not K/N (e.g. 0/4) or auto"));
+        let bad = || parse_err("shard", format!("`{s}` is not K/N (e.g. 0/4) or auto"));
         let (k, n) = s.split_once('/').ok_or_else(bad)?;
         let num = |v: &str| v.trim().parse::<usize>().map_err(|_| bad());
         Self::new(num(k)?, num(n)?)
@@ -72,9 +75,9 @@ impl Shard {
             env(k)
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| {
-                    v.trim().parse::<usize>().map_err(|_| {
-                        parse_err("--shard auto", format!("{k}=`{v}` is not a number ≥ 0"))
-                    })
+                    v.trim()
+                        .parse::<usize>()
+                        .map_err(|_| parse_err(FROM_ENV, format!("{k}=`{v}` is not a number ≥ 0")))
                 })
                 .transpose()
         };
@@ -83,13 +86,13 @@ impl Shard {
             let step = num("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
             let count = num("SLURM_ARRAY_TASK_COUNT")?.ok_or_else(|| {
                 parse_err(
-                    "--shard auto",
+                    FROM_ENV,
                     "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not",
                 )
             })?;
             if id < min || (id - min) % step != 0 {
                 return Err(parse_err(
-                    "--shard auto",
+                    FROM_ENV,
                     format!(
                         "SLURM_ARRAY_TASK_ID={id} is not in the array (min {min}, step {step})"
                     ),
@@ -101,10 +104,10 @@ impl Shard {
         }
         if let Some(index) = num("JOB_COMPLETION_INDEX")? {
             let (count, from) = match shards {
-                Some(n) => (n, "--shards"),
+                Some(n) => (n, "shards"),
                 None => (
                     num("NORMSTYLE_SHARDS")?.ok_or_else(|| {
-                        parse_err("--shard auto", "JOB_COMPLETION_INDEX is set; give the number of shards with --shards N or NORMSTYLE_SHARDS (the Job's completions)")
+                        parse_err(FROM_ENV, "JOB_COMPLETION_INDEX is set; give the number of shards (the Job's completions), or set NORMSTYLE_SHARDS")
                     })?,
                     "NORMSTYLE_SHARDS",
                 ),
@@ -116,8 +119,8 @@ impl Shard {
             ));
         }
         Err(parse_err(
-            "--shard auto",
-            "neither a Slurm array task (SLURM_ARRAY_TASK_ID) nor a Kubernetes Indexed Job (JOB_COMPLETION_INDEX) in the environment; give --shard K/N",
+            FROM_ENV,
+            "neither a Slurm array task (SLURM_ARRAY_TASK_ID) nor a Kubernetes Indexed Job (JOB_COMPLETION_INDEX) in the environment; give the shard as K/N",
         ))
     }
 

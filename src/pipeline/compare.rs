@@ -282,13 +282,13 @@ fn check_options(family: Family, opts: &CompareOptions) -> Result<()> {
         msg,
     };
     if opts.norms.is_empty() {
-        return Err(bad("--norms", "give at least one variant".into()));
+        return Err(bad("variants", "give at least one variant".into()));
     }
     if opts.alphas.is_empty() {
-        return Err(bad("--alpha-sweep", "give at least one value".into()));
+        return Err(bad("alpha sweep", "give at least one value".into()));
     }
     if let Some(a) = opts.alphas.iter().find(|a| !(0.0..=1.0).contains(*a)) {
-        return Err(bad("--alpha", format!("{a} is outside [0, 1]")));
+        return Err(bad("alpha", format!("{a} is outside [0, 1]")));
     }
     let channels: &[usize] = match family {
         Family::Adain => &[FEATURE_CHANNELS],
@@ -297,7 +297,7 @@ fn check_options(family: Family, opts: &CompareOptions) -> Result<()> {
     for k in &opts.norms {
         if let NormKind::Gn(g) = k {
             if *g > 1 && channels.iter().all(|&c| k.groups(c) == 1) {
-                return Err(bad("--norms", format!("gn:{g} divides none of the layers' channel counts {channels:?} (it would be plain ln)")));
+                return Err(bad("variants", format!("gn:{g} divides none of the layers' channel counts {channels:?} (it would be plain ln)")));
             }
         }
     }

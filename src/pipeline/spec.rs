@@ -32,18 +32,18 @@ impl StyleSpec {
     ) -> Result<Vec<Self>> {
         if styles.is_empty() {
             return Err(parse_err(
-                "--style",
-                "give at least one style image (or --preset N for a built-in style)",
+                "styles",
+                "give at least one style image (or a preset for a built-in style)",
             ));
         }
         if masked {
             if styles.len() != 2 {
-                return Err(parse_err("--mask", format!("spatial control needs exactly two --style images (white → first, black → second), got {}", styles.len())));
+                return Err(parse_err("mask", format!("spatial control needs exactly two style images (white → first, black → second), got {}", styles.len())));
             }
             if weights.is_some() {
                 return Err(parse_err(
-                    "--mask",
-                    "the mask decides where each style goes; drop --style-weights",
+                    "mask",
+                    "the mask decides where each style goes; give no style weights",
                 ));
             }
             return Ok(vec![StyleSpec::Masked([
@@ -53,11 +53,11 @@ impl StyleSpec {
         }
         match weights {
             Some(w) if w.len() != styles.len() => Err(parse_err(
-                "--style-weights",
-                format!("{} weights for {} --style images", w.len(), styles.len()),
+                "style weights",
+                format!("{} weights for {} style images", w.len(), styles.len()),
             )),
             Some(w) => {
-                let w = normalize_weights("--style-weights", w)?;
+                let w = normalize_weights("style weights", w)?;
                 Ok(vec![StyleSpec::Images(
                     styles.iter().cloned().zip(w).collect(),
                 )])
@@ -121,7 +121,7 @@ impl StyleSpec {
             StyleSpec::Masked([a, b]) => Styling::Masked {
                 white: get(a)?,
                 black: get(b)?,
-                mask: mask.ok_or_else(|| parse_err("--mask", "a masked style needs a mask"))?,
+                mask: mask.ok_or_else(|| parse_err("mask", "a masked style needs a mask"))?,
             },
             StyleSpec::Preset(w) => Styling::Preset(w.clone()),
         })
@@ -152,7 +152,7 @@ pub fn parse_preset(s: &str) -> Result<Vec<f64>> {
                 i,
                 v.trim()
                     .parse::<f64>()
-                    .map_err(|_| parse_err("--preset", format!("`{v}` is not a number")))?,
+                    .map_err(|_| parse_err("preset", format!("`{v}` is not a number")))?,
             ),
             None => (part, 1.0),
         };
@@ -163,7 +163,7 @@ pub fn parse_preset(s: &str) -> Result<Vec<f64>> {
             .filter(|&i| i < PRESET_COUNT)
             .ok_or_else(|| {
                 parse_err(
-                    "--preset",
+                    "preset",
                     format!(
                         "`{}` is not a style number 0–{}",
                         id.trim(),
@@ -173,7 +173,7 @@ pub fn parse_preset(s: &str) -> Result<Vec<f64>> {
             })?;
         w[id] += weight;
     }
-    normalize_weights("--preset", &w)
+    normalize_weights("preset", &w)
 }
 
 /// A spatial-control mask from an image: luma (BT.601, alpha on white) thresholded at 50 %.
@@ -253,15 +253,15 @@ mod tests {
         assert_eq!((w[3], w[12]), (0.25, 0.75));
         assert_eq!(
             parse_preset("26").unwrap_err().to_string(),
-            "--preset: `26` is not a style number 0–25"
+            "preset: `26` is not a style number 0–25"
         );
         assert_eq!(
             parse_preset("3:-1").unwrap_err().to_string(),
-            "--preset: weight -1 is not a finite number ≥ 0"
+            "preset: weight -1 is not a finite number ≥ 0"
         );
         assert_eq!(
             parse_preset("3:0").unwrap_err().to_string(),
-            "--preset: the weights sum to 0"
+            "preset: the weights sum to 0"
         );
         assert!(parse_preset("x").is_err());
     }

@@ -36,12 +36,12 @@ pub(super) fn open(path: &Path) -> Result<(ClipInfo, GifFrames)> {
     let (width, height) = decoder.dimensions();
     let limit = crate::imaging::pixel_limit();
     if u64::from(width) * u64::from(height) > limit {
-        return Err(bad(
-            path,
-            format!(
-                "{width}×{height} exceeds the limit of {limit} pixels (raise it with --max-pixels)"
-            ),
-        ));
+        return Err(crate::Error::ImageTooLarge {
+            what: path.display().to_string(),
+            width,
+            height,
+            limit,
+        });
     }
     let info = ClipInfo {
         width,

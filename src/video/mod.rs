@@ -384,7 +384,7 @@ impl VideoWriter {
                 if path.exists() && !opts.overwrite {
                     return Err(io(std::io::Error::new(
                         std::io::ErrorKind::AlreadyExists,
-                        "already exists (use --force to overwrite)",
+                        "already exists",
                     )));
                 }
                 let tmp = temp_beside(path)?;
@@ -564,7 +564,7 @@ fn consume(
                         path: out,
                         err: std::io::Error::new(
                             std::io::ErrorKind::AlreadyExists,
-                            "already exists (use --force to overwrite)",
+                            "already exists",
                         ),
                     });
                 }

@@ -29,7 +29,7 @@ impl RepoSpec {
     /// Parses `OWNER/NAME` or `spaces/OWNER/NAME`, with an optional revision.
     pub fn parse(id: &str, revision: Option<&str>) -> Result<Self> {
         let bad = |msg: &str| Error::Parse {
-            what: "--hf-repo".into(),
+            what: "hub repository".into(),
             msg: format!("`{id}`: {msg}"),
         };
         let (space, rest) = match id.strip_prefix("spaces/") {
@@ -50,7 +50,7 @@ impl RepoSpec {
         let revision = revision.unwrap_or("main");
         if revision.is_empty() || revision.contains("..") || revision.starts_with('/') {
             return Err(Error::Parse {
-                what: "--revision".into(),
+                what: "revision".into(),
                 msg: format!("`{revision}` is not a branch, tag or commit"),
             });
         }

@@ -206,11 +206,10 @@ pub fn resolve_adain(
     }
     let Some(repo) = repo else {
         return Err(Error::Parse {
-            what: "--model adain".into(),
-            msg: "no AdaIN weights: pass --vgg PATH --decoder PATH (the released \
-                  vgg_normalised.pth and decoder.pth), or --hf-repo OWNER/NAME (or \
-                  NORMSTYLE_ADAIN_REPO) to download them, or import local copies once with \
-                  `normstyle weights add vgg_normalised.pth decoder.pth`"
+            what: "AdaIN weights".into(),
+            msg: "no AdaIN weights in the store: load the released vgg_normalised.pth and \
+                  decoder.pth directly, name a hub repository to download them from, or add \
+                  local copies to the store once"
                 .into(),
         });
     };
