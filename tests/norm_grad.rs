@@ -119,6 +119,7 @@ fn gradients_match_pytorch_in_training_mode() {
 /// entries of x, γ and β.
 #[test]
 fn gradients_pass_a_float64_finite_difference_check() {
+    let mut seeded = normstyle::rng::Rng::new(1, 0);
     for kind in [NormKind::Bn, NormKind::In, NormKind::Ln, NormKind::Gn(2)] {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F64, &CPU);
@@ -129,8 +130,16 @@ fn gradients_pass_a_float64_finite_difference_check() {
         let mut vm = vm;
         vm.set_one("n.weight", &gamma).unwrap();
         vm.set_one("n.bias", &beta).unwrap();
-        let x0 = Tensor::randn(0.5f64, 1.5, (3, 4, 3, 2), &CPU).unwrap();
-        let g = Tensor::randn(0f64, 1.0, (3, 4, 3, 2), &CPU).unwrap();
+        let x0 = seeded
+            .normal_tensor(0.5, 1.5, (3, 4, 3, 2), &CPU)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+        let g = seeded
+            .normal_tensor(0.0, 1.0, (3, 4, 3, 2), &CPU)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
         let x = Var::from_tensor(&x0).unwrap();
         // BN's running statistics change with every forward but do not enter the training
         // output, so repeated evaluations see the same function.
@@ -176,9 +185,10 @@ fn gradients_pass_a_float64_finite_difference_check() {
 
 #[test]
 fn layers_agree_with_candle_nn_where_the_semantics_coincide() {
-    let x = Tensor::randn(0.3f32, 1.7, (4, 8, 5, 6), &CPU).unwrap();
+    let mut seeded = normstyle::rng::Rng::new(2, 0);
+    let x = seeded.normal_tensor(0.3, 1.7, (4, 8, 5, 6), &CPU).unwrap();
     // L = Σ y·r with a fixed random r (Σ y² would have a zero gradient after normalizing).
-    let r = Tensor::randn(0f32, 1.0, (4, 8, 5, 6), &CPU).unwrap();
+    let r = seeded.normal_tensor(0.0, 1.0, (4, 8, 5, 6), &CPU).unwrap();
     let grad_of = |y: &Tensor, x: &Var| {
         let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
         g.get(x).unwrap().clone()
@@ -242,6 +252,7 @@ fn layers_agree_with_candle_nn_where_the_semantics_coincide() {
 
 #[test]
 fn running_statistics_land_in_the_varmap() {
+    let mut seeded = normstyle::rng::Rng::new(3, 0);
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &CPU);
     let norm = Norm::new(NormKind::Bn, 3, vb.pp("norm1")).unwrap();
@@ -256,7 +267,7 @@ fn running_statistics_land_in_the_varmap() {
             "norm1.weight"
         ]
     );
-    let x = (Tensor::randn(0f32, 1.0, (5, 3, 4, 4), &CPU).unwrap() + 2.0).unwrap();
+    let x = (seeded.normal_tensor(0.0, 1.0, (5, 3, 4, 4), &CPU).unwrap() + 2.0).unwrap();
     norm.forward_t(&x, true).unwrap();
     let mean: Vec<f32> = vm.data().lock().unwrap()["norm1.running_mean"]
         .flatten_all()
@@ -302,6 +313,7 @@ fn running_statistics_land_in_the_varmap() {
 /// per-channel linear recoloring; the loss must fall for every kind.
 #[test]
 fn a_small_conv_net_trains_with_each_norm() {
+    let mut seeded = normstyle::rng::Rng::new(4, 0);
     for kind in [NormKind::Bn, NormKind::In, NormKind::Ln, NormKind::Gn(4)] {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &CPU);
@@ -320,7 +332,9 @@ fn a_small_conv_net_trains_with_each_norm() {
         .unwrap();
         let losses: Vec<f32> = (0..60)
             .map(|step| {
-                let x = Tensor::rand(0f32, 1.0, (8, 3, 12, 12), &CPU).unwrap();
+                let x = seeded
+                    .uniform_tensor(0.0, 1.0, (8, 3, 12, 12), &CPU)
+                    .unwrap();
                 let target = mix
                     .matmul(&x.permute((1, 0, 2, 3)).unwrap().reshape((3, ())).unwrap())
                     .unwrap()
@@ -349,6 +363,7 @@ fn a_small_conv_net_trains_with_each_norm() {
 /// training runs through the custom op's backward.
 #[test]
 fn a_decoder_trains_through_the_fast_convolution() {
+    let mut seeded = normstyle::rng::Rng::new(5, 0);
     use normstyle::ops::{conv2d_fused, upsample_nearest2x, Activation, ConvSpec, Padding};
     let spec = |act| ConvSpec {
         padding: Padding::Reflect(1),
@@ -361,10 +376,10 @@ fn a_decoder_trains_through_the_fast_convolution() {
         conv2d_fused(&h, w[2], Some(w[3]), spec(Activation::None)).unwrap()
     };
     let teacher = [
-        Tensor::randn(0f32, 0.3, (8, 16, 3, 3), &CPU).unwrap(),
-        Tensor::randn(0f32, 0.1, 8, &CPU).unwrap(),
-        Tensor::randn(0f32, 0.3, (3, 8, 3, 3), &CPU).unwrap(),
-        Tensor::randn(0f32, 0.1, 3, &CPU).unwrap(),
+        seeded.normal_tensor(0.0, 0.3, (8, 16, 3, 3), &CPU).unwrap(),
+        seeded.normal_tensor(0.0, 0.1, 8, &CPU).unwrap(),
+        seeded.normal_tensor(0.0, 0.3, (3, 8, 3, 3), &CPU).unwrap(),
+        seeded.normal_tensor(0.0, 0.1, 3, &CPU).unwrap(),
     ];
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &CPU);
@@ -382,7 +397,7 @@ fn a_decoder_trains_through_the_fast_convolution() {
     let mut opt = candle_nn::AdamW::new_lr(vm.all_vars(), 1e-2).unwrap();
     let mut losses = Vec::new();
     for _ in 0..60 {
-        let feats = Tensor::randn(0f32, 1.0, (4, 16, 6, 6), &CPU).unwrap();
+        let feats = seeded.normal_tensor(0.0, 1.0, (4, 16, 6, 6), &CPU).unwrap();
         let target = decode(&feats, [&teacher[0], &teacher[1], &teacher[2], &teacher[3]]);
         let y = decode(&feats, [&student[0], &student[1], &student[2], &student[3]]);
         let loss = (y - target).unwrap().sqr().unwrap().mean_all().unwrap();

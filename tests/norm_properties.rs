@@ -49,7 +49,13 @@ fn values() -> impl Strategy<Value = Vec<f32>> {
 const ID_TOL: f32 = 1e-4;
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // A fixed seed: the same 48 cases on every run and machine (PROPTEST_RNG_SEED overrides it
+    // for exploring), so a failure reproduces.
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6e6f726d),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn group_norm_with_one_channel_per_group_is_instance_norm(shape in shapes(), vals in values()) {

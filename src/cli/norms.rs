@@ -161,9 +161,12 @@ fn table(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.demo {
         let dev = Device::Cpu;
-        let content = Tensor::randn(0f32, 1.0, (1, 8, 16, 16), &dev)?;
+        // Seeded: the demo prints the same numbers on every run.
+        let mut rng = normstyle::rng::Rng::new(8, 0);
+        let content = rng.normal_tensor(0.0, 1.0, (1, 8, 16, 16), &dev)?;
         let ramp = Tensor::arange(0f32, 8.0, &dev)?.reshape((1, 8, 1, 1))?;
-        let style = Tensor::randn(0f32, 1.0, (1, 8, 16, 16), &dev)?
+        let style = rng
+            .normal_tensor(0.0, 1.0, (1, 8, 16, 16), &dev)?
             .broadcast_mul(&(&ramp + 1.0)?)?
             .broadcast_add(&ramp)?;
         println!("\nstyle channel means: {}", fmt_means(&style)?);
