@@ -13,7 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let norm = Norm::new(NormKind::Gn(8), 32, vb.pp("norm1"))?; // In, Bn, Ln, Gn(G)
-    let x = Tensor::randn(0f32, 1.0, (4, 32, 16, 16), &Device::Cpu)?;
+    // Data from a seeded generator (Candle's CPU generator cannot be seeded).
+    let mut rng = normstyle::rng::Rng::new(2017, 0);
+    let x = rng.normal_tensor(0.0, 1.0, (4, 32, 16, 16), &Device::Cpu)?;
     let y = norm.forward_t(&x, true)?;
     println!(
         "{} on {:?} → {:?}, variables {:?}",
@@ -51,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut opt = candle_nn::AdamW::new_lr(vm.all_vars(), 3e-3)?;
         let mut losses = Vec::new();
         for _ in 0..60 {
-            let x = Tensor::rand(0f32, 1.0, (8, 3, 12, 12), &Device::Cpu)?;
+            let x = rng.uniform_tensor(0.0, 1.0, (8, 3, 12, 12), &Device::Cpu)?;
             let target = mix
                 .matmul(&x.permute((1, 0, 2, 3))?.reshape((3, ()))?)?
                 .reshape((3, 8, 12, 12))?
