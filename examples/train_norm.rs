@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let norm = Norm::new(NormKind::Gn(8), 32, vb.pp("norm1"))?; // In, Bn, Ln, Gn(G)
-    // Data from a seeded generator (Candle's CPU generator cannot be seeded).
+                                                                // Data from a seeded generator (Candle's CPU generator cannot be seeded).
     let mut rng = normstyle::rng::Rng::new(2017, 0);
     let x = rng.normal_tensor(0.0, 1.0, (4, 32, 16, 16), &Device::Cpu)?;
     let y = norm.forward_t(&x, true)?;

@@ -344,7 +344,8 @@ fn half_precision_weights_paint_nearly_the_f32_picture() {
         .unwrap()
         .stylize(&content, &style)
         .unwrap();
-    for (dtype, tol) in [(candle::DType::F16, 3.0)] {
+    {
+        let (dtype, tol) = (candle::DType::F16, 3.0);
         let st = Stylizer::magenta_dtype(&cpu, dtype).unwrap();
         let out = st.stylize(&content, &style).unwrap();
         let d = mean_levels(&out, &f32_out);

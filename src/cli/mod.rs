@@ -290,7 +290,8 @@ impl StylizeArgs {
         if !(0.0..1.0).contains(&self.temporal) {
             bail!("--temporal: {} is outside [0, 1)", self.temporal);
         }
-        if !(self.scene_threshold >= 0.0) {
+        // NaN fails this test too.
+        if self.scene_threshold.is_nan() || self.scene_threshold < 0.0 {
             bail!(
                 "--scene-threshold: {} is not a number ≥ 0",
                 self.scene_threshold

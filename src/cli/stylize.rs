@@ -16,7 +16,11 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<ExitCode> {
     let specs = args.specs()?;
     let outputs = output_paths(&args, &specs)?;
     // Decode every input first: a broken file fails the call before any work or output.
-    let contents: Vec<Rgb> = args.content.iter().map(load).collect::<Result<_, _>>()?;
+    let contents: Vec<Rgb> = args
+        .content
+        .iter()
+        .map(|p| load(p))
+        .collect::<Result<_, _>>()?;
     let style_images = args.style_images()?;
     let mask = args.load_mask()?;
 
@@ -83,7 +87,7 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Decodes a content file, or standard input for `-`.
-fn load(p: &PathBuf) -> anyhow::Result<Rgb> {
+fn load(p: &std::path::Path) -> anyhow::Result<Rgb> {
     if p.as_os_str() != "-" {
         return Ok(imaging::load_rgb(p)?);
     }

@@ -101,7 +101,10 @@ impl FeatureStats {
     /// Statistics given directly (e.g. conditional-IN β as `mean` and γ as `std`): `samples ·
     /// channels` values each, sample-major.
     pub fn from_parts(channels: usize, mean: Vec<f64>, std: Vec<f64>) -> Result<Self> {
-        if channels == 0 || mean.len() != std.len() || mean.is_empty() || mean.len() % channels != 0
+        if channels == 0
+            || mean.len() != std.len()
+            || mean.is_empty()
+            || !mean.len().is_multiple_of(channels)
         {
             return Err(Error::input(
                 WHAT,

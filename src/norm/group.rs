@@ -78,7 +78,7 @@ impl GroupNorm {
                 format!("num_groups and num_channels must be at least 1, got {num_groups} and {num_channels}"),
             ));
         }
-        if num_channels % num_groups != 0 {
+        if !num_channels.is_multiple_of(num_groups) {
             return Err(Error::config(
                 LAYER,
                 format!(

@@ -73,7 +73,7 @@ impl Moments {
     /// `x`: any shape and float dtype whose element count is a positive multiple of `row_len`.
     pub fn of_rows(x: &Tensor, row_len: usize) -> Result<Self> {
         let n = x.elem_count();
-        if row_len == 0 || n == 0 || n % row_len != 0 {
+        if row_len == 0 || n == 0 || !n.is_multiple_of(row_len) {
             return Err(Error::input(
                 "normalization",
                 format!("cannot split {n} elements into rows of {row_len}"),
@@ -531,8 +531,8 @@ fn normalize_rows_impl(
     let n = x.elem_count();
     if row_len == 0
         || plane_len == 0
-        || n % row_len != 0
-        || row_len % plane_len != 0
+        || !n.is_multiple_of(row_len)
+        || !row_len.is_multiple_of(plane_len)
         || gamma.is_empty()
         || gamma.len() != beta.len()
     {

