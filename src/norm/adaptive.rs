@@ -37,27 +37,12 @@ impl FeatureStats {
     /// differ). Samples are numbered across the tensors in order. σ = sqrt(var + `eps`) with the
     /// given estimator; every pool must hold at least two values for the unbiased one.
     pub fn of_batch(xs: &[&Tensor], kind: NormKind, var: Variance, eps: f64) -> Result<Self> {
-        let Some(first) = xs.first() else {
-            return Err(Error::input(WHAT, "no feature maps given"));
-        };
-        let channels = dims4(first)?.1;
+        let channels = batch_channels(xs)?;
         // Plane-or-group moments of every tensor, and which pool each plane reads.
         let mut moments = Moments::default();
         let mut pool_of_plane = Vec::new();
         for x in xs {
             let (n, c, h, w) = dims4(x)?;
-            if c != channels {
-                return Err(Error::input(
-                    WHAT,
-                    format!("feature maps with {channels} and {c} channels in one batch"),
-                ));
-            }
-            if n * h * w == 0 {
-                return Err(Error::input(
-                    WHAT,
-                    format!("empty feature map of shape {:?}", x.dims()),
-                ));
-            }
             let groups = kind.groups(c);
             let per_group = c / groups;
             let row_len = if kind == NormKind::Bn {
@@ -373,7 +358,32 @@ fn style_stats_on_device(style: &Tensor, kind: NormKind) -> Result<(Tensor, Tens
         .ok_or_else(|| Error::input(WHAT, "no style statistics"))
 }
 
-fn dims4(x: &Tensor) -> Result<(usize, usize, usize, usize)> {
+/// The channel count of a batch of (Nᵢ, C, Hᵢ, Wᵢ) maps, checked: at least one map, the same C,
+/// none empty.
+pub(super) fn batch_channels(xs: &[&Tensor]) -> Result<usize> {
+    let Some(first) = xs.first() else {
+        return Err(Error::input(WHAT, "no feature maps given"));
+    };
+    let channels = dims4(first)?.1;
+    for x in xs {
+        let (n, c, h, w) = dims4(x)?;
+        if c != channels {
+            return Err(Error::input(
+                WHAT,
+                format!("feature maps with {channels} and {c} channels in one batch"),
+            ));
+        }
+        if n * h * w == 0 {
+            return Err(Error::input(
+                WHAT,
+                format!("empty feature map of shape {:?}", x.dims()),
+            ));
+        }
+    }
+    Ok(channels)
+}
+
+pub(super) fn dims4(x: &Tensor) -> Result<(usize, usize, usize, usize)> {
     x.dims4().map_err(|_| {
         Error::input(
             WHAT,

@@ -10,6 +10,7 @@
 
 use candle::{DType, Tensor, D};
 
+use super::adaptive::dims4;
 use super::stats::{PostOp, Variance};
 use super::NormKind;
 use crate::{Error, Result};
@@ -31,24 +32,8 @@ pub(crate) fn batch_stats(
     var: Variance,
     eps: f64,
 ) -> Result<Vec<(Tensor, Tensor)>> {
-    let Some(first) = xs.first() else {
-        return Err(Error::input(WHAT, "no feature maps given"));
-    };
-    let channels = dims4(first)?.1;
+    super::adaptive::batch_channels(xs)?;
     for x in xs {
-        let (n, c, h, w) = dims4(x)?;
-        if c != channels {
-            return Err(Error::input(
-                WHAT,
-                format!("feature maps with {channels} and {c} channels in one batch"),
-            ));
-        }
-        if n * h * w == 0 {
-            return Err(Error::input(
-                WHAT,
-                format!("empty feature map of shape {:?}", x.dims()),
-            ));
-        }
         super::graph::compute_dtype(x)?;
     }
     let xs: Vec<Tensor> = xs
@@ -159,18 +144,6 @@ pub(crate) fn align(
         .broadcast_mul(&scale)?
         .broadcast_add(to_mean)?;
     Ok(post.tensor(y)?.to_dtype(dtype)?)
-}
-
-fn dims4(x: &Tensor) -> Result<(usize, usize, usize, usize)> {
-    x.dims4().map_err(|_| {
-        Error::input(
-            WHAT,
-            format!(
-                "expected (N, C, H, W) feature maps, found shape {:?}",
-                x.dims()
-            ),
-        )
-    })
 }
 
 /// Per-channel values (C of them, host f64: conditional-IN γ or β) as a (1, C, 1, 1) f32 tensor
