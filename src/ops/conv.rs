@@ -74,7 +74,8 @@ pub fn plan(p: &Problem) -> Plan {
         };
     }
     if g != 1 {
-        return if g == p.cin && cin_g == 1 {
+        // One filter per channel; a channel multiplier (Cout = k·Cin) takes Candle's path.
+        return if g == p.cin && cin_g == 1 && cout == p.cin {
             Plan::Depthwise
         } else {
             Plan::Candle
@@ -373,7 +374,9 @@ pub(crate) fn candle_path(
             format!("{hp}×{wp} input (padded) is smaller than the {kh}×{kw} kernel"),
         ));
     }
-    let y = if spec.groups > 1 && spec.groups == x.dim(1)? && weight.dim(1)? == 1 {
+    let c = x.dim(1)?;
+    let depthwise = spec.groups > 1 && spec.groups == c && weight.dims()[..2] == [c, 1];
+    let y = if depthwise {
         depthwise_tensor_ops(&x, weight, spec.stride)?
     } else {
         x.conv2d(weight, 0, spec.stride, 1, spec.groups)?
@@ -725,6 +728,23 @@ mod tests {
                 true,
             ),
         ];
+        // A depthwise layer with a channel multiplier (Cout = 2·Cin) on every path.
+        let cases: Vec<_> = cases
+            .into_iter()
+            .chain([(
+                1,
+                4,
+                9,
+                8,
+                8,
+                3,
+                2,
+                4,
+                Padding::Same,
+                Activation::Relu,
+                true,
+            )])
+            .collect();
         for (i, &(n, cin, h, w, cout, k, stride, groups, padding, act, has_bias)) in
             cases.iter().enumerate()
         {
@@ -1018,6 +1038,7 @@ mod tests {
                 Plan::Candle,
             ),
             (problem(8, (8, 2, 3, 3), 1, 4, true, false), Plan::Candle),
+            (problem(8, (16, 1, 3, 3), 1, 8, true, false), Plan::Candle),
         ];
         for (p, want) in cases {
             assert_eq!(plan(&p), want, "{p:?}");
