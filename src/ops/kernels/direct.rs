@@ -107,6 +107,9 @@ impl Job<'_> {
     /// # Safety
     /// Row y is this task's alone; `kernel` runs on this CPU.
     unsafe fn row(&self, y: usize, kernel: Isa) {
+        debug_assert!(
+            y < self.g.ho && self.w.len() >= self.g.cin * self.g.kh * self.g.kw * self.g.cout
+        );
         // SAFETY: the caller upholds this function's `# Safety` contract.
         unsafe {
             let (g, x) = (self.g, self.x);

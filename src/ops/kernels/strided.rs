@@ -174,6 +174,7 @@ impl Job<'_> {
     /// # Safety
     /// Row y is this task's alone; `kernel` runs on this CPU.
     unsafe fn row(&self, y: usize, lr: usize, buf: &[f32], kernel: Isa) {
+        debug_assert!(y < self.g.ho && (lr + self.g.kh) * self.g.cin * 2 * self.half <= buf.len());
         // SAFETY: the caller upholds this function's `# Safety` contract.
         unsafe {
             let g = self.g;

@@ -137,6 +137,7 @@ impl Job<'_> {
     /// # Safety
     /// As for [`Self::run`]; row 2r + a is this task's.
     unsafe fn row(&self, r: usize, a: usize, kernel: Isa, edge: &mut Vec<f32>) {
+        debug_assert!(r < self.h && a < 2 && self.wt.len() >= 2 * self.cin * 2 * 4 * self.cout);
         // SAFETY: the caller upholds this function's `# Safety` contract.
         unsafe {
             let rows = self.rows(r, a);

@@ -191,6 +191,7 @@ pub(crate) unsafe fn conv(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_avx2(job: &Job, r0: usize, r1: usize, s: &mut Scratch) {
+    debug_assert!(r0 < r1 && r1 <= job.ho.div_ceil(4));
     job.block::<Avx2>(r0, r1, s)
 }
 
@@ -200,6 +201,7 @@ unsafe fn block_avx2(job: &Job, r0: usize, r1: usize, s: &mut Scratch) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_avx512(job: &Job, r0: usize, r1: usize, s: &mut Scratch) {
+    debug_assert!(r0 < r1 && r1 <= job.ho.div_ceil(4));
     job.block::<Avx512>(r0, r1, s)
 }
 
