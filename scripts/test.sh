@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs the programs the tests drive (Debian's
-# ffmpeg, for the video tests) when they are missing, checks the bare library
+# ffmpeg for the video tests, Debian's chromium and npm's playwright-core for the page test)
+# when they are missing, checks the bare library
 # (`--no-default-features`), then runs `cargo test --locked`.
 # CI runs this (`.ci/run`); so does the README's second command.
 set -euo pipefail
@@ -8,12 +9,21 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
+# The page test drives Debian's chromium with playwright-core (Node.js from the machine, or
+# Debian's when it has none).
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]} (Debian packages) for the tests" >&2
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "installing playwright-core (npm) into tests/browser/node_modules" >&2
+    (cd tests/browser && npm install --no-audit --no-fund --silent)
 fi
 
 # The kernel tests loop over the instruction sets this CPU has and fail when one of these is

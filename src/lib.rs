@@ -33,6 +33,7 @@
 //!   for dtype, shape and finite values; the Hugging Face Hub and a local store.
 //! - [`imaging`], [`color`], [`compare`], [`grid`]: images in and out, color preservation,
 //!   metrics and labeled grids.
+//! - `serve` (feature `serve`): the web app of `normstyle serve` and its JSON/HTTP API.
 //! - [`video`]: clips in and out (ffmpeg pipes, GIFs, folders of frames), stylized with
 //!   normalization statistics kept over time, and a flicker measure.
 
@@ -53,6 +54,8 @@ pub mod ops;
 pub mod pipeline;
 pub mod profile;
 pub mod rng;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod video;
 pub mod weights;
 

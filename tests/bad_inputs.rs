@@ -182,6 +182,8 @@ fn every_bad_input_ends_cleanly() {
         (styl("photo.png", &["--style", "art2.png", "--mask", "gray_mask.png"]), Writes(32, 24)),
         (styl("photo.png", &["--mask", "gray_mask.png"]), Fails("--mask: spatial control needs exactly two --style images")),
         (styl("photo.png", &["--dtype", "f16"]), Fails("--dtype f16: half precision needs a GPU (--device cuda or metal)")),
+        (s(&["serve", "--timeout", "0"]), Fails("--timeout: 0 is not a number of seconds > 0")),
+        (s(&["serve", "--max-body-mb", "NaN"]), Fails("--max-body-mb: NaN is not a size > 0")),
         (styl("photo.png", &["--style", "art2.png", "--mask", "notes.txt"]), Fails("notes.txt: not a recognized image format")),
         (s(&["stylize", "photo.png", "--style", "missing_style.png", "-o", "out.png"]), Fails("missing_style.png: No such file")),
         (s(&["stylize", "photo.png", "--style", "art.png", "-o", "out.bmp"]), Fails("unsupported output extension")),

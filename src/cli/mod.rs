@@ -12,6 +12,7 @@ mod manifest;
 pub mod memory;
 mod norms;
 mod presets;
+mod serve;
 mod stylize;
 mod video;
 mod video_metrics;
@@ -71,6 +72,8 @@ enum Command {
     ImportMagenta(import_magenta::Args),
     /// Measure the flicker of a stylized clip whose motion is known (JSON on stdout).
     VideoMetrics(video_metrics::Args),
+    /// Compare the norms live in the browser: a local web app and its JSON/HTTP API.
+    Serve(serve::Args),
 }
 
 /// Runs a parsed command line. Errors carry their context chain; `main` prints them.
@@ -94,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compare(args) => compare::run(*args),
         Command::ImportMagenta(args) => import_magenta::run(args),
         Command::VideoMetrics(args) => video_metrics::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

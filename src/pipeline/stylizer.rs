@@ -315,6 +315,11 @@ impl Stylizer {
         &self.device
     }
 
+    /// The content size option ([`Self::with_content_size`]).
+    pub fn content_size(&self) -> Option<u32> {
+        self.content_size
+    }
+
     /// The normalization statistics in use.
     pub fn norm(&self) -> NormKind {
         self.norm
