@@ -259,15 +259,9 @@ fn settings(app: &App, form: &Form) -> Result<Settings, ApiError> {
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     };
-    let model = match f("model") {
-        None => 0,
-        Some(id) => app.models.iter().position(|m| m.id == id).ok_or_else(|| {
-            ApiError::bad(format!(
-                "model: {}",
-                app.model(Some(id)).err().unwrap_or_default()
-            ))
-        })?,
-    };
+    let model = app
+        .model_index(f("model"))
+        .map_err(|e| ApiError::bad(format!("model: {e}")))?;
     let family = app.models[model].stylizer.family();
     let norm = match f("norm") {
         None => NormKind::In,

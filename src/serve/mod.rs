@@ -137,17 +137,19 @@ impl App {
         &self.config
     }
 
-    fn model(&self, id: Option<&str>) -> std::result::Result<&ServedModel, String> {
-        match id {
-            None => self
-                .models
-                .first()
-                .ok_or_else(|| "no model is loaded".to_string()),
-            Some(id) => self.models.iter().find(|m| m.id == id).ok_or_else(|| {
-                let ids: Vec<&str> = self.models.iter().map(|m| m.id.as_str()).collect();
-                format!("unknown model `{id}` (available: {})", ids.join(", "))
-            }),
-        }
+    /// The index of model `id` (the first model without one).
+    fn model_index(&self, id: Option<&str>) -> std::result::Result<usize, String> {
+        let Some(id) = id else {
+            return if self.models.is_empty() {
+                Err("no model is loaded".into())
+            } else {
+                Ok(0)
+            };
+        };
+        self.models.iter().position(|m| m.id == id).ok_or_else(|| {
+            let ids: Vec<&str> = self.models.iter().map(|m| m.id.as_str()).collect();
+            format!("unknown model `{id}` (available: {})", ids.join(", "))
+        })
     }
 
     /// The content prepared by `st` from `bytes`, from the cache when it was prepared before
