@@ -457,3 +457,42 @@ fn the_experiment_writes_its_csv_and_plot_and_is_deterministic() {
     assert_eq!((plot.width(), plot.height()), (900, 600));
     assert_eq!(run("b"), a, "same seed, same results");
 }
+
+/// The loss flows back through the embedded style predictor (MobileNetV2: depthwise layers on
+/// the crate's own backward): the input gradient matches central differences.
+#[test]
+fn gradients_flow_back_through_the_style_predictor() {
+    let mut seeded = normstyle::rng::Rng::new(21, 0);
+    let p = normstyle::model::magenta::StylePredictor::embedded(&CPU).unwrap();
+    let x0 = seeded
+        .uniform_tensor(0.2, 0.8, (1, 3, 48, 48), &CPU)
+        .unwrap();
+    let r = seeded.normal_tensor(0.0, 1.0, (1, 100), &CPU).unwrap();
+    let loss = |x: &Tensor| -> Tensor { (p.forward(x).unwrap() * &r).unwrap().sum_all().unwrap() };
+    let x = Var::from_tensor(&x0).unwrap();
+    let grads = loss(x.as_tensor()).backward().unwrap();
+    let g: Vec<f32> = grads
+        .get(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| *v != 0.0));
+    let base: Vec<f32> = x0.flatten_all().unwrap().to_vec1().unwrap();
+    let eps = 1e-2f32;
+    for i in [5, 1000, 2 * 48 * 48 + 777] {
+        let at = |d: f32| {
+            let mut v = base.clone();
+            v[i] += d;
+            let t = Tensor::from_vec(v, (1, 3, 48, 48), &CPU).unwrap();
+            f64::from(loss(&t).to_scalar::<f32>().unwrap())
+        };
+        let fd = (at(eps) - at(-eps)) / (2.0 * f64::from(eps));
+        let ad = f64::from(g[i]);
+        assert!(
+            (fd - ad).abs() <= 0.05 * ad.abs().max(fd.abs()) + 1e-3,
+            "pixel {i}: autograd {ad}, finite differences {fd}"
+        );
+    }
+}

@@ -38,6 +38,8 @@ pub enum Plan {
     Depthwise,
     /// The GEMM as a Candle op with a backward: inputs that record a graph (training).
     GemmTrain,
+    /// The depthwise loops as a Candle op with a backward (training through MobileNet).
+    DepthwiseTrain,
     /// Candle's own ops: other devices, other dtypes, other group counts, or
     /// `NORMSTYLE_KERNEL=candle`.
     Candle,
@@ -66,16 +68,17 @@ pub fn plan(p: &Problem) -> Plan {
     if !p.own_kernels {
         return Plan::Candle;
     }
+    // One filter per channel; a channel multiplier (Cout = k·Cin) takes Candle's path.
+    let depthwise = g == p.cin && cin_g == 1 && cout == p.cin;
     if p.tracked {
-        return if g == 1 {
-            Plan::GemmTrain
-        } else {
-            Plan::Candle
+        return match g {
+            1 => Plan::GemmTrain,
+            _ if depthwise => Plan::DepthwiseTrain,
+            _ => Plan::Candle,
         };
     }
     if g != 1 {
-        // One filter per channel; a channel multiplier (Cout = k·Cin) takes Candle's path.
-        return if g == p.cin && cin_g == 1 && cout == p.cin {
+        return if depthwise {
             Plan::Depthwise
         } else {
             Plan::Candle
@@ -95,13 +98,14 @@ pub fn plan(p: &Problem) -> Plan {
 
 impl Plan {
     /// Every plan, in the order [`plan`] tries them.
-    pub const ALL: [Plan; 7] = [
+    pub const ALL: [Plan; 8] = [
         Plan::Direct,
         Plan::Winograd,
         Plan::Strided,
         Plan::Gemm,
         Plan::Depthwise,
         Plan::GemmTrain,
+        Plan::DepthwiseTrain,
         Plan::Candle,
     ];
 
@@ -136,6 +140,7 @@ impl Plan {
                 "im2col + gemm crate ({}) with a backward: training",
                 isa::gemm_isa()
             ),
+            Plan::DepthwiseTrain => "own depthwise loops with a backward: training".into(),
             Plan::Candle => "candle's conv2d: other devices and dtypes".into(),
         }
     }
@@ -234,7 +239,9 @@ pub fn conv2d_prepared(
     });
     match chosen {
         Plan::Candle => return candle_path(x, weight, bias, spec),
-        Plan::GemmTrain => return conv2d_train(x, weight, bias, spec),
+        Plan::GemmTrain | Plan::DepthwiseTrain => {
+            return conv2d_train(x, weight, bias, spec, chosen)
+        }
         _ => {}
     }
     let (pt, pb, pl, pr) = spec.padding.sides((h, w), (kh, kw), spec.stride)?;
@@ -417,13 +424,14 @@ fn depthwise_tensor_ops(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor>
     Ok(y.reshape((n, c, ho, wo))?)
 }
 
-/// `conv2d_fused` for f32 CPU tensors that record a graph (groups = 1): padding, bias and
-/// activation as tensor ops around the GEMM op, so autograd sees them too.
+/// `conv2d_fused` for f32 CPU tensors that record a graph (groups = 1, or depthwise): padding,
+/// bias and activation as tensor ops around the GEMM or depthwise op, so autograd sees them too.
 fn conv2d_train(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     spec: ConvSpec,
+    plan: Plan,
 ) -> Result<Tensor> {
     let (_, _, kh, kw) = weight.dims4()?;
     let xp = pad_input(x, (kh, kw), spec)?;
@@ -432,10 +440,22 @@ fn conv2d_train(
         // Let Candle's path report the size error in its words.
         return candle_path(x, weight, bias, spec);
     }
-    let core = gemm::ConvCore {
-        stride: spec.stride,
+    let (xp, w) = (xp.contiguous()?, weight.contiguous()?);
+    let y = if plan == Plan::DepthwiseTrain {
+        xp.apply_op2(
+            &w,
+            depthwise::DepthwiseCore {
+                stride: spec.stride,
+            },
+        )?
+    } else {
+        xp.apply_op2(
+            &w,
+            gemm::ConvCore {
+                stride: spec.stride,
+            },
+        )?
     };
-    let y = xp.contiguous()?.apply_op2(&weight.contiguous()?, core)?;
     bias_act(y, bias, spec.act)
 }
 
@@ -1043,6 +1063,54 @@ mod tests {
         for (p, want) in cases {
             assert_eq!(plan(&p), want, "{p:?}");
             assert!(!want.describe().is_empty());
+        }
+    }
+
+    /// Gradients through the depthwise op (the style predictor's layers, stride 1 and 2, SAME
+    /// padding, ReLU6) equal those of the tensor-op depthwise convolution, for the input, the
+    /// weight and the bias.
+    #[test]
+    fn depthwise_backward_matches_candle() {
+        let dev = Device::Cpu;
+        let mut rng = Rng::new(12, 0);
+        for (stride, c, k, h, w) in [(1, 8, 3, 9, 11), (2, 6, 3, 12, 10), (2, 4, 5, 9, 9)] {
+            let x = Var::from_tensor(&rng.normal_tensor(0.0, 1.0, (2, c, h, w), &dev).unwrap())
+                .unwrap();
+            let wt = Var::from_tensor(&rng.normal_tensor(0.0, 0.3, (c, 1, k, k), &dev).unwrap())
+                .unwrap();
+            let b = Var::from_tensor(&rng.normal_tensor(0.0, 0.3, c, &dev).unwrap()).unwrap();
+            let spec = ConvSpec {
+                stride,
+                groups: c,
+                padding: Padding::Same,
+                act: Activation::Relu6,
+            };
+            let ours = conv2d_fused(&x, &wt, Some(&b), spec).unwrap();
+            let theirs = candle_path(&x, &wt, Some(&b), spec).unwrap();
+            let r = rng.normal_tensor(0.0, 1.0, ours.shape(), &dev).unwrap();
+            let g1 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (&theirs * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let rel = |a: &Tensor, b: &Tensor| -> f32 {
+                let m = b
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+                d.to_scalar::<f32>().unwrap() / m.max(1e-6)
+            };
+            assert!(rel(&ours, &theirs) < 1e-5, "stride {stride}: forward");
+            for (name, v) in [("x", &x), ("w", &wt), ("b", &b)] {
+                let d = rel(g1.get(v).unwrap(), g2.get(v).unwrap());
+                assert!(d < 1e-5, "stride {stride} d{name}: {d}");
+            }
         }
     }
 }

@@ -32,7 +32,7 @@ pub(crate) use shared::zeroed;
 pub fn kernel_path() -> String {
     let mut s = Plan::ALL
         .iter()
-        .filter(|p| !matches!(p, Plan::GemmTrain | Plan::Candle))
+        .filter(|p| !matches!(p, Plan::GemmTrain | Plan::DepthwiseTrain | Plan::Candle))
         .map(|p| p.describe())
         .collect::<Vec<_>>()
         .join("; ");

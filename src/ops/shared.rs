@@ -232,6 +232,17 @@ pub(crate) fn tap_major(w: &[f32], bias: Option<&[f32]>, g: &Geometry) -> (Vec<f
     (wt, b)
 }
 
+/// The f32 values of a custom op's contiguous CPU operand.
+pub(crate) fn contiguous_f32<'a>(
+    s: &'a candle::CpuStorage,
+    l: &candle::Layout,
+) -> candle::Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle::bail!("normstyle conv: expected a contiguous input"),
+    }
+}
+
 /// A zeroed f32 buffer of `len`, zeroed by the thread pool: a fresh multi-MiB buffer's page
 /// faults and zeroing on the calling thread alone were ~15 % of a 2-thread Magenta 1024² run.
 pub(crate) fn zeroed(len: usize) -> Vec<f32> {

@@ -1,11 +1,13 @@
 //! Depthwise convolution (groups = channels, one kh × kw filter each: the MobileNet style
 //! predictor) on a padded sample, parallel over channels; the loops compiled for AVX2 when the
-//! CPU has it.
+//! CPU has it. [`DepthwiseCore`] is the same convolution as a Candle op with a backward, so a
+//! loss can flow back through the predictor (training with it as the loss network).
 
+use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::ops::isa::avx2_or_plain;
-use crate::ops::shared::{epilogue, in_pool, Activation, Geometry};
+use crate::ops::shared::{contiguous_f32, epilogue, in_pool, Activation, Geometry};
 
 /// Depthwise convolution (one kh×kw filter per channel), parallel over channels.
 pub(crate) fn depthwise(
@@ -68,4 +70,127 @@ fn depthwise_plane_in(
         }
     }
     epilogue(out, bias.map_or(0.0, |b| b[c]), act);
+}
+
+/// A VALID depthwise convolution (no padding, no bias) of (N, C, Hp, Wp) by (C, 1, kh, kw) with a
+/// backward: dX scatters each output gradient back through its channel's filter, dW correlates
+/// the input with the output gradient per channel (summed over the batch).
+pub(crate) struct DepthwiseCore {
+    /// Stride (both axes).
+    pub(crate) stride: usize,
+}
+
+fn depthwise_geometry(x: &[usize], w: &[usize], stride: usize) -> candle::Result<Geometry> {
+    if x.len() != 4 || w.len() != 4 || w[0] != x[1] || w[1] != 1 {
+        candle::bail!("normstyle depthwise: input {x:?} and weight {w:?} do not fit");
+    }
+    // Per group: one input and one output channel; the kernels index planes by channel.
+    Geometry::new(1, (x[2], x[3]), x[1], (w[2], w[3]), stride)
+        .map_err(|e| candle::Error::Msg(e.to_string()))
+}
+
+impl CustomOp2 for DepthwiseCore {
+    fn name(&self) -> &'static str {
+        "normstyle-depthwise"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let g = depthwise_geometry(l1.dims(), l2.dims(), self.stride)?;
+        let (x, w) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
+        let (n, c) = (l1.dims()[0], g.cout);
+        let (in_len, out_len) = (c * g.hp * g.wp, c * g.ho * g.wo);
+        let mut out = vec![0f32; n * out_len];
+        for (s, dst) in out.chunks_mut(out_len).enumerate() {
+            depthwise(
+                &x[s * in_len..(s + 1) * in_len],
+                w,
+                None,
+                dst,
+                &g,
+                Activation::None,
+            );
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, c, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = depthwise_geometry(x.dims(), w.dims(), self.stride)?;
+        let (n, c, s) = (x.dim(0)?, g.cout, g.stride);
+        let (kk, plane_in, plane_out) = (g.kh * g.kw, g.hp * g.wp, g.ho * g.wo);
+        let dy: Vec<f32> = dy.flatten_all()?.to_vec1()?;
+        let wv: Vec<f32> = w.flatten_all()?.to_vec1()?;
+        let dx = x
+            .track_op()
+            .then(|| -> candle::Result<Tensor> {
+                let mut dx = vec![0f32; n * c * plane_in];
+                // One task per (sample, channel) plane: it touches its own plane only.
+                in_pool(|| {
+                    dx.par_chunks_mut(plane_in).enumerate().for_each(|(p, d)| {
+                        let ch = p % c;
+                        let f = &wv[ch * kk..(ch + 1) * kk];
+                        let g_out = &dy[p * plane_out..(p + 1) * plane_out];
+                        for oy in 0..g.ho {
+                            for ox in 0..g.wo {
+                                let v = g_out[oy * g.wo + ox];
+                                for ky in 0..g.kh {
+                                    let row = (oy * s + ky) * g.wp + ox * s;
+                                    for kx in 0..g.kw {
+                                        d[row + kx] += f[ky * g.kw + kx] * v;
+                                    }
+                                }
+                            }
+                        }
+                    })
+                });
+                Tensor::from_vec(dx, x.shape(), x.device())
+            })
+            .transpose()?;
+        let dw = w
+            .track_op()
+            .then(|| -> candle::Result<Tensor> {
+                let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                let mut dw = vec![0f32; c * kk];
+                in_pool(|| {
+                    dw.par_chunks_mut(kk).enumerate().for_each(|(ch, d)| {
+                        // Accumulated in f64 over the batch and the map, rounded once.
+                        let mut acc = vec![0f64; kk];
+                        for b in 0..n {
+                            let p = b * c + ch;
+                            let xs = &xv[p * plane_in..(p + 1) * plane_in];
+                            let g_out = &dy[p * plane_out..(p + 1) * plane_out];
+                            for (t, a) in acc.iter_mut().enumerate() {
+                                let (ky, kx) = (t / g.kw, t % g.kw);
+                                let mut sum = 0f64;
+                                for oy in 0..g.ho {
+                                    let row = &xs[(oy * s + ky) * g.wp + kx..];
+                                    for ox in 0..g.wo {
+                                        sum += f64::from(row[ox * s])
+                                            * f64::from(g_out[oy * g.wo + ox]);
+                                    }
+                                }
+                                *a += sum;
+                            }
+                        }
+                        for (d, a) in d.iter_mut().zip(acc) {
+                            *d = a as f32;
+                        }
+                    })
+                });
+                Tensor::from_vec(dw, w.shape(), w.device())
+            })
+            .transpose()?;
+        Ok((dx, dw))
+    }
 }

@@ -16,7 +16,7 @@
 use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::shared::{epilogue, in_pool, Activation, Geometry, OutPtr};
+use crate::ops::shared::{contiguous_f32, epilogue, in_pool, Activation, Geometry, OutPtr};
 
 /// Dense convolution of one padded sample: `src` (Cin, Hp, Wp) → `dst` (Cout, Ho, Wo).
 ///
@@ -150,13 +150,6 @@ fn geometry(x: &[usize], w: &[usize], stride: usize) -> candle::Result<Geometry>
     }
     Geometry::new(x[1], (x[2], x[3]), w[0], (w[2], w[3]), stride)
         .map_err(|e| candle::Error::Msg(e.to_string()))
-}
-
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle::Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle::bail!("normstyle conv: expected a contiguous input"),
-    }
 }
 
 impl CustomOp2 for ConvCore {
