@@ -10,7 +10,8 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use candle::Device;
+//! use normstyle::candle::Device;
+//! use normstyle::image;
 //! use normstyle::{NormKind, Stylizer};
 //!
 //! let content = image::open("assets/photos/chicago.jpg")?.thumbnail(96, 96);

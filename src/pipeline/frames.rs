@@ -56,7 +56,7 @@ impl TemporalOptions {
 /// # fn main() -> normstyle::Result<()> {
 /// use normstyle::pipeline::{Styling, TemporalOptions};
 /// use normstyle::Stylizer;
-/// let st = Stylizer::magenta(&candle::Device::Cpu)?.with_content_size(Some(0));
+/// let st = Stylizer::magenta(&normstyle::candle::Device::Cpu)?.with_content_size(Some(0));
 /// let style = st.style_from_rgb(normstyle::imaging::load_rgb("style.jpg".as_ref())?)?;
 /// let mut frames = st.frames(Styling::single(&style), TemporalOptions::with_momentum(0.9))?;
 /// for i in 0..24 {

@@ -10,7 +10,8 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use candle::Device;
+//! use normstyle::candle::Device;
+//! use normstyle::image;
 //! use normstyle::{NormKind, Stylizer};
 //! let content = image::open("assets/photos/chicago.jpg")?;
 //! let style = image::open("assets/styles/brushstrokes.jpg")?;
