@@ -104,6 +104,14 @@ pub enum Error {
         /// What went wrong and what to do.
         msg: String,
     },
+    /// Training stopped: a loss turned non-finite (the weights are those before that step).
+    #[error("step {step}: the loss is not finite ({msg}); lower the learning rate")]
+    Diverged {
+        /// The step whose loss was not finite (1-based).
+        step: u64,
+        /// The losses of that step.
+        msg: String,
+    },
     /// An error from a tensor operation in Candle.
     #[error(transparent)]
     Candle(#[from] candle::Error),

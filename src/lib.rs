@@ -57,6 +57,7 @@ pub mod profile;
 pub mod rng;
 #[cfg(feature = "serve")]
 pub mod serve;
+pub mod train;
 pub mod video;
 pub mod weights;
 

@@ -37,7 +37,7 @@ pub fn run(mut args: StylizeArgs) -> anyhow::Result<ExitCode> {
         }
         args.style.extend(found);
     }
-    if args.norm.parse::<NormKind>()? == NormKind::Bn {
+    if args.norm_kind()? == Some(NormKind::Bn) {
         bail!("--norm bn: a batch run stylizes one photo at a time, so BN statistics would equal IN; give the photos as arguments to pool them");
     }
     let specs = args.specs()?;
@@ -95,7 +95,7 @@ pub fn run(mut args: StylizeArgs) -> anyhow::Result<ExitCode> {
                 let obj = serde_json::json!({
                     "content": content.display().to_string(), "style": style,
                     "output": output.display().to_string(), "width": width, "height": height,
-                    "model": st.family().name(), "norm": st.norm().to_string(), "alpha": args.alpha,
+                    "model": st.family().name(), "norm": st.norm().to_string(), "alpha": st.alpha(),
                     "seconds": seconds,
                 });
                 if let Err(e) = bar.suspend(|| writeln!(stdout, "{obj}")) {

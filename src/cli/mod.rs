@@ -14,6 +14,7 @@ mod norms;
 mod presets;
 mod serve;
 mod stylize;
+mod train;
 mod video;
 mod video_metrics;
 mod weights;
@@ -74,6 +75,8 @@ enum Command {
     VideoMetrics(video_metrics::Args),
     /// Compare the norms live in the browser: a local web app and its JSON/HTTP API.
     Serve(serve::Args),
+    /// Train a feed-forward style network for one style with a chosen normalization.
+    Train(Box<train::Args>),
 }
 
 /// Runs a parsed command line. Errors carry their context chain; `main` prints them.
@@ -98,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ImportMagenta(args) => import_magenta::run(args),
         Command::VideoMetrics(args) => video_metrics::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Train(args) => train::run(*args),
     }
 }
 
@@ -203,12 +207,13 @@ pub struct StylizeArgs {
     pub model: ModelArgs,
     /// Style strength in [0, 1]. AdaIN: decoder(α·t + (1 − α)·f(content)); Magenta: the style
     /// vector interpolated with the content's own.
-    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
-    pub alpha: f64,
+    /// [default: 1]
+    #[arg(long, allow_hyphen_values = true)]
+    pub alpha: Option<f64>,
     /// Statistics of the normalization: in, bn (pooled over all contents of the call), ln, gn,
-    /// gn:G (G groups, gcd with the channels).
-    #[arg(long, default_value = "in")]
-    pub norm: String,
+    /// gn:G (G groups, gcd with the channels). [default: in; a trained model: its own norm]
+    #[arg(long)]
+    pub norm: Option<String>,
     /// Keep the content's colors: coral (recolor the style to the content's color statistics
     /// first) or luminance (keep the stylized luminance with the content's chroma).
     #[arg(long, value_name = "coral|luminance")]
@@ -257,6 +262,16 @@ pub struct StylizeArgs {
 }
 
 impl StylizeArgs {
+    /// --alpha, 1 when not given.
+    pub fn alpha(&self) -> f64 {
+        self.alpha.unwrap_or(1.0)
+    }
+
+    /// --norm as given, `None` when not given.
+    pub fn norm_kind(&self) -> anyhow::Result<Option<NormKind>> {
+        Ok(self.norm.as_deref().map(str::parse).transpose()?)
+    }
+
     /// A folder batch (--content-dir or --style-dir).
     pub fn is_batch(&self) -> bool {
         self.content_dir.is_some() || self.style_dir.is_some()
@@ -287,9 +302,9 @@ impl StylizeArgs {
         if self.profile {
             normstyle::profile::enable();
         }
-        self.norm.parse::<NormKind>()?;
-        if !(0.0..=1.0).contains(&self.alpha) {
-            bail!("--alpha: {} is outside [0, 1]", self.alpha);
+        self.norm_kind()?;
+        if !(0.0..=1.0).contains(&self.alpha()) {
+            bail!("--alpha: {} is outside [0, 1]", self.alpha());
         }
         if !(0.0..1.0).contains(&self.temporal) {
             bail!("--temporal: {} is outside [0, 1)", self.temporal);
@@ -316,6 +331,27 @@ impl StylizeArgs {
         if !self.is_batch() && (self.shard.is_some() || self.manifest.is_some()) {
             bail!("--shard/--manifest: these apply to batch runs (--content-dir/--style-dir)");
         }
+        if let Model::Trained(path) = &self.model.model {
+            let refused = [
+                ("--style", !self.style.is_empty() || self.style_dir.is_some()),
+                ("--preset", self.preset.is_some()),
+                ("--style-weights", self.style_weights.is_some()),
+                ("--mask", self.mask.is_some()),
+                ("--alpha", self.alpha.is_some()),
+                ("--style-size", self.style_size.is_some()),
+                ("--temporal", self.temporal != 0.0),
+            ];
+            if let Some((flag, _)) = refused.iter().find(|(_, set)| *set) {
+                bail!(
+                    "{flag}: {} is a trained network with its style built in; it takes no {flag}",
+                    path.display()
+                );
+            }
+            let label = path
+                .file_stem()
+                .map_or_else(|| "trained".into(), |s| s.to_string_lossy().into_owned());
+            return Ok(vec![StyleSpec::Trained(label)]);
+        }
         match self.model.model {
             Model::Adain if self.preset.is_some() => {
                 bail!("--preset: the 26 presets belong to --model magenta")
@@ -341,11 +377,15 @@ impl StylizeArgs {
 
     /// The model with this call's options.
     pub fn stylizer(&self) -> anyhow::Result<Stylizer> {
-        Ok(self
+        let st = self
             .model
             .stylizer(self.quiet)?
-            .with_norm(self.norm.parse()?)
-            .with_alpha(self.alpha)
+            .with_alpha(self.alpha());
+        let st = match self.norm_kind()? {
+            Some(k) => st.with_norm(k),
+            None => st,
+        };
+        Ok(st
             .with_preserve_color(self.preserve()?)
             .with_content_size(self.content_size)
             .with_style_size(self.style_size)
@@ -375,21 +415,48 @@ impl StylizeArgs {
     }
 }
 
-/// The model families `--model` selects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// The models `--model` selects.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Model {
     /// Magenta arbitrary-style network (Ghiasi et al. 2017), embedded weights; with `--preset`,
     /// the 26-style network (Dumoulin et al. 2017).
     Magenta,
     /// AdaIN (Huang & Belongie 2017) with the released weights (`--vgg`, `--decoder`).
     Adain,
+    /// A trained feed-forward network: a `.safetensors` from `normstyle train` or a
+    /// fast_neural_style `.pth` state_dict.
+    Trained(PathBuf),
+}
+
+/// `--model`: `magenta`, `adain`, or the path of a trained model.
+pub fn parse_model(s: &str) -> Result<Model, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "magenta" => return Ok(Model::Magenta),
+        "adain" => return Ok(Model::Adain),
+        _ => {}
+    }
+    let p = PathBuf::from(s);
+    let ext = p
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if !matches!(ext.as_deref(), Some("safetensors" | "pth" | "pt")) {
+        return Err(format!(
+            "`{s}`: expected magenta, adain, or the path of a trained model (.safetensors from \
+             `normstyle train`, or a fast_neural_style .pth)"
+        ));
+    }
+    if !p.is_file() {
+        return Err(format!("{s}: no such model file"));
+    }
+    Ok(Model::Trained(p))
 }
 
 /// Which model runs where: shared by `stylize` and `compare`.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
-    /// Model family.
-    #[arg(long, value_enum, default_value_t = Model::Magenta)]
+    /// The model: magenta, adain, or the path of a trained model (.safetensors from
+    /// `normstyle train`, or a fast_neural_style .pth).
+    #[arg(long, value_parser = parse_model, default_value = "magenta")]
     pub model: Model,
     /// AdaIN encoder weights: the released vgg_normalised.pth (legacy or zip .pth, or safetensors).
     #[arg(long, value_hint = clap::ValueHint::FilePath)]
@@ -439,7 +506,7 @@ impl ModelArgs {
             Model::Adain if self.vgg.is_some() && self.repo.hf_repo.is_some() => {
                 bail!("--hf-repo: give either local files (--vgg/--decoder) or a hub repository")
             }
-            Model::Magenta
+            Model::Magenta | Model::Trained(_)
                 if self.vgg.is_some() || self.decoder.is_some() || self.repo.hf_repo.is_some() =>
             {
                 bail!("--vgg/--decoder/--hf-repo: these are AdaIN weights; add --model adain")
@@ -463,6 +530,12 @@ impl ModelArgs {
         }
         if self.model == Model::Magenta {
             return Ok(Stylizer::magenta_dtype(&device, dtype)?);
+        }
+        if let Model::Trained(p) = &self.model {
+            if dtype != candle::DType::F32 {
+                bail!("--dtype: trained models run in f32");
+            }
+            return Ok(Stylizer::trained(p, &device)?);
         }
         if let (Some(v), Some(d)) = (&self.vgg, &self.decoder) {
             return Ok(Stylizer::adain_dtype(v, d, &device, dtype)?);

@@ -67,7 +67,7 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<ExitCode> {
                     "style": spec.label(), "output": shown,
                     "width": rgb.width(), "height": rgb.height(),
                     "model": st.family().name(), "norm": st.norm().to_string(),
-                    "alpha": args.alpha, "seconds": per_image,
+                    "alpha": st.alpha(), "seconds": per_image,
                 });
                 bar.suspend(|| writeln!(stdout, "{obj}"))?;
             } else if !args.quiet {

@@ -110,7 +110,7 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<ExitCode> {
             "output": output.display().to_string(), "frames": summary.frames,
             "width": w, "height": h, "fps": fps, "seconds": summary.seconds,
             "scene_cuts": summary.scene_cuts, "temporal": args.temporal,
-            "model": st.family().name(), "norm": st.norm().to_string(), "alpha": args.alpha,
+            "model": st.family().name(), "norm": st.norm().to_string(), "alpha": st.alpha(),
         });
         println!("{obj}");
     } else if !args.quiet {

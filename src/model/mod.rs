@@ -3,3 +3,4 @@
 
 pub mod adain;
 pub mod magenta;
+pub mod trained;

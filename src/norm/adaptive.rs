@@ -201,7 +201,7 @@ pub fn adain(content: &Tensor, style: &Tensor) -> Result<Tensor> {
 ///
 /// `content`: (N, C, H, W); `style`: (1 or N, C, H', W') → (N, C, H, W).
 pub fn adaptive_norm(content: &Tensor, style: &Tensor, kind: NormKind) -> Result<Tensor> {
-    if device_stats::wanted(content) {
+    if device_stats::wanted(content) || style.track_op() {
         let from = device_stats::batch_stats(&[content], kind, Variance::Unbiased, DEFAULT_EPS)?;
         let to = style_stats_on_device(style, kind)?;
         return device_stats::align(content, &from[0], &to, PostOp::None);
@@ -230,8 +230,11 @@ pub fn adaptive_norm_batch_temporal(
     mut temporal: Option<&mut TemporalStats>,
 ) -> Result<Vec<Tensor>> {
     let refs: Vec<&Tensor> = contents.iter().collect();
+    untracked_for_temporal(&refs, temporal.is_some())?;
     // On a GPU the statistics stay there; smoothing over frames reads them to the host.
-    if temporal.is_none() && contents.first().is_some_and(device_stats::wanted) {
+    if temporal.is_none()
+        && (contents.iter().any(device_stats::wanted) || style.track_op())
+    {
         let from = device_stats::batch_stats(&refs, kind, Variance::Unbiased, DEFAULT_EPS)?;
         let to = style_stats_on_device(style, kind)?;
         return contents
@@ -296,7 +299,8 @@ pub fn conditional_norm_batch_temporal(
         ));
     }
     let refs: Vec<&Tensor> = xs.iter().collect();
-    if temporal.is_none() && xs.first().is_some_and(device_stats::wanted) {
+    untracked_for_temporal(&refs, temporal.is_some())?;
+    if temporal.is_none() && xs.iter().any(device_stats::wanted) {
         let from = device_stats::batch_stats(&refs, kind, Variance::Biased, eps)?;
         return xs
             .iter()
@@ -347,6 +351,19 @@ pub fn style_stats(style: &Tensor, kind: NormKind) -> Result<FeatureStats> {
 }
 
 /// [`style_stats`] as (N, C, 1, 1) tensors on the style's device.
+/// Temporal smoothing reads the statistics to the host as numbers, which would silently cut a
+/// recorded graph: refuse maps that record one.
+fn untracked_for_temporal(xs: &[&Tensor], temporal: bool) -> Result<()> {
+    if temporal && xs.iter().any(|x| x.track_op()) {
+        return Err(Error::input(
+            WHAT,
+            "temporal smoothing works on plain numbers and cannot keep a gradient graph; \
+             detach the feature maps (inference) or train without it",
+        ));
+    }
+    Ok(())
+}
+
 fn style_stats_on_device(style: &Tensor, kind: NormKind) -> Result<(Tensor, Tensor)> {
     let per_sample = if kind == NormKind::Bn {
         NormKind::In

@@ -17,10 +17,11 @@ use crate::{Error, Result};
 
 const WHAT: &str = "statistics alignment";
 
-/// Whether the alignment of maps like `x` runs as tensor ops: on every device but the CPU, and
-/// on the CPU under `NORMSTYLE_KERNEL=candle`.
+/// Whether the alignment of maps like `x` runs as tensor ops: on every device but the CPU, on
+/// the CPU under `NORMSTYLE_KERNEL=candle`, and whenever `x` records a graph (the host path
+/// computes plain numbers, which would cut autograd off; training needs the gradient).
 pub(crate) fn wanted(x: &Tensor) -> bool {
-    !x.device().is_cpu() || crate::ops::isa::candle_only()
+    !x.device().is_cpu() || crate::ops::isa::candle_only() || x.track_op()
 }
 
 /// μ and σ = sqrt(var + ε) of each tensor's (sample, channel) planes, pooled as `kind` says

@@ -513,7 +513,7 @@ pub fn normalize_rows(
 ) -> Result<Tensor> {
     let fused = x.device().is_cpu()
         && !candle_only()
-        && x.elem_count() / row_len.max(1) >= candle::utils::get_num_threads();
+        && x.elem_count() / row_len.max(1) >= crate::ops::shared::threads();
     normalize_rows_impl(x, row_len, plane_len, eps, gamma, beta, elementwise, fused)
 }
 

@@ -453,10 +453,23 @@ fn conv2d_train(
             &w,
             gemm::ConvCore {
                 stride: spec.stride,
+                full_conv: Some(full_conv),
             },
         )?
     };
     bias_act(y, bias, spec.act)
+}
+
+/// The input gradient of a stride-1 layer (see `gemm::ConvCore::full_conv`): a VALID
+/// convolution of the zero-padded output gradient by the flipped, transposed weight, on the
+/// inference kernels (neither tensor records a graph).
+fn full_conv(dy_padded: &Tensor, w_flipped: &Tensor) -> candle::Result<Tensor> {
+    Ok(conv2d_fused(
+        dy_padded,
+        w_flipped,
+        None,
+        ConvSpec::default(),
+    )?)
 }
 
 /// The input padded as `spec` says for a (kh, kw) kernel, with tensor ops (differentiable, any
@@ -877,22 +890,31 @@ mod tests {
     use candle::Var;
 
     /// Gradients through the fast op equal Candle's own conv2d backward (same padding, bias and
-    /// ReLU written with Candle ops), for stride 1 and 2, reflection and SAME padding.
+    /// ReLU written with Candle ops), for stride 1 and 2, reflection and SAME padding; the
+    /// stride-1 input gradients run on each forward kernel (direct loops for ≤ 8 input
+    /// channels, Winograd for ≥ 16 in and out, the GEMM between) and the weight gradients
+    /// over several bands.
     #[test]
     fn backward_matches_candle() {
         let mut rng = Rng::new(4, 0);
         let dev = Device::Cpu;
-        for (stride, padding, k) in [
-            (1, Padding::Reflect(1), 3),
-            (2, Padding::Same, 3),
-            (1, Padding::None, 1),
-            (1, Padding::Reflect(4), 9),
+        for (stride, padding, k, (cin, cout), (h, w)) in [
+            (1, Padding::Reflect(1), 3, (5, 7), (11, 10)),
+            (2, Padding::Same, 3, (5, 7), (11, 10)),
+            (1, Padding::None, 1, (5, 7), (11, 10)),
+            (1, Padding::Reflect(4), 9, (5, 7), (11, 10)),
+            (1, Padding::Reflect(4), 9, (3, 8), (23, 21)),
+            (1, Padding::Reflect(1), 3, (16, 16), (20, 18)),
+            (1, Padding::Reflect(1), 3, (12, 20), (33, 9)),
         ] {
-            let x = Var::from_tensor(&rng.normal_tensor(0.0, 1.0, (2, 5, 11, 10), &dev).unwrap())
+            let x = Var::from_tensor(&rng.normal_tensor(0.0, 1.0, (2, cin, h, w), &dev).unwrap())
                 .unwrap();
-            let w = Var::from_tensor(&rng.normal_tensor(0.0, 0.3, (7, 5, k, k), &dev).unwrap())
-                .unwrap();
-            let b = Var::from_tensor(&rng.normal_tensor(0.0, 0.3, 7, &dev).unwrap()).unwrap();
+            let w = Var::from_tensor(
+                &rng.normal_tensor(0.0, 0.3, (cout, cin, k, k), &dev)
+                    .unwrap(),
+            )
+            .unwrap();
+            let b = Var::from_tensor(&rng.normal_tensor(0.0, 0.3, cout, &dev).unwrap()).unwrap();
             let spec = ConvSpec {
                 stride,
                 padding,

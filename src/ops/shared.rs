@@ -287,6 +287,13 @@ pub fn in_pool<F: FnOnce() -> R + Send, R: Send>(f: F) -> R {
     }
 }
 
+/// The threads of Candle's pool, read once: `candle::utils::get_num_threads` reads
+/// /proc/cpuinfo on every call (~4 % of a training step when the kernels asked per layer).
+pub fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| candle::utils::get_num_threads().max(1))
+}
+
 /// Test data: a deterministic stream uniform in [−0.5, 0.5) (a 64-bit LCG's top 24 bits).
 #[cfg(test)]
 pub(crate) fn centered_stream(mut seed: u64) -> impl FnMut() -> f32 {

@@ -553,7 +553,7 @@ impl Batch {
             let styles = match spec {
                 StyleSpec::Images(v) => v.iter().map(|(p, w)| (p, *w)).collect(),
                 StyleSpec::Masked([a, b]) => vec![(a, 0.5), (b, 0.5)],
-                StyleSpec::Preset(_) => Vec::new(),
+                StyleSpec::Preset(_) | StyleSpec::Trained(_) => Vec::new(),
             };
             let mut settings = job.st.settings();
             settings["format"] = self.ext.clone().into();

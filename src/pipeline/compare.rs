@@ -134,7 +134,7 @@ pub fn compare(
     let style_t = imaging::to_tensor(style_prepared.image(), st.device())?;
     let style_vector = match st.family() {
         Family::Magenta => Some(st.style_vector(style_prepared.image())?),
-        Family::Adain => None,
+        Family::Adain | Family::Trained => None,
     };
     // AdaIN: the style's four taps, once.
     let style_taps = match st.adain_net() {
@@ -293,6 +293,14 @@ fn check_options(family: Family, opts: &CompareOptions) -> Result<()> {
     let channels: &[usize] = match family {
         Family::Adain => &[FEATURE_CHANNELS],
         Family::Magenta => &NORM_CHANNELS,
+        Family::Trained => {
+            return Err(bad(
+                "variants",
+                "a trained network is compared with other trained networks (models), not by \
+                 norm variants"
+                    .into(),
+            ))
+        }
     };
     for k in &opts.norms {
         if let NormKind::Gn(g) = k {

@@ -20,6 +20,9 @@ pub enum StyleSpec {
     Masked([PathBuf; 2]),
     /// 26-style network weights (summing to 1).
     Preset(Vec<f64>),
+    /// The style a trained network has built in, labeled (in output names) by the model's
+    /// file stem.
+    Trained(String),
 }
 
 impl StyleSpec {
@@ -74,7 +77,7 @@ impl StyleSpec {
         match self {
             StyleSpec::Images(v) => v.iter().map(|(p, _)| p).collect(),
             StyleSpec::Masked([a, b]) => vec![a, b],
-            StyleSpec::Preset(_) => Vec::new(),
+            StyleSpec::Preset(_) | StyleSpec::Trained(_) => Vec::new(),
         }
     }
 
@@ -90,6 +93,7 @@ impl StyleSpec {
                     .collect();
                 format!("preset{}", ids.join("-"))
             }
+            StyleSpec::Trained(label) => label.clone(),
         }
     }
 
@@ -124,6 +128,7 @@ impl StyleSpec {
                 mask: mask.ok_or_else(|| parse_err("mask", "a masked style needs a mask"))?,
             },
             StyleSpec::Preset(w) => Styling::Preset(w.clone()),
+            StyleSpec::Trained(_) => Styling::Trained,
         })
     }
 }

@@ -10,6 +10,7 @@ use crate::color::{coral, keep_luminance, PreserveColor};
 use crate::imaging::{self, Rgb};
 use crate::model::adain::{AdaIn, Mask, StyleInput, TransferOptions, MIN_SIDE};
 use crate::model::magenta::{Multistyle, StylePredictor, Transformer, PRESET_COUNT, STYLE_DIM};
+use crate::model::trained::{NormMode, TrainedModel};
 use crate::norm::{NormKind, TemporalStats};
 #[cfg(feature = "hub")]
 use crate::weights::hub::{HubConfig, RepoSpec};
@@ -25,6 +26,9 @@ pub enum Family {
     Magenta,
     /// AdaIN with the released (or compatible) weights.
     Adain,
+    /// A feed-forward single-style network trained by `normstyle train` (or PyTorch's
+    /// `fast_neural_style`): its style is built in.
+    Trained,
 }
 
 impl Family {
@@ -33,6 +37,7 @@ impl Family {
         match self {
             Family::Magenta => "magenta",
             Family::Adain => "adain",
+            Family::Trained => "trained",
         }
     }
 }
@@ -45,6 +50,7 @@ enum Nets {
         transformer: Arc<Transformer>,
         multistyle: Arc<Multistyle>,
     },
+    Trained(Arc<TrainedModel>),
 }
 
 /// A loaded model and the options of a stylization, with the CLI's defaults: IN statistics,
@@ -66,6 +72,9 @@ pub struct Stylizer {
     content_size: Option<u32>,
     style_size: Option<u32>,
     crop: bool,
+    /// Whether `norm` was chosen ([`Stylizer::with_norm`]); a trained model otherwise runs its
+    /// recorded norm as deployed.
+    norm_chosen: bool,
 }
 
 impl std::fmt::Debug for Stylizer {
@@ -177,6 +186,8 @@ pub enum Styling<'a> {
     },
     /// A blend of the 26-style network's presets: 26 weights ≥ 0 summing to 1 (Magenta only).
     Preset(Vec<f64>),
+    /// The style a trained network has built in ([`Stylizer::trained`]); no style image.
+    Trained,
 }
 
 impl<'a> Styling<'a> {
@@ -242,6 +253,32 @@ impl Stylizer {
         Self::adain(&p.vgg, &p.decoder, device)
     }
 
+    /// A trained feed-forward network from a file: a `.safetensors` written by
+    /// `normstyle train`, or a `.pth` state_dict of PyTorch's `fast_neural_style` (see
+    /// [`TrainedModel::load`]). It paints with [`Styling::Trained`]; by default with its
+    /// recorded norm as deployed (BN on its running statistics), and
+    /// [`Stylizer::with_norm`] swaps the statistics.
+    pub fn trained(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Ok(Self::from_trained(TrainedModel::load(path.as_ref(), device)?, device))
+    }
+
+    /// [`Stylizer::trained`] for a model in memory; its tensors must live on `device`.
+    pub fn from_trained(model: TrainedModel, device: &Device) -> Self {
+        let mut st = Self::with_nets(Nets::Trained(Arc::new(model)), device);
+        if let Nets::Trained(m) = &st.nets {
+            st.norm = m.info().norm.unwrap_or(NormKind::In);
+        }
+        st
+    }
+
+    /// The trained model, when this is one.
+    pub fn trained_model(&self) -> Option<&TrainedModel> {
+        match &self.nets {
+            Nets::Trained(m) => Some(m),
+            _ => None,
+        }
+    }
+
     /// AdaIN from a network built elsewhere (e.g. [`AdaIn::from_maps`]); its tensors must live
     /// on `device`.
     pub fn from_adain(net: AdaIn, device: &Device) -> Self {
@@ -258,13 +295,16 @@ impl Stylizer {
             content_size: None,
             style_size: None,
             crop: false,
+            norm_chosen: false,
         }
     }
 
     /// Statistics of the normalization layers (AdaIN's alignment, Magenta's conditional IN).
     /// `Bn` pools them over all contents of one [`Stylizer::render`] call.
+    /// A trained model runs its recorded norm unless this names another (a statistics swap).
     pub fn with_norm(mut self, norm: NormKind) -> Self {
         self.norm = norm;
+        self.norm_chosen = true;
         self
     }
 
@@ -307,6 +347,7 @@ impl Stylizer {
         match self.nets {
             Nets::Adain(_) => Family::Adain,
             Nets::Magenta { .. } => Family::Magenta,
+            Nets::Trained(_) => Family::Trained,
         }
     }
 
@@ -349,7 +390,7 @@ impl Stylizer {
     pub fn adain_net(&self) -> Option<&AdaIn> {
         match &self.nets {
             Nets::Adain(net) => Some(net),
-            Nets::Magenta { .. } => None,
+            _ => None,
         }
     }
 
@@ -385,7 +426,7 @@ impl Stylizer {
                 let _t = crate::profile::scope("encode content");
                 Some((net.encode(&tensor)?, tensor))
             }
-            Nets::Magenta { .. } => None,
+            Nets::Magenta { .. } | Nets::Trained(_) => None,
         };
         let (features, tensor) = match features {
             Some((f, t)) => (Some(f), t),
@@ -413,7 +454,7 @@ impl Stylizer {
                 img
             }
             // The predictor takes its own 256² center square of the full image.
-            Nets::Magenta { .. } => image,
+            Nets::Magenta { .. } | Nets::Trained(_) => image,
         };
         Ok(Style {
             image,
@@ -439,7 +480,9 @@ impl Stylizer {
     fn resized_dims(&self, dims: (u32, u32), size: Option<u32>) -> (u32, u32) {
         match self.nets {
             Nets::Adain(_) => imaging::short_side_dims(dims, size.unwrap_or(512)),
-            Nets::Magenta { .. } => imaging::capped_dims(dims, size.unwrap_or(1024)),
+            Nets::Magenta { .. } | Nets::Trained(_) => {
+                imaging::capped_dims(dims, size.unwrap_or(1024))
+            }
         }
     }
 
@@ -489,6 +532,13 @@ impl Stylizer {
             return Err(Error::input("Stylizer", "no content images given"));
         }
         let out = match &self.nets {
+            Nets::Trained(model) => self.render_trained(model, contents, styling, temporal)?,
+            _ if matches!(styling, Styling::Trained) => {
+                return Err(Error::config(
+                    "Stylizer",
+                    "the built-in style of a trained network needs a trained model",
+                ))
+            }
             Nets::Adain(net) => self.render_adain(net, contents, styling, temporal)?,
             Nets::Magenta {
                 predictor,
@@ -519,6 +569,42 @@ impl Stylizer {
             .collect()
     }
 
+    fn render_trained(
+        &self,
+        model: &TrainedModel,
+        contents: &[Content],
+        styling: &Styling,
+        temporal: Option<&mut TemporalStats>,
+    ) -> Result<Vec<Tensor>> {
+        if !matches!(styling, Styling::Trained) {
+            return Err(Error::config(
+                "Stylizer",
+                "a trained network has its style built in: it takes no style images or presets",
+            ));
+        }
+        if temporal.is_some() {
+            return Err(Error::config(
+                "Stylizer",
+                "temporal statistics apply to the Magenta and AdaIN families",
+            ));
+        }
+        if self.alpha != 1.0 {
+            return Err(Error::config(
+                "Stylizer",
+                "alpha applies to the Magenta and AdaIN families (a trained network has no \
+                 style to interpolate)",
+            ));
+        }
+        let recorded = model.info().norm;
+        let mode = if !self.norm_chosen || recorded == Some(self.norm) {
+            NormMode::Eval
+        } else {
+            NormMode::Swap(self.norm)
+        };
+        let xs: Vec<Tensor> = contents.iter().map(|c| c.tensor.clone()).collect();
+        model.net().paint(&xs, mode)
+    }
+
     fn render_adain(
         &self,
         net: &AdaIn,
@@ -531,7 +617,7 @@ impl Stylizer {
             Styling::Masked { white, black, mask } => {
                 (vec![(*white, 0.5), (*black, 0.5)], Some((*mask).clone()))
             }
-            Styling::Preset(_) => {
+            Styling::Preset(_) | Styling::Trained => {
                 return Err(Error::config(
                     "Stylizer",
                     "the 26 presets belong to the Magenta family",
@@ -634,7 +720,7 @@ impl Magenta<'_> {
                 self.transform(contents, blend, temporal)
             }
             // Presets run on the 26-style network (render_tensors routes them there).
-            Styling::Preset(_) => Err(Error::config(
+            Styling::Preset(_) | Styling::Trained => Err(Error::config(
                 "Stylizer",
                 "presets run on the 26-style network, not the arbitrary-style transformer",
             )),
@@ -733,7 +819,7 @@ impl Stylizer {
                 predictor,
                 &self.tensor_of(&imaging::center_square(image, PREDICTOR_SIDE))?,
             ),
-            Nets::Adain(_) => Err(Error::config(
+            Nets::Adain(_) | Nets::Trained(_) => Err(Error::config(
                 "Stylizer",
                 "style vectors belong to the Magenta family",
             )),

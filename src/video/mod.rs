@@ -697,7 +697,7 @@ fn in_flight(
     progress: &mut dyn FnMut(u64),
     cancel: &AtomicBool,
 ) -> Result<(u64, (u32, u32))> {
-    let threads = candle::utils::get_num_threads().max(1);
+    let threads = crate::ops::shared::threads();
     let workers = threads.min(MAX_IN_FLIGHT);
     let threads_each = threads / workers;
     type Done = (

@@ -128,19 +128,65 @@ impl StylePredictor {
         let style = style.to_dtype(self.bottleneck.dtype())?;
         let mut x = self.stem.forward_same(&style, Activation::Relu6)?;
         for b in &self.blocks {
-            let mut h = x.clone();
-            if let Some(e) = &b.expand {
-                h = e.forward_same(&h, Activation::Relu6)?;
-            }
-            h = b.depthwise.forward_same(&h, Activation::Relu6)?;
-            h = b.project.forward_same(&h, Activation::None)?;
-            x = if b.residual { (x + h)? } else { h };
+            x = b.forward(&x)?;
         }
         let x = self.head.forward_same(&x, Activation::Relu6)?;
         let pooled = x.mean(D::Minus1)?.mean(D::Minus1)?; // (1, 1280)
         Ok(pooled
             .matmul(&self.bottleneck.t()?)?
             .to_dtype(candle::DType::F32)?)
+    }
+}
+
+impl StylePredictor {
+    /// The outputs of blocks 0 ..= `last` of the 17 inverted-residual blocks (ReLU6 features,
+    /// (N, Cᵢ, Hᵢ, Wᵢ) with Cᵢ = 16, 24, 24, 32, 32, 32, 64, … as `BLOCKS` lists), for the
+    /// training's loss network. `x`: (N, 3, H, W) RGB in [0, 1], H, W ≥ 16; a graph `x` records
+    /// is kept (the depthwise layers run the crate's kernels with a backward).
+    pub fn block_outputs(&self, x: &Tensor, last: usize) -> Result<Vec<Tensor>> {
+        if last >= BLOCKS.len() {
+            return Err(crate::Error::input(
+                "style predictor",
+                format!("block {last}: the predictor has {} blocks", BLOCKS.len()),
+            ));
+        }
+        match x.dims4() {
+            Ok((_, 3, h, w)) if h >= 16 && w >= 16 => {}
+            _ => {
+                return Err(crate::Error::input(
+                    "style predictor",
+                    format!("expected (N, 3, H, W) images with H, W ≥ 16, found {:?}", x.dims()),
+                ))
+            }
+        }
+        crate::ops::in_pool(|| {
+            let mut h = self
+                .stem
+                .forward_same(&x.to_dtype(self.bottleneck.dtype())?, Activation::Relu6)?;
+            let mut out = Vec::with_capacity(last + 1);
+            for b in &self.blocks[..=last] {
+                h = b.forward(&h)?;
+                out.push(h.clone());
+            }
+            Ok(out)
+        })
+    }
+
+    /// Channels of block `i`'s output.
+    pub fn block_channels(i: usize) -> Option<usize> {
+        BLOCKS.get(i).map(|b| b.1)
+    }
+}
+
+impl Block {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        if let Some(e) = &self.expand {
+            h = e.forward_same(&h, Activation::Relu6)?;
+        }
+        h = self.depthwise.forward_same(&h, Activation::Relu6)?;
+        h = self.project.forward_same(&h, Activation::None)?;
+        Ok(if self.residual { (x + h)? } else { h })
     }
 }
 

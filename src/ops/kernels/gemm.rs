@@ -9,9 +9,12 @@
 //! unfolding.
 //!
 //! Training, per sample, both on the GEMM path:
-//! - dW = dY · colsᵀ, with cols the unfolded input (Cin·k·k × Ho·Wo), summed over the batch;
-//!   skipped when the weight is not a variable (a frozen encoder);
-//! - dX = col2im(Wᵀ · dY), the unfolded gradient folded back (overlaps summed).
+//! - dW = dY · colsᵀ, with cols the unfolded input (Cin·k·k × Ho·Wo) unfolded band by band as
+//!   in the forward, summed over the batch in a fixed order; skipped when the weight is not a
+//!   variable (a frozen encoder);
+//! - dX of a stride-1 layer: the "full" convolution of dY with the flipped, transposed weights,
+//!   run by the forward kernels (Winograd, direct loops) through [`ConvCore::full_conv`];
+//!   stride 2: col2im(Wᵀ · dY), the unfolded gradient folded back (overlaps summed).
 
 use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -46,12 +49,7 @@ pub(crate) unsafe fn dense(
     let k = g.cin * g.kh * g.kw;
     let plane = g.ho * g.wo;
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1;
-    // Rows per band: the unfolded band (k × rows·Wo floats) stays within ~2 MiB (the GEMM blocks
-    // it for the caches itself), and there are enough bands to keep every thread busy.
-    let threads = candle::utils::get_num_threads().max(1);
-    let by_cache = ((512 * 1024) / (k * g.wo).max(1)).max(1);
-    let by_threads = g.ho.div_ceil(4 * threads).max(1);
-    let rows = by_cache.min(by_threads).min(g.ho);
+    let rows = band_rows(g, k);
     let bands = g.ho.div_ceil(rows);
     in_pool(|| {
         (0..bands)
@@ -142,6 +140,100 @@ fn unfold(src: &[f32], g: &Geometry, y0: usize, y1: usize, col: &mut Vec<f32>) {
 pub(crate) struct ConvCore {
     /// Stride (both axes).
     pub(crate) stride: usize,
+    /// The input gradient of a stride-1 layer as a forward convolution, given by the layer
+    /// above (`ops::conv`, which chooses among the kernels): (dY zero-padded by k − 1, the
+    /// weight transposed and flipped) → dX. `None`: col2im.
+    pub(crate) full_conv: Option<FullConv>,
+}
+
+/// See [`ConvCore::full_conv`].
+pub(crate) type FullConv = fn(&Tensor, &Tensor) -> candle::Result<Tensor>;
+
+/// Rows per band of `dense` and [`weight_grad`]: the unfolded band (k × rows·Wo floats)
+/// stays within ~2 MiB (the GEMM blocks it for the caches itself), and there are enough bands
+/// to keep every thread busy.
+fn band_rows(g: &Geometry, k: usize) -> usize {
+    let threads = crate::ops::shared::threads();
+    let by_cache = ((512 * 1024) / (k * g.wo).max(1)).max(1);
+    let by_threads = g.ho.div_ceil(4 * threads).max(1);
+    by_cache.min(by_threads).min(g.ho)
+}
+
+/// dW = Σ over samples of dY · colsᵀ, (Cout, Cin·kh·kw), with cols unfolded band by band (as
+/// the forward does, so no whole-image im2col is ever built). Each task — a sample and a fixed
+/// group of its bands — accumulates into its own partial sum, and the partials are added in
+/// task order: the result does not depend on which thread ran what.
+fn weight_grad(x: &[f32], dy: &[f32], n: usize, g: &Geometry) -> Vec<f32> {
+    let kk = g.cin * g.kh * g.kw;
+    let plane = g.ho * g.wo;
+    let (in_len, out_len) = g.lens();
+    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1;
+    let rows = band_rows(g, kk);
+    let bands = g.ho.div_ceil(rows);
+    let threads = crate::ops::shared::threads();
+    let groups = (2 * threads).div_ceil(n).clamp(1, bands);
+    let per_group = bands.div_ceil(groups);
+    let size = g.cout * kk;
+    let mut partials = vec![0f32; n * groups * size];
+    in_pool(|| {
+        partials
+            .par_chunks_mut(size)
+            .enumerate()
+            .for_each_init(Vec::new, |col, (task, acc)| {
+                let (s, grp) = (task / groups, task % groups);
+                let src = &x[s * in_len..(s + 1) * in_len];
+                let d = &dy[s * out_len..(s + 1) * out_len];
+                for b in grp * per_group..((grp + 1) * per_group).min(bands) {
+                    let y0 = b * rows;
+                    let y1 = (y0 + rows).min(g.ho);
+                    let nb = (y1 - y0) * g.wo;
+                    // rhs = colsᵀ: nb × kk, element (i, j) at j·cs + i.
+                    let (rhs, rhs_cs): (&[f32], usize) = if pointwise {
+                        (&src[y0 * g.wp..], g.hp * g.wp)
+                    } else {
+                        unfold(src, g, y0, y1, col);
+                        (col.as_slice(), nb)
+                    };
+                    debug_assert!((g.cout - 1) * plane + y0 * g.wo + nb <= d.len());
+                    debug_assert!((kk - 1) * rhs_cs + nb <= rhs.len());
+                    // SAFETY: `acc` is this task's Cout × kk partial (row stride kk), read and
+                    // written by this task only; lhs reads Cout rows of nb values at stride
+                    // `plane` from y0·Wo inside this sample's dY, rhs kk columns of nb values
+                    // at stride `rhs_cs` inside `rhs` (both asserted above).
+                    unsafe {
+                        gemm::gemm(
+                            g.cout,
+                            kk,
+                            nb,
+                            acc.as_mut_ptr(),
+                            1,
+                            kk as isize,
+                            true,
+                            d.as_ptr().add(y0 * g.wo),
+                            1,
+                            plane as isize,
+                            rhs.as_ptr(),
+                            rhs_cs as isize,
+                            1,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                }
+            });
+    });
+    let mut chunks = partials.chunks_exact(size);
+    let mut dw = chunks.next().map(<[f32]>::to_vec).unwrap_or_default();
+    for p in chunks {
+        for (a, b) in dw.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    dw
 }
 
 fn geometry(x: &[usize], w: &[usize], stride: usize) -> candle::Result<Geometry> {
@@ -197,22 +289,38 @@ impl CustomOp2 for ConvCore {
         let g = geometry(x.dims(), w.dims(), self.stride)?;
         let n = x.dim(0)?;
         let (kk, plane) = (g.cin * g.kh * g.kw, g.ho * g.wo);
-        let dy = dy.contiguous()?.reshape((n, g.cout, plane))?;
-        let cols = Tensor::from_vec(
-            im2col(&x.flatten_all()?.to_vec1()?, n, &g),
-            (n, kk, plane),
-            x.device(),
-        )?;
+        let dyc = dy.contiguous()?;
         let dw = w
             .track_op()
             .then(|| -> candle::Result<Tensor> {
-                let per_sample = dy.matmul(&cols.transpose(1, 2)?)?; // (N, Cout, Cin·k·k)
-                per_sample.sum(0)?.reshape(w.shape())
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                let dys = dyc.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(weight_grad(&xs, &dys, n, &g), w.shape(), w.device())
             })
             .transpose()?;
         let dx = x
             .track_op()
             .then(|| -> candle::Result<Tensor> {
+                if let (1, Some(full)) = (self.stride, self.full_conv) {
+                    // dX = dY ⋆ flip(Wᵀ) over dY zero-padded by k − 1: a forward convolution.
+                    let (kh, kw) = (g.kh, g.kw);
+                    let flip = |n: usize| -> candle::Result<Tensor> {
+                        let idx: Vec<u32> = (0..n as u32).rev().collect();
+                        Tensor::from_vec(idx, n, w.device())
+                    };
+                    let wf = w
+                        .detach()
+                        .index_select(&flip(kh)?, 2)?
+                        .index_select(&flip(kw)?, 3)?
+                        .transpose(0, 1)?
+                        .contiguous()?;
+                    let dyp = dyc
+                        .detach()
+                        .pad_with_zeros(2, kh - 1, kh - 1)?
+                        .pad_with_zeros(3, kw - 1, kw - 1)?;
+                    return full(&dyp, &wf);
+                }
+                let dy = dyc.reshape((n, g.cout, plane))?;
                 let wt = w.reshape((g.cout, kk))?.t()?.contiguous()?;
                 let dcols = wt.broadcast_matmul(&dy)?; // (N, Cin·k·k, Ho·Wo)
                 let folded = col2im(&dcols.flatten_all()?.to_vec1()?, n, &g);
@@ -223,28 +331,8 @@ impl CustomOp2 for ConvCore {
     }
 }
 
-/// Unfolds each sample (Cin, Hp, Wp) into (Cin·kh·kw, Ho·Wo), row (c, ky, kx).
-fn im2col(x: &[f32], n: usize, g: &Geometry) -> Vec<f32> {
-    let (kk, plane) = (g.cin * g.kh * g.kw, g.ho * g.wo);
-    let in_len = g.cin * g.hp * g.wp;
-    let mut out = vec![0f32; n * kk * plane];
-    out.par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let (s, r) = (row / kk, row % kk);
-            let (c, ky, kx) = (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw);
-            let src = &x[s * in_len + c * g.hp * g.wp..];
-            for oy in 0..g.ho {
-                let line = &src[(oy * g.stride + ky) * g.wp + kx..];
-                for ox in 0..g.wo {
-                    dst[oy * g.wo + ox] = line[ox * g.stride];
-                }
-            }
-        });
-    out
-}
-
-/// The adjoint of [`im2col`]: sums each unfolded row back into its input positions.
+/// The adjoint of an im2col unfolding ((Cin·kh·kw, Ho·Wo) per sample, row (c, ky, kx)): sums
+/// each unfolded row back into its input positions.
 fn col2im(cols: &[f32], n: usize, g: &Geometry) -> Vec<f32> {
     let (kk, plane) = (g.cin * g.kh * g.kw, g.ho * g.wo);
     let chan = g.hp * g.wp;

@@ -153,7 +153,7 @@ pub(crate) unsafe fn conv(
     let (th, tw) = (ho.div_ceil(4), wo.div_ceil(4));
     let twp = tw.next_multiple_of(LANES);
     let per_row = 36 * (p.cin + p.cout) * twp * 4;
-    let threads = candle::utils::get_num_threads().max(1);
+    let threads = crate::ops::shared::threads();
     // Blocks that fit the cache, and enough of them to keep every thread busy.
     let rows = (BLOCK_BYTES / per_row)
         .max(1)
