@@ -333,7 +333,10 @@ impl StylizeArgs {
         }
         if let Model::Trained(path) = &self.model.model {
             let refused = [
-                ("--style", !self.style.is_empty() || self.style_dir.is_some()),
+                (
+                    "--style",
+                    !self.style.is_empty() || self.style_dir.is_some(),
+                ),
                 ("--preset", self.preset.is_some()),
                 ("--style-weights", self.style_weights.is_some()),
                 ("--mask", self.mask.is_some()),
@@ -377,10 +380,7 @@ impl StylizeArgs {
 
     /// The model with this call's options.
     pub fn stylizer(&self) -> anyhow::Result<Stylizer> {
-        let st = self
-            .model
-            .stylizer(self.quiet)?
-            .with_alpha(self.alpha());
+        let st = self.model.stylizer(self.quiet)?.with_alpha(self.alpha());
         let st = match self.norm_kind()? {
             Some(k) => st.with_norm(k),
             None => st,

@@ -202,12 +202,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ckpt.display()
         );
     }
-    let style_bytes = std::fs::read(&args.style)
-        .with_context(|| format!("--style {}", args.style.display()))?;
+    let style_bytes =
+        std::fs::read(&args.style).with_context(|| format!("--style {}", args.style.display()))?;
     let style = normstyle::imaging::decode_rgb(&style_bytes, &args.style.display().to_string())
         .with_context(|| format!("--style {}", args.style.display()))?;
     let dir = args.content_dir.clone().unwrap_or_else(default_content_dir);
-    let data = ContentSet::open(&dir, cfg.size).with_context(|| format!("--content-dir {}", dir.display()))?;
+    let data = ContentSet::open(&dir, cfg.size)
+        .with_context(|| format!("--content-dir {}", dir.display()))?;
     if !data.skipped().is_empty() && !args.quiet {
         eprintln!(
             "skipped {} unreadable photo(s) in {} (first: {})",

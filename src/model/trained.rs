@@ -24,7 +24,9 @@ use candle::{Device, ModuleT, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::norm::{conditional_norm_batch_then, Norm, NormKind, PostOp, DEFAULT_EPS};
-use crate::ops::{conv2d_prepared, upsample_conv3x3, Activation, ConvSpec, Padding, WinogradWeights};
+use crate::ops::{
+    conv2d_prepared, upsample_conv3x3, Activation, ConvSpec, Padding, WinogradWeights,
+};
 use crate::weights::{tensor, TensorMap};
 use crate::{Error, Result};
 
@@ -309,7 +311,10 @@ impl TransformNet {
             if c != 3 || h < 16 || w < 16 {
                 return Err(Error::input(
                     WHAT,
-                    format!("expected (N, 3, H, W) images with H, W ≥ 16, got {:?}", x.dims()),
+                    format!(
+                        "expected (N, 3, H, W) images with H, W ≥ 16, got {:?}",
+                        x.dims()
+                    ),
                 ));
             }
         }
@@ -441,8 +446,8 @@ impl TrainedModel {
             err,
         })?;
         let in_file = |e: Error| e.in_file(path);
-        let map = TensorMap::from_bytes(&data, &path.display().to_string(), device)
-            .map_err(in_file)?;
+        let map =
+            TensorMap::from_bytes(&data, &path.display().to_string(), device).map_err(in_file)?;
         let metadata = safetensors_metadata(&data);
         let info = if let Some(arch) = metadata.get(meta::ARCH) {
             let arch: Arch = arch.parse().map_err(in_file)?;

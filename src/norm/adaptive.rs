@@ -232,9 +232,7 @@ pub fn adaptive_norm_batch_temporal(
     let refs: Vec<&Tensor> = contents.iter().collect();
     untracked_for_temporal(&refs, temporal.is_some())?;
     // On a GPU the statistics stay there; smoothing over frames reads them to the host.
-    if temporal.is_none()
-        && (contents.iter().any(device_stats::wanted) || style.track_op())
-    {
+    if temporal.is_none() && (contents.iter().any(device_stats::wanted) || style.track_op()) {
         let from = device_stats::batch_stats(&refs, kind, Variance::Unbiased, DEFAULT_EPS)?;
         let to = style_stats_on_device(style, kind)?;
         return contents

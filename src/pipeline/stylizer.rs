@@ -259,7 +259,10 @@ impl Stylizer {
     /// recorded norm as deployed (BN on its running statistics), and
     /// [`Stylizer::with_norm`] swaps the statistics.
     pub fn trained(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        Ok(Self::from_trained(TrainedModel::load(path.as_ref(), device)?, device))
+        Ok(Self::from_trained(
+            TrainedModel::load(path.as_ref(), device)?,
+            device,
+        ))
     }
 
     /// [`Stylizer::trained`] for a model in memory; its tensors must live on `device`.

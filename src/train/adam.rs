@@ -77,9 +77,7 @@ impl Adam {
 
     /// The moments `(name, m, v)` in name order.
     pub fn moments(&self) -> impl Iterator<Item = (&str, &Tensor, &Tensor)> {
-        self.params
-            .iter()
-            .map(|(n, p)| (n.as_str(), &p.m, &p.v))
+        self.params.iter().map(|(n, p)| (n.as_str(), &p.m, &p.v))
     }
 
     /// Restores the state of a checkpoint: the step count and each variable's moments

@@ -256,7 +256,14 @@ mod tests {
         let b = s.batch(7, 3, 4, &d).unwrap();
         let c = s.batch(8, 3, 4, &d).unwrap();
         let diff = |x: &Tensor, y: &Tensor| {
-            (x - y).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
+            (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
         };
         assert_eq!(a.dims(), &[4, 3, 24, 24]);
         assert_eq!(diff(&a, &b), 0.0);

@@ -211,7 +211,11 @@ impl LossNet {
         if maps.len() != targets.0.len() {
             return Err(Error::input(
                 "style loss",
-                format!("{} feature maps for {} targets", maps.len(), targets.0.len()),
+                format!(
+                    "{} feature maps for {} targets",
+                    maps.len(),
+                    targets.0.len()
+                ),
             ));
         }
         let mut total: Option<Tensor> = None;
@@ -246,7 +250,10 @@ pub fn mean_std(x: &Tensor) -> Result<(Tensor, Tensor)> {
     let rows = x.reshape((n, c, count))?;
     let mean = rows.mean_keepdim(D::Minus1)?;
     let var = (rows.broadcast_sub(&mean)?.sqr()?.sum_keepdim(D::Minus1)? / (count - 1) as f64)?;
-    Ok((mean.squeeze(D::Minus1)?, (var + 1e-5)?.sqrt()?.squeeze(D::Minus1)?))
+    Ok((
+        mean.squeeze(D::Minus1)?,
+        (var + 1e-5)?.sqrt()?.squeeze(D::Minus1)?,
+    ))
 }
 
 /// Gram matrices F·Fᵀ / (C·H·W): (N, C, H, W) → (N, C, C).

@@ -116,7 +116,10 @@ impl TrainConfig {
             return bad("batch size 0: need at least 1".into());
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("learning rate {}: need a finite number > 0", self.lr));
+            return bad(format!(
+                "learning rate {}: need a finite number > 0",
+                self.lr
+            ));
         }
         for (name, w) in [
             ("content weight", self.content_weight),
@@ -391,7 +394,10 @@ impl Trainer {
             (meta::LOSS_NET.into(), self.loss.kind().name().into()),
             (meta::STEPS.into(), steps.to_string()),
             (meta::SIZE.into(), c.size.to_string()),
-            (ckpt::STYLE_LOSS.into(), self.loss.style_loss().name().into()),
+            (
+                ckpt::STYLE_LOSS.into(),
+                self.loss.style_loss().name().into(),
+            ),
             (ckpt::BATCH.into(), c.batch_size.to_string()),
             (ckpt::SEED.into(), c.seed.to_string()),
             (ckpt::LR.into(), format!("{:e}", c.lr)),

@@ -155,7 +155,10 @@ impl StylePredictor {
             _ => {
                 return Err(crate::Error::input(
                     "style predictor",
-                    format!("expected (N, 3, H, W) images with H, W ≥ 16, found {:?}", x.dims()),
+                    format!(
+                        "expected (N, 3, H, W) images with H, W ≥ 16, found {:?}",
+                        x.dims()
+                    ),
                 ))
             }
         }
