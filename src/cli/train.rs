@@ -220,8 +220,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loss = args.loss_net(&device)?;
     let sha = sha256_hex(&style_bytes);
     let mut trainer = match &args.resume {
-        Some(r) => Trainer::resume(r, cfg.clone(), &style, sha, data, loss, &device)
-            .with_context(|| format!("--resume {}", r.display()))?,
+        Some(r) => {
+            Trainer::resume(r, cfg.clone(), &style, sha, data, loss, &device).context("--resume")?
+        }
         None => Trainer::new(cfg.clone(), &style, sha, data, loss, &device)?,
     };
     if trainer.step() >= args.steps {

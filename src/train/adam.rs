@@ -51,23 +51,41 @@ impl Adam {
     }
 
     /// One update from `grads`; variables without a gradient keep their value and moments.
-    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        self.steps += 1;
-        let t = self.steps as i32;
+    /// Returns `false`, changing nothing, when an updated value would not be finite (a
+    /// learning rate too large for f32).
+    pub fn step(&mut self, grads: &GradStore) -> Result<bool> {
+        let t = (self.steps + 1) as i32;
         let bias1 = 1.0 - self.beta1.powi(t);
         let bias2 = 1.0 - self.beta2.powi(t);
         let step_size = self.lr / bias1;
-        for p in self.params.values_mut() {
+        // Every new value first, then all of them at once: a step either happens or not.
+        let mut updates = Vec::with_capacity(self.params.len());
+        for (name, p) in &self.params {
             let Some(g) = grads.get(p.var.as_tensor()) else {
                 continue;
             };
-            p.m = ((&p.m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
-            p.v = ((&p.v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let denom = ((p.v.sqrt()? / bias2.sqrt())? + self.eps)?;
-            let update = ((&p.m / denom)? * step_size)?;
-            p.var.set(&(p.var.as_tensor() - update)?)?;
+            let m = ((&p.m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+            let v = ((&p.v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            let denom = ((v.sqrt()? / bias2.sqrt())? + self.eps)?;
+            let value = (p.var.as_tensor() - ((&m / denom)? * step_size)?)?;
+            let check = value
+                .sum_all()?
+                .to_dtype(candle::DType::F64)?
+                .to_scalar::<f64>()?;
+            if !check.is_finite() {
+                return Ok(false);
+            }
+            updates.push((name.clone(), m, v, value));
         }
-        Ok(())
+        for (name, m, v, value) in updates {
+            if let Some(p) = self.params.get_mut(&name) {
+                p.var.set(&value)?;
+                p.m = m;
+                p.v = v;
+            }
+        }
+        self.steps += 1;
+        Ok(true)
     }
 
     /// Steps taken.

@@ -256,9 +256,9 @@ impl Trainer {
             if found != want {
                 let setting = key.trim_start_matches("normstyle.");
                 return Err(in_file(Error::Config {
-                    layer: "resume",
+                    layer: "checkpoint",
                     msg: format!(
-                        "the checkpoint was trained with {setting} `{found}`, this run asks \
+                        "trained with {setting} `{found}`, but this run asks \
                          for `{want}`; resume with the same settings"
                     ),
                 }));
@@ -308,25 +308,33 @@ impl Trainer {
     }
 
     /// One optimizer step on the batch of step [`Trainer::step`]: forward through the network
-    /// and the loss network, backward, Adam. A loss that is not finite stops before the update
-    /// with [`Error::Diverged`]; the weights (and BN's running statistics) stay those of the
-    /// last good step.
+    /// and the loss network, backward, Adam. A loss that is not finite, or an update that
+    /// would make a weight non-finite, stops with [`Error::Diverged`]; the weights (and BN's
+    /// running statistics) stay those of the last good step.
     pub fn train_step(&mut self) -> Result<StepLosses> {
+        // BN's running statistics move in the forward: kept to be put back after a bad step.
+        let running = self.running_stats()?;
         let (losses, total) = self.losses_graph(self.step)?;
         let step = self.step + 1;
-        if !losses.total.is_finite() {
-            return Err(Error::Diverged {
-                step,
-                msg: format!(
-                    "content {}, style {}, tv {}",
-                    losses.content, losses.style, losses.tv
-                ),
-            });
+        let parts = format!(
+            "content {}, style {}, tv {}",
+            losses.content, losses.style, losses.tv
+        );
+        let diverged = if !losses.total.is_finite() {
+            Some(parts)
+        } else if !self.adam.step(&total.backward()?)? {
+            Some(format!("{parts}, but the update overflows"))
+        } else {
+            None
+        };
+        if let Some(msg) = diverged {
+            for (var, old) in running {
+                var.set(&old)?;
+            }
+            return Err(Error::Diverged { step, msg });
         }
-        let grads = total.backward()?;
-        self.adam.step(&grads)?;
         self.step = step;
-        Ok(StepLosses { step, ..losses })
+        Ok(losses)
     }
 
     /// The losses of step `step`'s batch with the graph that gives their gradient.
@@ -336,7 +344,6 @@ impl Trainer {
             .batch(self.cfg.seed, step, self.cfg.batch_size, &self.device)?;
         // The content's features carry no graph: the fast inference kernels compute them.
         let content = self.loss.features(&x)?.content;
-        let running = self.running_stats()?;
         let y = (self.net.forward_t(&(&x * 255.0)?, true)? / 255.0)?;
         let f = self.loss.features(&y)?;
         let lc = loss::mse(&f.content, &content)?;
@@ -353,12 +360,6 @@ impl Trainer {
             tv: scalar(&ltv)?,
             total: scalar(&total)?,
         };
-        if !losses.total.is_finite() {
-            // A forward that overflowed also polluted BN's running statistics: put them back.
-            for (var, old) in running {
-                var.set(&old)?;
-            }
-        }
         Ok((losses, total))
     }
 
