@@ -1,8 +1,9 @@
 //! The page of `normstyle serve` in headless Chromium (Debian's `chromium`, driven by
 //! `playwright-core` from npm; `scripts/test.sh` installs both when they are missing): upload a
 //! photo and a style, move α, switch the norm, check the picture changes each time and equals
-//! the API's PNG, open the compare view, take a screenshot, and measure the slider-to-picture
-//! latency (a benchmark figure, printed; not asserted).
+//! the API's PNG, open the compare view, take a screenshot, switch to a trained network (style
+//! controls disabled, a picture without a style), and measure the slider-to-picture latency (a
+//! benchmark figure, printed; not asserted).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -18,8 +19,16 @@ fn the_page_follows_its_controls_in_chromium() {
         "Debian's chromium and playwright-core are needed: run scripts/test.sh, which installs \
          them (chromium at {chromium}, tests/browser/node_modules)"
     );
+    // A trained network beside the embedded ones: the fast_neural_style fixture.
+    let models = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root.join("tests/fixtures/fns/johnson_in.pth"),
+        models.path().join("johnson.pth"),
+    )
+    .unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_normstyle"))
-        .args(["serve", "--port", "0"])
+        .args(["serve", "--port", "0", "--models"])
+        .arg(models.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -53,6 +62,8 @@ fn the_page_follows_its_controls_in_chromium() {
     assert_eq!(doc["ok"], true);
     // in, bn, ln, gn at α 0.5 and 1, one photo.
     assert_eq!(doc["compare_rows"], 8);
+    assert_eq!(doc["trained"], "trained:johnson");
+    assert_eq!(doc["trained_controls_disabled"], true);
     assert!(
         std::fs::metadata(&shot).unwrap().len() > 10_000,
         "screenshot"

@@ -409,8 +409,10 @@ fn a_decoder_trains_through_the_fast_convolution() {
     assert!(last < 0.6 * first, "loss {first} → {last}");
 }
 
-/// `normstyle norms experiment` at a tiny size: the CSV has a row per (norm, batch size) with
-/// the documented columns, the plot is a PNG, and the same seed gives the same numbers.
+/// `normstyle norms experiment` at a tiny size with two seeds: results.csv has a row per
+/// (seed, norm, batch size) with the documented columns, summary.csv one per (norm, batch
+/// size) with the mean and spread over the seeds, the plot is a PNG, and the same seeds give
+/// the same numbers.
 #[test]
 fn the_experiment_writes_its_csv_and_plot_and_is_deterministic() {
     let dir = tempfile::tempdir().unwrap();
@@ -428,6 +430,8 @@ fn the_experiment_writes_its_csv_and_plot_and_is_deterministic() {
                 "6",
                 "--seed",
                 "7",
+                "--seeds",
+                "2",
                 "-q",
                 "-o",
                 out,
@@ -447,11 +451,26 @@ fn the_experiment_writes_its_csv_and_plot_and_is_deterministic() {
             .collect::<Vec<_>>()
     };
     let a = run("a");
-    assert_eq!(a[0], "norm,batch_size,steps,train_loss,test_error");
-    assert_eq!(a.len(), 1 + 6);
+    assert_eq!(a[0], "norm,batch_size,seed,steps,train_loss,test_error");
+    assert_eq!(a.len(), 1 + 12);
     assert!(
-        a[1].starts_with("bn,2,6,") && a[6].starts_with("none,8,6,"),
+        a[1].starts_with("bn,2,7,6,") && a[12].starts_with("none,8,8,6,"),
         "{a:?}"
+    );
+    let summary = std::fs::read_to_string(dir.path().join("a/summary.csv")).unwrap();
+    let rows: Vec<&str> = summary.lines().collect();
+    assert_eq!(
+        rows[0],
+        "norm,batch_size,seeds,test_error_mean,test_error_std"
+    );
+    assert_eq!(rows.len(), 1 + 6);
+    // bn at batch 2: the mean of its two seeds' rows.
+    let err = |line: &str| -> f64 { line.split(',').nth(5).unwrap().parse().unwrap() };
+    let mean: f64 = rows[1].split(',').nth(3).unwrap().parse().unwrap();
+    let want = (err(&a[1]) + err(&a[7])) / 2.0;
+    assert!(
+        rows[1].starts_with("bn,2,2,") && (mean - want).abs() < 1e-4,
+        "{rows:?} {want}"
     );
     let plot = image::open(dir.path().join("a/plot.png")).unwrap();
     assert_eq!((plot.width(), plot.height()), (900, 600));

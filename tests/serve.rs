@@ -166,7 +166,11 @@ struct Server {
 
 impl Server {
     fn start(config: ServeConfig) -> Server {
-        let app = Arc::new(App::new(config).unwrap());
+        Self::start_app(App::new(config).unwrap())
+    }
+
+    fn start_app(app: App) -> Server {
+        let app = Arc::new(app);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (atx, arx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -283,6 +287,75 @@ fn the_api_paints_the_clis_pixels() {
         assert!(
             api == want,
             "{args:?}: the API's pixels differ from the CLI's"
+        );
+    }
+}
+
+/// `serve --models DIR`: a trained network is listed with the controls it takes, paints the
+/// CLI's pixels for `stylize --model` (its recorded norm, and a swap), and refuses style inputs.
+#[test]
+fn trained_models_paint_the_clis_pixels_and_refuse_style_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::copy(
+        root("tests/fixtures/fns/johnson_in.pth"),
+        models.join("johnson.pth"),
+    )
+    .unwrap();
+    let content = photo_png("assets/photos/chicago.jpg", 96);
+    let style = photo_png("assets/styles/brushstrokes.jpg", 64);
+    std::fs::write(dir.path().join("content.png"), &content).unwrap();
+    let config = ServeConfig::default();
+    let mut all = App::new(config.clone()).unwrap().models().to_vec();
+    all.extend(normstyle::serve::ServedModel::trained_dir(&models, &config.device).unwrap());
+    let server = Server::start_app(App::with_models(config, all));
+    let listed = get(server.addr, "/api/models").json();
+    let m = listed["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "trained:johnson")
+        .unwrap_or_else(|| panic!("{listed}"))
+        .clone();
+    assert_eq!(m["family"], "trained");
+    assert_eq!(m["norm"], "in");
+    for control in ["style", "alpha", "presets", "compare"] {
+        assert_eq!(m[control], false, "{control}: {m}");
+    }
+    for (norm, args) in [
+        (None, vec!["--model", "models/johnson.pth"]),
+        (
+            Some("ln"),
+            vec!["--model", "models/johnson.pth", "--norm", "ln"],
+        ),
+    ] {
+        let mut parts = vec![
+            ("content", Part::File(&content)),
+            ("model", Part::Text("trained:johnson")),
+        ];
+        if let Some(n) = norm {
+            parts.push(("norm", Part::Text(n)));
+        }
+        let a = post(server.addr, "/api/stylize", &parts);
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        assert!(png_pixels(&a.body) == cli(dir.path(), &args), "{args:?}");
+    }
+    for (field, part) in [("style", Part::File(&style)), ("alpha", Part::Text("0.5"))] {
+        let a = post(
+            server.addr,
+            "/api/stylize",
+            &[
+                ("content", Part::File(&content)),
+                ("model", Part::Text("trained:johnson")),
+                (field, part),
+            ],
+        );
+        assert_eq!(a.status, 400);
+        let e = a.json()["error"].as_str().unwrap().to_string();
+        assert!(
+            e.starts_with(&format!("{field}:")) && e.contains("trained"),
+            "{e}"
         );
     }
 }

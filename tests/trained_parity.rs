@@ -12,7 +12,9 @@ use normstyle::weights::TensorMap;
 const CPU: Device = Device::Cpu;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fns").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fns")
+        .join(name)
 }
 
 /// Tolerance 1e-4 absolute on outputs of magnitude ≈ 1.3 (pixel units of the example's
@@ -24,13 +26,30 @@ fn fast_neural_style_state_dict_matches_pytorch() {
     assert_eq!(model.info().arch, Arch::Johnson);
     assert_eq!(model.info().norm, Some(NormKind::In));
     let expected = TensorMap::load(&fixture("expected.safetensors"), &CPU).unwrap();
-    let x = expected.get_raw("input").unwrap().to_dtype(DType::F32).unwrap();
-    let want = expected.get_raw("output").unwrap().to_dtype(DType::F32).unwrap();
+    let x = expected
+        .get_raw("input")
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let want = expected
+        .get_raw("output")
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
     for mode in [NormMode::Eval, NormMode::Swap(NormKind::In)] {
-        let y = model.net().forward_list(std::slice::from_ref(&x), mode).unwrap();
+        let y = model
+            .net()
+            .forward_list(std::slice::from_ref(&x), mode)
+            .unwrap();
         let d = (&y[0] - &want).unwrap().abs().unwrap().max_all().unwrap();
         let d = d.to_scalar::<f32>().unwrap();
-        let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         println!("{mode:?}: max |Δ| {d:e} on outputs up to {scale}");
         assert!(d <= 1e-4, "{mode:?}: {d}");
     }
@@ -44,10 +63,18 @@ fn stylizer_runs_a_pth_model() {
     let img = image::DynamicImage::new_rgb8(48, 40);
     let c = st.content(&img).unwrap();
     let out = st
-        .render(std::slice::from_ref(&c), &normstyle::pipeline::Styling::Trained)
+        .render(
+            std::slice::from_ref(&c),
+            &normstyle::pipeline::Styling::Trained,
+        )
         .unwrap();
     assert_eq!(out[0].dimensions(), (48, 40));
     let x = Tensor::zeros((1, 3, 40, 48), DType::F32, &CPU).unwrap();
-    let y = st.trained_model().unwrap().net().paint(&[x], NormMode::Eval).unwrap();
+    let y = st
+        .trained_model()
+        .unwrap()
+        .net()
+        .paint(&[x], NormMode::Eval)
+        .unwrap();
     assert_eq!(out[0], normstyle::imaging::to_rgb8(&y[0]).unwrap());
 }

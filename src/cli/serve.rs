@@ -41,6 +41,10 @@ pub struct Args {
     /// Memory for prepared photos and styles, in MiB.
     #[arg(long, default_value_t = 512)]
     cache_mib: u32,
+    /// Also offer every trained network in this folder (.safetensors from `normstyle train`,
+    /// fast_neural_style .pth), as `trained:<file name>`.
+    #[arg(long, value_hint = clap::ValueHint::DirPath)]
+    models: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -58,7 +62,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         timeout: Duration::from_secs_f64(args.timeout),
         cache_bytes: (args.cache_mib as usize) << 20,
     };
-    let app = Arc::new(App::new(config)?);
+    let app = match &args.models {
+        None => App::new(config)?,
+        Some(dir) => {
+            let trained = normstyle::serve::ServedModel::trained_dir(dir, &config.device)
+                .with_context(|| format!("--models {}", dir.display()))?;
+            if trained.is_empty() {
+                anyhow::bail!(
+                    "--models {}: no trained models (.safetensors, .pth) in it",
+                    dir.display()
+                );
+            }
+            let base = App::new(config.clone())?;
+            let mut models = base.models().to_vec();
+            models.extend(trained);
+            App::with_models(config, models)
+        }
+    };
+    let app = Arc::new(app);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

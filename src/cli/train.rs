@@ -56,7 +56,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1.0)]
     pub content_weight: f64,
     /// Weight of the style loss.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 1.0)]
     pub style_weight: f64,
     /// Weight of the total-variation loss.
     #[arg(long, default_value_t = 0.0)]

@@ -23,6 +23,8 @@ use crate::{Error, Result};
 
 #[cfg(feature = "plot")]
 pub use plot::plot;
+#[cfg(feature = "plot")]
+pub(crate) use plot::register_font;
 
 /// What to train.
 #[derive(Clone, Debug)]
@@ -34,8 +36,11 @@ pub struct ExperimentConfig {
     /// Optimizer steps per run; `None`: one pass over the training set at every batch size
     /// (⌈train_size / B⌉ steps), so every run sees the same images, as the GN paper compares.
     pub steps: Option<usize>,
-    /// Seeds the data, the initial weights and the batch order.
+    /// The first seed: runs use seeds `seed` … `seed + seeds − 1`, each seeding the data, the
+    /// initial weights and the batch order.
     pub seed: u64,
+    /// How many seeds (≥ 1): one seed cannot tell BN's rise at small batches from noise.
+    pub seeds: u64,
     /// Training images.
     pub train_size: usize,
     /// Held-out test images.
@@ -57,6 +62,7 @@ impl Default for ExperimentConfig {
             batch_sizes: vec![2, 4, 8, 32],
             steps: None,
             seed: 0,
+            seeds: 3,
             train_size: 4096,
             test_size: 1024,
             learning_rate: 2e-3,
@@ -71,6 +77,8 @@ pub struct RunResult {
     pub norm: String,
     /// Images per step.
     pub batch_size: usize,
+    /// The seed of the data, the initial weights and the batch order.
+    pub seed: u64,
     /// Optimizer steps.
     pub steps: usize,
     /// Mean training loss over the last tenth of the steps.
@@ -105,18 +113,21 @@ pub fn run(
             ),
         ));
     }
-    if cfg.steps == Some(0) || cfg.norms.is_empty() || cfg.batch_sizes.is_empty() {
+    if cfg.steps == Some(0) || cfg.norms.is_empty() || cfg.batch_sizes.is_empty() || cfg.seeds == 0
+    {
         return Err(Error::config("experiment", "nothing to train"));
     }
-    let mut rng = Rng::new(cfg.seed, 1);
-    let train = data::gratings(&mut rng, cfg.train_size, device)?;
-    let test = data::gratings(&mut rng, cfg.test_size, device)?;
     let mut results = Vec::new();
-    for &norm in &cfg.norms {
-        for &batch in &cfg.batch_sizes {
-            let r = train_one(cfg, norm, batch, &train, &test, device)?;
-            progress(&r);
-            results.push(r);
+    for seed in cfg.seed..cfg.seed + cfg.seeds {
+        let mut rng = Rng::new(seed, 1);
+        let train = data::gratings(&mut rng, cfg.train_size, device)?;
+        let test = data::gratings(&mut rng, cfg.test_size, device)?;
+        for &norm in &cfg.norms {
+            for &batch in &cfg.batch_sizes {
+                let r = train_one(cfg, seed, norm, batch, &train, &test, device)?;
+                progress(&r);
+                results.push(r);
+            }
         }
     }
     Ok(results)
@@ -202,6 +213,7 @@ fn seeded_init(vm: &VarMap, rng: &mut Rng) -> Result<()> {
 
 fn train_one(
     cfg: &ExperimentConfig,
+    seed: u64,
     norm: Option<NormKind>,
     batch: usize,
     (train_x, train_y): &(Tensor, Tensor),
@@ -212,14 +224,14 @@ fn train_one(
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, device);
     let net = Net::new(norm, &vb)?;
-    seeded_init(&vm, &mut Rng::new(cfg.seed, 2))?;
+    seeded_init(&vm, &mut Rng::new(seed, 2))?;
     let params = candle_nn::ParamsAdamW {
         lr: cfg.learning_rate,
         ..Default::default()
     };
     let mut opt = candle_nn::AdamW::new(vm.all_vars(), params)?;
     // The same batch order for every norm at a given batch size: shuffled passes over the set.
-    let mut order = Rng::new(cfg.seed, 3 + batch as u64);
+    let mut order = Rng::new(seed, 3 + batch as u64);
     let steps = cfg.steps.unwrap_or(cfg.train_size.div_ceil(batch));
     let tail = (steps / 10).max(1);
     let mut tail_loss = 0.0;
@@ -256,6 +268,7 @@ fn train_one(
     Ok(RunResult {
         norm: norm_name(norm),
         batch_size: batch,
+        seed,
         steps,
         train_loss: tail_loss,
         test_error: wrong as f64 / cfg.test_size as f64,
@@ -263,13 +276,79 @@ fn train_one(
     })
 }
 
-/// The results as CSV: `norm,batch_size,steps,train_loss,test_error,seconds`.
+/// The results as CSV, one row per run: `norm,batch_size,seed,steps,train_loss,test_error,seconds`.
 pub fn csv(results: &[RunResult]) -> String {
-    let mut out = String::from("norm,batch_size,steps,train_loss,test_error,seconds\n");
+    let mut out = String::from("norm,batch_size,seed,steps,train_loss,test_error,seconds\n");
     for r in results {
         out += &format!(
-            "{},{},{},{:.5},{:.4},{:.2}\n",
-            r.norm, r.batch_size, r.steps, r.train_loss, r.test_error, r.seconds
+            "{},{},{},{},{:.5},{:.4},{:.2}\n",
+            r.norm, r.batch_size, r.seed, r.steps, r.train_loss, r.test_error, r.seconds
+        );
+    }
+    out
+}
+
+/// One (norm, batch size) over its seeds.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Summary {
+    /// The normalization.
+    pub norm: String,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Seeds run.
+    pub seeds: usize,
+    /// Mean test error over the seeds.
+    pub test_error_mean: f64,
+    /// Sample standard deviation of the test error over the seeds (0 for one seed).
+    pub test_error_std: f64,
+    /// Lowest and highest test error over the seeds.
+    pub test_error_range: (f64, f64),
+}
+
+/// The results grouped by (norm, batch size), in first-seen order.
+pub fn summarize(results: &[RunResult]) -> Vec<Summary> {
+    let mut keys: Vec<(String, usize)> = Vec::new();
+    for r in results {
+        let k = (r.norm.clone(), r.batch_size);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys.into_iter()
+        .map(|(norm, batch_size)| {
+            let v: Vec<f64> = results
+                .iter()
+                .filter(|r| r.norm == norm && r.batch_size == batch_size)
+                .map(|r| r.test_error)
+                .collect();
+            let n = v.len() as f64;
+            let mean = v.iter().sum::<f64>() / n;
+            let std = if v.len() > 1 {
+                (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+            } else {
+                0.0
+            };
+            let lo = v.iter().copied().fold(f64::MAX, f64::min);
+            let hi = v.iter().copied().fold(f64::MIN, f64::max);
+            Summary {
+                norm,
+                batch_size,
+                seeds: v.len(),
+                test_error_mean: mean,
+                test_error_std: std,
+                test_error_range: (lo, hi),
+            }
+        })
+        .collect()
+}
+
+/// The summary as CSV: `norm,batch_size,seeds,test_error_mean,test_error_std`.
+pub fn summary_csv(summary: &[Summary]) -> String {
+    let mut out = String::from("norm,batch_size,seeds,test_error_mean,test_error_std\n");
+    for s in summary {
+        out += &format!(
+            "{},{},{},{:.4},{:.4}\n",
+            s.norm, s.batch_size, s.seeds, s.test_error_mean, s.test_error_std
         );
     }
     out

@@ -1,10 +1,11 @@
 //! Test error against batch size, one line per normalization, as the GN paper's Figure 1 draws
-//! it: log₂ batch-size axis, labelled axes, a legend.
+//! it: log₂ batch-size axis, labelled axes, a legend; the mean over seeds with a band from the
+//! lowest to the highest seed.
 
 use image::RgbImage;
 use plotters::prelude::*;
 
-use super::RunResult;
+use super::{summarize, RunResult};
 use crate::{Error, Result};
 
 const SIZE: (u32, u32) = (900, 600);
@@ -26,6 +27,7 @@ pub fn plot(results: &[RunResult], title: &str) -> Result<RgbImage> {
     } else {
         (x0 - 1.0, x1 + 1.0)
     };
+    let summary = summarize(results);
     let y1 = results
         .iter()
         .map(|r| 100.0 * r.test_error)
@@ -75,12 +77,30 @@ pub fn plot(results: &[RunResult], title: &str) -> Result<RgbImage> {
         }
         for (i, name) in names.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
-            let mut pts: Vec<(f64, f64)> = results
+            let mut rows: Vec<&super::Summary> =
+                summary.iter().filter(|s| s.norm == *name).collect();
+            rows.sort_by_key(|s| s.batch_size);
+            let pts: Vec<(f64, f64)> = rows
                 .iter()
-                .filter(|r| r.norm == *name)
-                .map(|r| (log2(r.batch_size), 100.0 * r.test_error))
+                .map(|s| (log2(s.batch_size), 100.0 * s.test_error_mean))
                 .collect();
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if rows.iter().any(|s| s.seeds > 1) {
+                let band: Vec<(f64, f64)> = rows
+                    .iter()
+                    .map(|s| (log2(s.batch_size), 100.0 * s.test_error_range.0))
+                    .chain(
+                        rows.iter()
+                            .rev()
+                            .map(|s| (log2(s.batch_size), 100.0 * s.test_error_range.1)),
+                    )
+                    .collect();
+                chart
+                    .draw_series(std::iter::once(Polygon::new(
+                        band,
+                        color.mix(0.15).filled(),
+                    )))
+                    .map_err(|e| err(&e))?;
+            }
             let style = ShapeStyle::from(color).stroke_width(3);
             chart
                 .draw_series(LineSeries::new(pts.clone(), style))
@@ -105,7 +125,7 @@ pub fn plot(results: &[RunResult], title: &str) -> Result<RgbImage> {
 }
 
 /// plotters draws text with ab_glyph from registered fonts: the bundled DejaVu Sans.
-fn register_font() -> Result<()> {
+pub(crate) fn register_font() -> Result<()> {
     static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let ok = *DONE.get_or_init(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, crate::grid::FONT_BYTES)

@@ -156,8 +156,17 @@ async fn models(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
         .models
         .iter()
         .map(|m| {
-            json!({"id": m.id, "title": m.title, "family": m.stylizer.family().name(),
-                   "presets": m.stylizer.family() == crate::pipeline::Family::Magenta})
+            {
+                let family = m.stylizer.family();
+                let trained = family == crate::pipeline::Family::Trained;
+                // The controls a model takes: a trained network has its style built in.
+                json!({"id": m.id, "title": m.title, "family": family.name(),
+                       "presets": family == crate::pipeline::Family::Magenta,
+                       "style": !trained, "alpha": !trained, "compare": !trained,
+                       "norm": m.stylizer.trained_model().map_or_else(
+                           || "in".to_string(),
+                           |t| crate::model::trained::norm_name(t.info().norm))})
+            }
         })
         .collect();
     Json(json!({"models": list}))
@@ -227,7 +236,8 @@ async fn read_form(req: Request, extra: &[&str]) -> Result<Form, ApiError> {
 #[derive(Debug)]
 struct Settings {
     model: usize,
-    norm: NormKind,
+    /// `None`: the model's own (a trained network's recorded norm; IN otherwise).
+    norm: Option<NormKind>,
     alpha: f64,
     content_size: Option<u32>,
     preserve: Option<PreserveColor>,
@@ -264,9 +274,27 @@ fn settings(app: &App, form: &Form) -> Result<Settings, ApiError> {
         .map_err(|e| ApiError::bad(format!("model: {e}")))?;
     let family = app.models[model].stylizer.family();
     let norm = match f("norm") {
-        None => NormKind::In,
-        Some(v) => v.parse().map_err(|e| field_err("norm", e))?,
+        None => None,
+        Some(v) => Some(v.parse().map_err(|e| field_err("norm", e))?),
     };
+    if family == crate::pipeline::Family::Trained {
+        // A trained network paints its own style: style inputs and α do not apply.
+        let refused = [
+            ("style", !form.styles.is_empty()),
+            ("preset", f("preset").is_some()),
+            ("style_weights", f("style_weights").is_some()),
+            (
+                "alpha",
+                f("alpha").is_some_and(|a| a.parse::<f64>() != Ok(1.0)),
+            ),
+        ];
+        if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
+            return Err(ApiError::bad(format!(
+                "{field}: model `{}` is a trained network with its style built in",
+                app.models[model].id
+            )));
+        }
+    }
     let alpha = f("alpha").map_or(Ok(1.0), |v| unit_interval("alpha", v))?;
     let content_size = match f("content_size") {
         None => None,
@@ -301,7 +329,7 @@ fn settings(app: &App, form: &Form) -> Result<Settings, ApiError> {
         }
         Some(v) => Some(parse_preset(v).map_err(|e| field_err("preset", e))?),
     };
-    if preset.is_none() && form.styles.is_empty() {
+    if preset.is_none() && form.styles.is_empty() && family != crate::pipeline::Family::Trained {
         return Err(ApiError::bad("style: missing (a style image, or a preset)"));
     }
     let style_weights = match f("style_weights") {
@@ -322,7 +350,7 @@ fn settings(app: &App, form: &Form) -> Result<Settings, ApiError> {
             form.styles.len()
         )));
     }
-    let style_weights = if preset.is_none() {
+    let style_weights = if preset.is_none() && !style_weights.is_empty() {
         normalize_weights("style weights", &style_weights)
             .map_err(|e| field_err("style_weights", e))?
     } else {
@@ -342,11 +370,12 @@ fn settings(app: &App, form: &Form) -> Result<Settings, ApiError> {
 impl Settings {
     /// The model's stylizer with these options (the CLI's defaults for the rest).
     fn stylizer(&self, app: &App) -> Stylizer {
-        app.models[self.model]
-            .stylizer
-            .clone()
-            .with_norm(self.norm)
-            .with_alpha(self.alpha)
+        let st = app.models[self.model].stylizer.clone();
+        let st = match self.norm {
+            Some(k) => st.with_norm(k),
+            None => st,
+        };
+        st.with_alpha(self.alpha)
             .with_preserve_color(self.preserve)
             .with_content_size(self.content_size)
     }
@@ -392,6 +421,7 @@ async fn stylize(State(app): State<Arc<App>>, req: Request) -> Result<Response, 
             .collect::<crate::Result<_>>()?;
         let styling = match &s.preset {
             Some(w) => Styling::Preset(w.clone()),
+            None if st.family() == crate::pipeline::Family::Trained => Styling::Trained,
             None => Styling::Blend(
                 styles
                     .iter()

@@ -73,12 +73,62 @@ impl Default for ServeConfig {
 /// A model the server offers: an id for the API, a title for the page, the loaded network.
 #[derive(Clone, Debug)]
 pub struct ServedModel {
-    /// The id `model=` names (`magenta`, `adain`).
+    /// The id `model=` names (`magenta`, `adain`, `trained:<file stem>`).
     pub id: String,
     /// One line for the page.
     pub title: String,
     /// The loaded network with the CLI's defaults.
     pub stylizer: Stylizer,
+}
+
+impl ServedModel {
+    /// Every trained network in `dir` (`.safetensors` written by `normstyle train`, or
+    /// fast_neural_style `.pth` state_dicts), in name order, as `trained:<file stem>`; a file
+    /// that does not load is an error naming it.
+    pub fn trained_dir(dir: &std::path::Path, device: &Device) -> Result<Vec<ServedModel>> {
+        let entries = std::fs::read_dir(dir).map_err(|err| crate::Error::Io {
+            path: dir.to_path_buf(),
+            err,
+        })?;
+        let mut files: Vec<std::path::PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension()
+                        .is_some_and(|e| e == "safetensors" || e == "pth")
+            })
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|p| {
+                let st = Stylizer::trained(p, device)?;
+                let stem = p
+                    .file_stem()
+                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+                let title = match st.trained_model() {
+                    Some(m) => {
+                        let info = m.info();
+                        let steps = info
+                            .metadata
+                            .get(crate::model::trained::meta::STEPS)
+                            .map_or_else(String::new, |s| format!(", {s} steps"));
+                        format!(
+                            "{stem} (trained {}, {}{steps})",
+                            info.arch,
+                            crate::model::trained::norm_name(info.norm)
+                        )
+                    }
+                    None => stem.clone(),
+                };
+                Ok(ServedModel {
+                    id: format!("trained:{stem}"),
+                    title,
+                    stylizer: st,
+                })
+            })
+            .collect()
+    }
 }
 
 /// What a prepared image was made from: the model, the bytes' sha256 and the size it runs at.

@@ -16,7 +16,7 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LossNetKind {
     /// The embedded MobileNetV2 style predictor (offline): style at blocks 2, 5, 9, 12
-    /// (24, 32, 64, 96 channels), content at block 9.
+    /// (24, 32, 64, 96 channels), content at block 5 ([`PREDICTOR_CONTENT_BLOCK`]).
     Predictor,
     /// AdaIN's `vgg_normalised` to relu4_1: style at relu1_1 … relu4_1, content at relu4_1.
     Vgg,
@@ -89,12 +89,19 @@ impl FromStr for StyleLoss {
 
 /// Predictor blocks the style loss reads (0-based indices into MobileNetV2's 17 blocks).
 pub const PREDICTOR_STYLE_BLOCKS: [usize; 4] = [2, 5, 9, 12];
-/// The predictor block the content loss reads.
-pub const PREDICTOR_CONTENT_BLOCK: usize = 9;
+/// The predictor block the content loss reads: block 5 (32 channels at ⅛ resolution), not the
+/// issue's first guess, block 9 (64 channels at 1/16): at 128² crops block 9 is 8×8, and in a
+/// 200-step run with it the photo's layout vanished from the output entirely (Chicago's skyline
+/// gone), while with block 5 it stays visible.
+pub const PREDICTOR_CONTENT_BLOCK: usize = 5;
 
 #[derive(Clone, Debug)]
 enum Net {
-    Predictor(StylePredictor),
+    Predictor {
+        net: StylePredictor,
+        style_blocks: Vec<usize>,
+        content_block: usize,
+    },
     Vgg(Encoder),
 }
 
@@ -128,8 +135,39 @@ pub struct Features {
 impl LossNet {
     /// The embedded MobileNetV2 predictor on `device`.
     pub fn predictor(device: &Device, style_loss: StyleLoss) -> Result<Self> {
+        Self::predictor_taps(
+            device,
+            style_loss,
+            &PREDICTOR_STYLE_BLOCKS,
+            PREDICTOR_CONTENT_BLOCK,
+        )
+    }
+
+    /// The embedded predictor with other taps: the outputs of `style_blocks` for the style
+    /// loss and of `content_block` for the content loss (0-based, < 17).
+    pub fn predictor_taps(
+        device: &Device,
+        style_loss: StyleLoss,
+        style_blocks: &[usize],
+        content_block: usize,
+    ) -> Result<Self> {
+        if style_blocks.is_empty()
+            || style_blocks
+                .iter()
+                .chain([&content_block])
+                .any(|&b| StylePredictor::block_channels(b).is_none())
+        {
+            return Err(Error::config(
+                "loss network",
+                format!("taps {style_blocks:?} and {content_block}: give blocks 0 to 16"),
+            ));
+        }
         Ok(LossNet {
-            net: Net::Predictor(StylePredictor::embedded(device)?),
+            net: Net::Predictor {
+                net: StylePredictor::embedded(device)?,
+                style_blocks: style_blocks.to_vec(),
+                content_block,
+            },
             style_loss,
         })
     }
@@ -145,7 +183,7 @@ impl LossNet {
     /// Which network this is.
     pub fn kind(&self) -> LossNetKind {
         match self.net {
-            Net::Predictor(_) => LossNetKind::Predictor,
+            Net::Predictor { .. } => LossNetKind::Predictor,
             Net::Vgg(_) => LossNetKind::Vgg,
         }
     }
@@ -158,20 +196,21 @@ impl LossNet {
     /// Features of `x`: (N, 3, H, W) RGB in [0, 1]; a graph `x` records is kept.
     pub fn features(&self, x: &Tensor) -> Result<Features> {
         match &self.net {
-            Net::Predictor(p) => {
-                let last = PREDICTOR_STYLE_BLOCKS
+            Net::Predictor {
+                net,
+                style_blocks,
+                content_block,
+            } => {
+                let last = style_blocks
                     .iter()
                     .copied()
-                    .chain([PREDICTOR_CONTENT_BLOCK])
+                    .chain([*content_block])
                     .max()
                     .unwrap_or(0);
-                let blocks = p.block_outputs(x, last)?;
+                let blocks = net.block_outputs(x, last)?;
                 Ok(Features {
-                    style: PREDICTOR_STYLE_BLOCKS
-                        .iter()
-                        .map(|&i| blocks[i].clone())
-                        .collect(),
-                    content: blocks[PREDICTOR_CONTENT_BLOCK].clone(),
+                    style: style_blocks.iter().map(|&i| blocks[i].clone()).collect(),
+                    content: blocks[*content_block].clone(),
                 })
             }
             Net::Vgg(e) => {

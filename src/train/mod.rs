@@ -31,6 +31,7 @@
 
 mod adam;
 pub mod data;
+pub mod experiment;
 pub mod loss;
 
 use std::collections::{BTreeMap, HashMap};
@@ -99,7 +100,7 @@ impl Default for TrainConfig {
             batch_size: 4,
             lr: 1e-3,
             content_weight: 1.0,
-            style_weight: 10.0,
+            style_weight: 1.0,
             tv_weight: 0.0,
             seed: 0,
         }
@@ -497,15 +498,24 @@ fn trainable(varmap: &VarMap) -> Result<BTreeMap<String, Var>> {
         .collect())
 }
 
+/// The network's last convolution (its output is the image).
+const LAST_LAYER: &str = "deconv3";
+
 /// Overwrites every convolution's weight and bias with seeded draws, in layer order:
-/// U(−1/√fan_in, 1/√fan_in), PyTorch's `Conv2d` default (kaiming_uniform with a = √5).
+/// U(−1/√fan_in, 1/√fan_in), PyTorch's `Conv2d` default (kaiming_uniform with a = √5); the last
+/// layer's bias is shifted to mid-gray.
 fn seeded_init(varmap: &mut VarMap, arch: Arch, seed: u64, device: &Device) -> Result<()> {
     let mut rng = Rng::new(seed, INIT_STREAM);
     for def in arch.layers() {
         let bound = 1.0 / ((def.cin * def.k * def.k) as f64).sqrt();
         let p = format!("{}.conv2d", def.name);
         let w = rng.uniform_tensor(-bound, bound, (def.cout, def.cin, def.k, def.k), device)?;
-        let b = rng.uniform_tensor(-bound, bound, def.cout, device)?;
+        let mut b = rng.uniform_tensor(-bound, bound, def.cout, device)?;
+        if def.name == LAST_LAYER {
+            // The output is in [0, 255]: starting at mid-gray rather than black saves the first
+            // few hundred steps (the small network's last layer moves ~0.6 levels per step).
+            b = (b + 127.5)?;
+        }
         varmap.set_one(format!("{p}.weight"), w)?;
         varmap.set_one(format!("{p}.bias"), b)?;
     }

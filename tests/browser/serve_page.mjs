@@ -83,9 +83,25 @@ try {
   const rows = await page.evaluate(() => document.querySelectorAll("#compare-table tbody tr").length);
   await page.waitForFunction(() => document.getElementById("compare-grid").complete, null, { timeout: 30000 });
   await page.screenshot({ path: screenshot, fullPage: true });
+
+  // A trained network (from `serve --models`): its style is built in, so the style inputs,
+  // α and compare are disabled, and a picture comes without a style.
+  let trainedDisabled = null;
+  const trainedId = await page.evaluate(() => {
+    const o = [...document.querySelectorAll("#model option")].find((o) => o.value.startsWith("trained:"));
+    return o ? o.value : null;
+  });
+  if (trainedId) {
+    n = await updates();
+    await page.selectOption("#model", trainedId);
+    await nextPicture(n, "trained model");
+    trainedDisabled = await page.evaluate(() =>
+      ["alpha", "style-file", "compare-button"].every((id) => document.getElementById(id).disabled));
+    if (!trainedDisabled) fail("a trained model left the style controls enabled");
+  }
   if (errors.length) fail(`page errors: ${errors.join("; ")}`);
   const sorted = [...latencies].sort((a, b) => a - b);
-  console.log(JSON.stringify({ ok: true, compare_rows: rows, latencies_ms: latencies, median_ms: sorted[Math.floor(sorted.length / 2)] }));
+  console.log(JSON.stringify({ ok: true, compare_rows: rows, trained: trainedId, trained_controls_disabled: trainedDisabled, latencies_ms: latencies, median_ms: sorted[Math.floor(sorted.length / 2)] }));
 } finally {
   await browser.close();
 }

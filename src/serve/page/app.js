@@ -18,9 +18,18 @@ function normValue() {
   return n === "gn" ? `gn:${Math.max(1, parseInt($("groups").value, 10) || 32)}` : n;
 }
 
+function model() {
+  return state.models.find((m) => m.id === $("model").value);
+}
+
 function family() {
-  const m = state.models.find((m) => m.id === $("model").value);
+  const m = model();
   return m ? m.family : "magenta";
+}
+
+/// A trained network paints its own style: no style images, presets or α.
+function trained() {
+  return family() === "trained";
 }
 
 /// The form of the current settings (the API's field names).
@@ -28,6 +37,14 @@ function settingsForm() {
   const f = new FormData();
   f.append("content", state.content, "content");
   const preset = $("preset").value;
+  if (trained()) {
+    // The style is built in; a network trained without norm layers has no statistics to swap.
+    if (model().norm !== "none") f.append("norm", normValue());
+    f.append("preserve_color", $("preserve").value);
+    f.append("content_size", $("size").value);
+    f.append("model", $("model").value);
+    return f;
+  }
   if (preset !== "" && family() === "magenta") {
     f.append("preset", preset);
   } else {
@@ -47,6 +64,7 @@ function settingsForm() {
 }
 
 function ready() {
+  if (trained()) return Boolean(state.content);
   return state.content && (state.style || ($("preset").value !== "" && family() === "magenta"));
 }
 
@@ -158,7 +176,12 @@ function syncControls() {
   $("groups-label").classList.toggle("disabled", $("norm").value !== "gn");
   $("groups").disabled = $("norm").value !== "gn";
   const magenta = family() === "magenta";
+  const own = trained();
   $("preset").disabled = !magenta;
+  for (const id of ["style-drop", "style2-drop"]) $(id).classList.toggle("disabled", own);
+  for (const id of ["style-file", "style2-file", "style2-clear", "alpha", "compare-button"]) $(id).disabled = own;
+  $("alpha").parentElement.classList.toggle("disabled", own);
+  $("norm").disabled = own && model().norm === "none";
   const blend = $("blend");
   blend.disabled = !state.style2 || $("preset").value !== "";
   blend.parentElement.classList.toggle("disabled", blend.disabled);
@@ -211,6 +234,14 @@ async function init() {
   }
   for (const role of ["content", "style", "style2"]) wireDrop(role);
   for (const id of ["alpha", "blend"]) $(id).addEventListener("input", () => { syncControls(); schedule(); });
+  // A trained network starts on the norm it was trained with.
+  $("model").addEventListener("change", () => {
+    const m = model();
+    if (!m || m.family !== "trained" || m.norm === "none") return;
+    const [kind, groups] = m.norm.split(":");
+    $("norm").value = kind;
+    if (groups) $("groups").value = groups;
+  });
   for (const id of ["norm", "groups", "preserve", "size", "model", "preset"]) {
     $(id).addEventListener("change", () => { syncControls(); schedule(); });
   }
