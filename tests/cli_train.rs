@@ -170,6 +170,53 @@ fn train_writes_model_checkpoint_and_log_and_resumes() {
         )
         .unwrap();
     assert_eq!(image::open(p.join("out.png")).unwrap().to_rgb8(), want[0]);
+    // compare --models: one column per network, with the losses under the loss network.
+    let o = run(
+        p,
+        &[
+            "compare",
+            &photo,
+            "--style",
+            &style,
+            "--models",
+            "a.safetensors,b.safetensors",
+            "--tile",
+            "64",
+            "-o",
+            "cmp.png",
+            "--json",
+            "cmp.json",
+            "-q",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("cmp.json")).unwrap()).unwrap();
+    let tiles = doc["tiles"].as_array().unwrap();
+    assert_eq!(tiles.len(), 2);
+    assert_eq!(doc["model"], "trained");
+    for t in tiles {
+        assert_eq!(t["norm"], "bn");
+        assert!(
+            t["content_loss"].as_f64().unwrap() > 0.0 && t["style_loss"].as_f64().unwrap() > 0.0
+        );
+    }
+    // a and b are the same network: the same numbers.
+    assert_eq!(tiles[0]["style_loss"], tiles[1]["style_loss"]);
+    let o = run(
+        p,
+        &[
+            "compare",
+            &photo,
+            "--style",
+            &style,
+            "--models",
+            "a.safetensors",
+            "--norms",
+            "in",
+        ],
+    );
+    assert!(!o.status.success() && stderr(&o).contains("--norms"));
     // Style flags are refused with a trained model.
     for flags in [
         vec!["--style", photo.as_str()],

@@ -19,7 +19,8 @@ use super::{check_output, progress_bar, ModelArgs};
   normstyle compare photo.jpg --style painting.jpg -o grid.png
   normstyle compare a.jpg b.jpg c.jpg --style s.jpg --norms in,bn,ln,gn:8 --json numbers.json
   normstyle compare a.jpg --style s.jpg --alpha-sweep 0,0.5,1 --html report.html
-  normstyle compare a.jpg --style s.jpg --norms in,bn --batch-of b.jpg c.jpg   (BN over 3 photos)")]
+  normstyle compare a.jpg --style s.jpg --norms in,bn --batch-of b.jpg c.jpg   (BN over 3 photos)
+  normstyle compare a.jpg b.jpg --style s.jpg --models s_in.safetensors,s_bn.safetensors,s_ln.safetensors")]
 pub struct Args {
     /// Content images: one grid row each.
     #[arg(required = true, value_hint = clap::ValueHint::FilePath)]
@@ -32,6 +33,11 @@ pub struct Args {
     /// Variants (columns), comma-separated: in, bn, ln, gn, gn:G.
     #[arg(long, value_delimiter = ',', default_value = "in,bn,ln,gn")]
     norms: Vec<String>,
+    /// Trained networks side by side instead (columns), comma-separated .safetensors from
+    /// `normstyle train` (or fast_neural_style .pth); --style is the training style, and the
+    /// numbers add its content and style losses under the embedded predictor.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["norms", "alpha_sweep", "batch_of", "alpha"], value_hint = clap::ValueHint::FilePath)]
+    models: Vec<PathBuf>,
     /// Style strength in [0, 1].
     #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
     alpha: f64,
@@ -108,10 +114,47 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let contents: Vec<Labeled> = args.content.iter().map(load).collect::<Result<_, _>>()?;
     let batch_of: Vec<Labeled> = args.batch_of.iter().map(load).collect::<Result<_, _>>()?;
     let style = load(&args.style)?;
-    let st = args.model.stylizer(args.quiet)?;
-    let bar = progress_bar(opts.norms.len() * opts.alphas.len(), args.quiet);
-    let cmp = compare(&st, &contents, &batch_of, &style, &opts, || bar.inc(1))?;
-    bar.finish_and_clear();
+    let cmp = if args.models.is_empty() {
+        let st = args.model.stylizer(args.quiet)?;
+        let bar = progress_bar(opts.norms.len() * opts.alphas.len(), args.quiet);
+        let cmp = compare(&st, &contents, &batch_of, &style, &opts, || bar.inc(1))?;
+        bar.finish_and_clear();
+        cmp
+    } else {
+        if args.model.model != super::Model::Magenta {
+            anyhow::bail!("--model: give the trained networks with --models only");
+        }
+        let device = normstyle::device::device(&args.model.device)?;
+        let models = args
+            .models
+            .iter()
+            .map(|p| {
+                let label = p.file_stem().map_or_else(
+                    || p.display().to_string(),
+                    |s| s.to_string_lossy().into_owned(),
+                );
+                Ok((
+                    label,
+                    normstyle::Stylizer::trained(p, &device)
+                        .with_context(|| format!("--models {}", p.display()))?,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let loss =
+            normstyle::train::LossNet::predictor(&device, normstyle::train::StyleLoss::Stats)?;
+        let bar = progress_bar(models.len(), args.quiet);
+        let cmp = normstyle::pipeline::compare_trained(
+            &models,
+            &contents,
+            &style,
+            &loss,
+            args.tile,
+            args.title.clone(),
+            || bar.inc(1),
+        )?;
+        bar.finish_and_clear();
+        cmp
+    };
 
     imaging::save(&cmp.grid, &args.output, args.quality)?;
     print!("{}", cmp.table());

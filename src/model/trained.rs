@@ -395,16 +395,22 @@ impl TransformNet {
         }
     }
 
-    /// (N, 3, H, W) RGB in [0, 1] → the stylized images, the same shape, clamped to [0, 1], in
-    /// the recorded norm's eval mode (or `mode`'s swap).
+    /// (N, 3, H, W) RGB in [0, 1] → the stylized images, the same shape (cropped to it),
+    /// clamped to [0, 1], in the recorded norm's eval mode (or `mode`'s swap).
     pub fn paint(&self, xs: &[Tensor], mode: NormMode) -> Result<Vec<Tensor>> {
         let scaled = xs
             .iter()
             .map(|x| Ok((x * 255.0)?))
             .collect::<Result<Vec<_>>>()?;
+        // Sides that are not multiples of 4 come back up to 3 pixels larger (two stride-2
+        // layers, then two ×2 upsamplings): cropped to the input's size.
         self.forward_list(&scaled, mode)?
             .into_iter()
-            .map(|y| Ok((y / 255.0)?.clamp(0f32, 1f32)?))
+            .zip(xs)
+            .map(|(y, x)| {
+                let (_, _, h, w) = x.dims4()?;
+                Ok((y.narrow(2, 0, h)?.narrow(3, 0, w)? / 255.0)?.clamp(0f32, 1f32)?)
+            })
             .collect()
     }
 }

@@ -72,10 +72,12 @@ pub struct TileNumbers {
     /// Magenta: distance between the predictor's vectors of the output and of the style.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub style_vector_distance: Option<f64>,
-    /// AdaIN: relu4_1 MSE to the (IN) AdaIN target.
+    /// AdaIN: relu4_1 MSE to the (IN) AdaIN target. Trained networks ([`compare_trained`]):
+    /// the content loss under the loss network, against the photo.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_loss: Option<f64>,
-    /// AdaIN: the paper's style loss over relu1_1 … relu4_1.
+    /// AdaIN: the paper's style loss over relu1_1 … relu4_1. Trained networks: the style loss
+    /// under the loss network, against the style.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub style_loss: Option<f64>,
 }
@@ -239,6 +241,116 @@ pub fn compare(
         style: style.label.clone(),
         tile: opts.tile,
         batch,
+        title,
+        tiles,
+        grid,
+    })
+}
+
+/// Trained networks side by side, one column each (`models`: label and a stylizer from
+/// [`Stylizer::trained`], each on its recorded norm), on the same photos at the tile size:
+/// [`compare`]'s numbers plus the content and style losses under `loss` (the network they
+/// trained with; the embedded predictor by default) against `style`, the training style.
+/// `progress` is called once per model.
+pub fn compare_trained(
+    models: &[(String, Stylizer)],
+    contents: &[Labeled],
+    style: &Labeled,
+    loss: &crate::train::LossNet,
+    tile: u32,
+    title: Option<String>,
+    mut progress: impl FnMut(),
+) -> Result<Comparison> {
+    if models.is_empty() || contents.is_empty() {
+        return Err(Error::Parse {
+            what: "models".into(),
+            msg: "give at least one model and one photo".into(),
+        });
+    }
+    if let Some((label, _)) = models.iter().find(|(_, st)| st.family() != Family::Trained) {
+        return Err(Error::Parse {
+            what: "models".into(),
+            msg: format!("{label}: not a trained network"),
+        });
+    }
+    let first = models[0].1.clone().with_content_size(Some(0));
+    let prepared: Vec<Content> = contents
+        .iter()
+        .map(|c| {
+            first
+                .content_from_rgb(imaging::cap_long_side(c.image.clone(), tile))
+                .map_err(|e| e.in_file(Path::new(&c.label)))
+        })
+        .collect::<Result<_>>()?;
+    let device = first.device().clone();
+    let style_t = imaging::to_tensor(&imaging::cap_long_side(style.image.clone(), tile), &device)?;
+    let targets = loss.style_targets(&style_t)?;
+    let content_feats: Vec<Tensor> = prepared
+        .iter()
+        .map(|c| Ok(loss.features(c.tensor())?.content))
+        .collect::<Result<_>>()?;
+    let rows = prepared.len();
+    let mut outputs = Vec::new();
+    let mut tiles = Vec::new();
+    let mut header = Vec::new();
+    for (label, st) in models {
+        let st = st.clone().with_content_size(Some(0));
+        let norm = st.trained_model().map_or_else(String::new, |m| {
+            crate::model::trained::norm_name(m.info().norm)
+        });
+        let t0 = std::time::Instant::now();
+        let ys = st.render_tensors(&prepared, &Styling::Trained)?;
+        let seconds = t0.elapsed().as_secs_f64() / rows as f64;
+        for (i, y) in ys.iter().enumerate() {
+            let f = loss.features(y)?;
+            let lc = crate::train::loss::mse(&f.content, &content_feats[i])?;
+            let ls = loss.style_loss_of(&f.style, &targets)?;
+            tiles.push(TileNumbers {
+                content: contents[i].label.clone(),
+                variant: label.clone(),
+                norm: norm.clone(),
+                alpha: 1.0,
+                seconds,
+                ssim: ssim(y, prepared[i].tensor())?,
+                color_distance: color_distance(y, &style_t)?,
+                style_vector_distance: None,
+                content_loss: Some(f64::from(lc.to_scalar::<f32>()?)),
+                style_loss: Some(f64::from(ls.to_scalar::<f32>()?)),
+            });
+        }
+        header.push((label.clone(), format!("trained with {norm}")));
+        outputs.push(ys);
+        progress();
+    }
+    let title = title.unwrap_or_else(|| {
+        format!(
+            "normstyle compare: {rows} × {} trained networks ({}; losses under the {} network)",
+            models.len(),
+            file_name(&style.label),
+            loss.kind()
+        )
+    });
+    let header_refs: Vec<(String, &str)> = header
+        .iter()
+        .map(|(l, d)| (l.clone(), d.as_str()))
+        .collect();
+    let grid = draw(
+        &header_refs,
+        &prepared,
+        contents,
+        &style_t,
+        style,
+        &outputs,
+        &tiles,
+        tile,
+        1,
+        &title,
+    )?;
+    Ok(Comparison {
+        model: Family::Trained.name(),
+        style: style.label.clone(),
+        tile,
+        batch: rows,
         title,
         tiles,
         grid,

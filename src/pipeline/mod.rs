@@ -34,7 +34,9 @@ pub use batch::{Batch, Event, Shard, Summary};
 #[cfg(feature = "grid")]
 pub(crate) use compare::base64;
 #[cfg(feature = "grid")]
-pub use compare::{compare, presets_sheet, CompareOptions, Comparison, Labeled, TileNumbers};
+pub use compare::{
+    compare, compare_trained, presets_sheet, CompareOptions, Comparison, Labeled, TileNumbers,
+};
 pub use frames::{mean_abs_difference, FrameStylizer, TemporalOptions, DEFAULT_SCENE_THRESHOLD};
 pub use manifest::Manifest;
 pub use spec::{
