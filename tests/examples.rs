@@ -138,3 +138,11 @@ fn pan_clip_measures_both_settings() {
         12
     );
 }
+
+#[test]
+fn train_style_trains_saves_and_paints() {
+    let (dir, stdout) = run("train_style");
+    assert_eq!(stdout.matches("step ").count(), 6, "{stdout}");
+    assert!(dir.path().join("brush_gn4.safetensors").is_file());
+    assert_eq!(size(&dir.path().join("golden_gate_brush_gn4.png")).0, 128);
+}

@@ -23,6 +23,11 @@ pub enum Which {
     /// prepared as the model prepares them): one JSON line per layer with the median seconds
     /// of the runs and GFLOP/s counted as for direct convolution.
     AdainLayers,
+    /// One training step of `normstyle train` (--arch, --loss-net, --batch-size, --norm) on
+    /// random size² crops: the transform network and the loss network forward and backward,
+    /// then Adam. `--loss-net vgg` uses random weights of the released vgg_normalised shapes
+    /// and Gram style losses (as scripts/bench_train_vs_pytorch.py's PyTorch side).
+    Train,
 }
 
 /// Arguments of `normstyle bench`.
@@ -30,7 +35,8 @@ pub enum Which {
 #[command(after_help = "Examples:
   RAYON_NUM_THREADS=2 normstyle bench magenta --size 1024 --runs 5
   RAYON_NUM_THREADS=1 normstyle bench magenta --size 1024 --runs 10 --profile
-  normstyle bench adain --size 512 --warmup 1 --runs 5")]
+  normstyle bench adain --size 512 --warmup 1 --runs 5
+  RAYON_NUM_THREADS=2 normstyle bench train --arch small --size 128 --loss-net vgg --runs 5")]
 pub struct Args {
     /// The model to time.
     #[arg(value_enum)]
@@ -56,6 +62,18 @@ pub struct Args {
     /// Also print where the time of the timed runs went, per stage, on stderr.
     #[arg(long)]
     profile: bool,
+    /// train: small or johnson.
+    #[arg(long, default_value = "small")]
+    arch: String,
+    /// train: predictor or vgg (random weights).
+    #[arg(long, default_value = "vgg")]
+    loss_net: String,
+    /// train: crops per step.
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    /// train: the norm (in, bn, ln, gn:G, none).
+    #[arg(long, default_value = "in")]
+    norm: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -65,6 +83,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let device = normstyle::device::device(&args.device)?;
     if args.which == Which::AdainLayers {
         return layers(&args, &device);
+    }
+    if args.which == Which::Train {
+        return train_step(&args, &device);
     }
     let content = Tensor::rand(0f32, 1.0, (1, 3, args.size, args.size), &device)?;
     let mut step: Box<dyn FnMut() -> anyhow::Result<()>> = match args.which {
@@ -80,7 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(())
             })
         }
-        Which::AdainLayers => unreachable!("handled above"),
+        Which::AdainLayers | Which::Train => unreachable!("handled above"),
         Which::Adain => {
             let net = match (&args.vgg, &args.decoder) {
                 (Some(v), Some(d)) => AdaIn::load(v, d, &device)?,
@@ -120,6 +141,59 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.profile {
         eprint!("{}", normstyle::profile::report());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bench train`: one JSON line per timed optimizer step.
+fn train_step(args: &Args, device: &candle::Device) -> anyhow::Result<ExitCode> {
+    use normstyle::train::{ContentSet, LossNet, LossNetKind, StyleLoss, TrainConfig, Trainer};
+    let size = u32::try_from(args.size)?;
+    let mut rng = normstyle::rng::Rng::new(11, 0);
+    let mut image = || {
+        image::RgbImage::from_fn(size + size / 4, size, |_, _| {
+            image::Rgb([0, 1, 2].map(|_| rng.below(256) as u8))
+        })
+    };
+    let photos: Vec<(std::path::PathBuf, image::RgbImage)> = (0..args.batch_size.max(4))
+        .map(|i| (format!("random{i}.png").into(), image()))
+        .collect();
+    let style = image::DynamicImage::ImageRgb8(image()).to_rgb32f();
+    let kind: LossNetKind = args.loss_net.parse()?;
+    let loss = match kind {
+        LossNetKind::Vgg => LossNet::vgg(AdaIn::random(device)?.encoder, StyleLoss::Gram),
+        LossNetKind::Predictor => LossNet::predictor(device, StyleLoss::Stats)?,
+    };
+    let cfg = TrainConfig {
+        arch: args.arch.parse()?,
+        norm: normstyle::model::trained::parse_norm(&args.norm)?,
+        size,
+        batch_size: args.batch_size,
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::new(
+        cfg,
+        &style,
+        "bench".into(),
+        ContentSet::from_images(photos, size)?,
+        loss,
+        device,
+    )?;
+    for _ in 0..args.warmup {
+        t.train_step()?;
+    }
+    for i in 0..args.runs {
+        let t0 = Instant::now();
+        t.train_step()?;
+        device.synchronize()?;
+        println!(
+            "{}",
+            serde_json::json!({"impl": "normstyle", "model": "train", "arch": args.arch,
+                               "loss_net": args.loss_net, "norm": args.norm,
+                               "batch_size": args.batch_size, "size": args.size, "run": i,
+                               "seconds": t0.elapsed().as_secs_f64(),
+                               "threads": candle::utils::get_num_threads()})
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
