@@ -381,11 +381,24 @@ fn ctrl_c_writes_a_checkpoint() {
     let p = dir.path();
     let style = asset("styles/brushstrokes.jpg");
     let content = photos(p, false);
-    let mut child = bin()
+    let child = bin()
         .current_dir(p)
         .args([
-            "train", "--style", &style, "--content-dir", &content, "--size", "32", "--steps",
-            "100000", "--log", "l.csv", "--log-every", "1", "-o", "m.safetensors",
+            "train",
+            "--style",
+            &style,
+            "--content-dir",
+            &content,
+            "--size",
+            "32",
+            "--steps",
+            "100000",
+            "--log",
+            "l.csv",
+            "--log-every",
+            "1",
+            "-o",
+            "m.safetensors",
         ])
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -409,8 +422,19 @@ fn ctrl_c_writes_a_checkpoint() {
     assert!(!p.join("m.safetensors").exists());
     let o = train(
         p,
-        &["--steps", "1", "--resume", "m.safetensors.ckpt", "-o", "m.safetensors"],
+        &[
+            "--steps",
+            "1",
+            "--resume",
+            "m.safetensors.ckpt",
+            "-o",
+            "m.safetensors",
+        ],
     );
     // The checkpoint is past step 1: a later --steps is needed, and the message says so.
-    assert!(!o.status.success() && stderr(&o).contains("already at step"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("already at step"),
+        "{}",
+        stderr(&o)
+    );
 }

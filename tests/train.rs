@@ -105,9 +105,8 @@ fn gradient_matches_central_differences_and_f32_matches_f64() {
         let mut wrng = Rng::new(6, 0);
         for n in &names {
             let v = &vars32[n];
-            let (lo, hi) = if n.ends_with("running_var") {
-                (0.5, 1.5)
-            } else if n.contains(".in") || n.starts_with("in") {
+            let (lo, hi) = if n.ends_with("running_var") || n.contains(".in") || n.starts_with("in")
+            {
                 (0.5, 1.5)
             } else {
                 let fan: usize = v.dims().iter().skip(1).product::<usize>().max(1);
@@ -268,7 +267,12 @@ fn saved_model_paints_as_the_library() {
     let img = normstyle::imaging::resize_to(img, 64, 40);
     let x = normstyle::imaging::to_tensor(&img, &CPU).unwrap();
     let mode = normstyle::model::trained::NormMode::Eval;
-    let a = t.model().unwrap().net().paint(&[x.clone()], mode).unwrap();
+    let a = t
+        .model()
+        .unwrap()
+        .net()
+        .paint(std::slice::from_ref(&x), mode)
+        .unwrap();
     let b = loaded.net().paint(&[x], mode).unwrap();
     let d = (&a[0] - &b[0]).unwrap().abs().unwrap().max_all().unwrap();
     assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);

@@ -261,12 +261,15 @@ fn train_experiment(a: TrainExperiment) -> anyhow::Result<ExitCode> {
     let done = std::cell::Cell::new(0u64);
     let mut grid_models = Vec::new();
     let first_seed = cfg.seeds[0];
+    let inputs = texp::Inputs {
+        style: &style,
+        style_sha256: &sha,
+        photos: &prepared,
+        loss: &loss,
+    };
     let points = texp::run(
         &cfg,
-        &style,
-        &sha,
-        &prepared,
-        &loss,
+        inputs,
         &device,
         |p| {
             bar.set_message(format!(

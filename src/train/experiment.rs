@@ -11,10 +11,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use candle::Device;
+#[cfg(feature = "grid")]
 use image::RgbImage;
 
 use super::{equalize_luminance, ContentSet, LossNet, StepLosses, TrainConfig, Trainer};
-use crate::imaging::{self, Rgb};
+#[cfg(feature = "grid")]
+use crate::imaging;
+use crate::imaging::Rgb;
 use crate::model::trained::{norm_name, Arch};
 use crate::norm::NormKind;
 use crate::{Error, Result};
@@ -178,14 +181,24 @@ pub fn prepare_inputs(
         .collect()
 }
 
+/// What every run of the experiment trains on.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    /// The style image.
+    pub style: &'a Rgb,
+    /// Its file's sha256 (recorded in the models).
+    pub style_sha256: &'a str,
+    /// The photos of each input kind ([`prepare_inputs`]).
+    pub photos: &'a [(InputKind, ContentSet)],
+    /// The loss network.
+    pub loss: &'a LossNet,
+}
+
 /// Trains every (seed, inputs, norm) run in that order. `on_step` sees every logged step,
 /// `on_done` every finished run (e.g. to save its model).
 pub fn run(
     cfg: &ExperimentConfig,
-    style: &Rgb,
-    style_sha256: &str,
-    inputs: &[(InputKind, ContentSet)],
-    loss: &LossNet,
+    inputs: Inputs,
     device: &Device,
     mut on_step: impl FnMut(&CurvePoint),
     mut on_done: impl FnMut(&RunKey, &Trainer) -> Result<()>,
@@ -200,6 +213,7 @@ pub fn run(
     for &seed in &cfg.seeds {
         for &kind in &cfg.inputs {
             let photos = inputs
+                .photos
                 .iter()
                 .find(|(k, _)| *k == kind)
                 .map(|(_, s)| s.clone())
@@ -217,10 +231,10 @@ pub fn run(
                 };
                 let mut t = Trainer::new(
                     run_cfg,
-                    style,
-                    style_sha256.into(),
+                    inputs.style,
+                    inputs.style_sha256.into(),
                     photos.clone(),
-                    loss.clone(),
+                    inputs.loss.clone(),
                     device,
                 )?;
                 while t.step() < cfg.steps {

@@ -366,15 +366,14 @@ impl Trainer {
 
     /// BN's running statistics and copies of their values (restored after a bad step).
     fn running_stats(&self) -> Result<Vec<(Var, Tensor)>> {
-        Ok(self
-            .all_vars()?
+        self.all_vars()?
             .into_iter()
             .filter(|(n, _)| is_running(n))
             .map(|(_, v)| {
                 let copy = v.as_tensor().copy()?;
-                Ok::<_, Error>((v, copy))
+                Ok((v, copy))
             })
-            .collect::<Result<_>>()?)
+            .collect()
     }
 
     fn all_vars(&self) -> Result<BTreeMap<String, Var>> {
