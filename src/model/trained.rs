@@ -190,7 +190,8 @@ struct Layer {
     bias: Tensor,
     winograd: Option<Arc<WinogradWeights>>,
     norm: Option<Norm>,
-    /// γ, β of the norm as numbers, for statistics swaps (`--norm` other than the recorded one).
+    /// γ, β of the norm as numbers, for statistics swaps (`--norm` other than the recorded
+    /// one); `None` in a trainable network (read when needed).
     affine: Option<(Vec<f64>, Vec<f64>)>,
 }
 
@@ -209,8 +210,8 @@ pub enum NormMode {
 /// A feed-forward style network (see the module documentation).
 ///
 /// Input and output: (N, 3, H, W) f32 pixel values in [0, 255] ([`TransformNet::forward_t`]);
-/// [`TransformNet::paint`] takes and gives [0, 1]. H and W ≥ 16 (the reflection padding of the
-/// last 9×9 layer needs 5 pixels at ¼ resolution... and more at full).
+/// [`TransformNet::paint`] takes and gives [0, 1]. H and W ≥ 16 (checked: the residual
+/// blocks' reflection padding needs at least 2 pixels at ¼ resolution).
 #[derive(Clone, Debug)]
 pub struct TransformNet {
     arch: Arch,
@@ -253,9 +254,11 @@ impl TransformNet {
             let (norm_layer, affine) = match (&def.norm, norm) {
                 (Some(prefix), Some(kind)) => {
                     let layer = Norm::new(kind, def.cout, vb.pp(prefix))?;
-                    let affine = match (layer.weight(), layer.bias()) {
-                        (Some(g), Some(b)) => Some((numbers(g)?, numbers(b)?)),
-                        _ => None,
+                    // Read once for inference; trainable γ, β change, so they are read per call.
+                    let affine = if training {
+                        None
+                    } else {
+                        Some(affine_numbers(&layer)?)
                     };
                     (Some(layer), affine)
                 }
@@ -381,11 +384,12 @@ impl TransformNet {
         let relu = |y: Tensor| -> Result<Tensor> { Ok(if d.relu { y.relu()? } else { y }) };
         match mode {
             NormMode::Swap(kind) => {
-                let Some(affine) = &layer.affine else {
-                    return Err(Error::input(WHAT, "a norm layer without γ and β"));
+                let affine = match &layer.affine {
+                    Some(a) => a.clone(),
+                    None => affine_numbers(norm)?,
                 };
                 let post = if d.relu { PostOp::Relu } else { PostOp::None };
-                let pairs = vec![affine.clone(); ys.len()];
+                let pairs = vec![affine; ys.len()];
                 conditional_norm_batch_then(&ys, kind, &pairs, DEFAULT_EPS, post)
             }
             NormMode::Train | NormMode::Eval => ys
@@ -412,6 +416,14 @@ impl TransformNet {
                 Ok((y.narrow(2, 0, h)?.narrow(3, 0, w)? / 255.0)?.clamp(0f32, 1f32)?)
             })
             .collect()
+    }
+}
+
+/// A norm layer's γ and β as numbers.
+fn affine_numbers(layer: &Norm) -> Result<(Vec<f64>, Vec<f64>)> {
+    match (layer.weight(), layer.bias()) {
+        (Some(g), Some(b)) => Ok((numbers(g)?, numbers(b)?)),
+        _ => Err(Error::input(WHAT, "a norm layer without γ and β")),
     }
 }
 

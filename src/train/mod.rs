@@ -62,6 +62,8 @@ mod ckpt {
     pub const LR: &str = "normstyle.lr";
     pub const WEIGHTS: &str = "normstyle.loss_weights";
     pub const STYLE_LOSS: &str = "normstyle.style_loss";
+    /// The training photos: their count and the sha256 of their file names in order.
+    pub const PHOTOS: &str = "normstyle.photos";
     /// The generator: counter-based, so its state is the seed and the step.
     pub const RNG: &str = "normstyle.rng";
     pub const ADAM_M: &str = "adam.m.";
@@ -166,7 +168,8 @@ pub struct Trainer {
 
 impl Trainer {
     /// A fresh run: seeded initial weights (PyTorch's default init for convolutions:
-    /// U(±1/√fan_in) for weights and biases; norms γ = 1, β = 0), step 0. `style`: the style
+    /// U(±1/√fan_in) for weights and biases, the last layer's bias shifted to mid-gray; norms
+    /// γ = 1, β = 0), step 0. `style`: the style
     /// image (resized to a shorter side of `cfg.size` here); `style_sha256` is recorded in the
     /// model file. `data` must have been opened at `cfg.size`.
     pub fn new(
@@ -211,7 +214,7 @@ impl Trainer {
 
     /// A run continued from `checkpoint`: [`Trainer::new`]'s arguments must describe the same
     /// run (architecture, norm, size, batch size, seed, learning rate, loss weights and
-    /// network, style image); the first difference is an error naming it.
+    /// network, style image, photo file names); the first difference is an error naming it.
     pub fn resume(
         checkpoint: &Path,
         cfg: TrainConfig,
@@ -251,6 +254,7 @@ impl Trainer {
             meta::LOSS_NET,
             ckpt::STYLE_LOSS,
             meta::STYLE_SHA256,
+            ckpt::PHOTOS,
         ] {
             let found = metadata.get(key).map(String::as_str).unwrap_or("(none)");
             let want = expected.get(key).map(String::as_str).unwrap_or("(none)");
@@ -400,6 +404,7 @@ impl Trainer {
                 self.loss.style_loss().name().into(),
             ),
             (ckpt::BATCH.into(), c.batch_size.to_string()),
+            (ckpt::PHOTOS.into(), self.photos_fingerprint()),
             (ckpt::SEED.into(), c.seed.to_string()),
             (ckpt::LR.into(), format!("{:e}", c.lr)),
             (
@@ -410,6 +415,24 @@ impl Trainer {
                 ),
             ),
         ])
+    }
+
+    /// The photo set as the batches depend on it: count and file names in order.
+    fn photos_fingerprint(&self) -> String {
+        let names: Vec<String> = self
+            .data
+            .names()
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            })
+            .collect();
+        format!(
+            "{} photos, names sha256 {}",
+            names.len(),
+            crate::weights::sha256_hex(names.join("\n").as_bytes())
+        )
     }
 
     /// Writes the trained network to `path` (safetensors, atomically): the weights under
