@@ -15,7 +15,7 @@
 //!
 //! # fn main() -> normstyle::Result<()> {
 //! let device = Device::Cpu;
-//! let cfg = TrainConfig { steps: 100, size: 128, ..TrainConfig::default() };
+//! let cfg = TrainConfig { size: 128, ..TrainConfig::default() };
 //! let style = normstyle::imaging::load_rgb("style.jpg".as_ref())?;
 //! let photos = ContentSet::open("assets/train".as_ref(), cfg.size)?;
 //! let loss = LossNet::predictor(&device, StyleLoss::Stats)?;
