@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
 """Writes the fast_neural_style fixture of the test suite (tests/trained_parity.rs):
 
-- tests/fixtures/fns/johnson_in.pth: a state_dict of PyTorch's examples/fast_neural_style
-  TransformerNet (32/64/128 channels, InstanceNorm2d(affine=True)) with random weights, saved in
-  the legacy (non-zip) format the released candy/mosaic/rain_princess/udnie models use, with
-  the stale `running_mean`/`running_var` keys those 2017 files carry (the example deletes them
-  before loading; normstyle never reads them).
+- tests/fixtures/fns/transformer_net_in.pth: a state_dict of PyTorch's
+  examples/fast_neural_style TransformerNet (InstanceNorm2d(affine=True)) with random weights,
+  saved in the legacy (non-zip) format the released candy/mosaic/rain_princess/udnie models use,
+  with the stale `running_mean`/`running_var` keys those 2017 files carry (the example deletes
+  them before loading; normstyle never reads them).
 - tests/fixtures/fns/expected.safetensors: `input` (1, 3, 40, 48) in [0, 255] and `output`, the
   network's output in float64 (the Rust port runs in float32; the test states the tolerance).
 
-The weights are multiples of 2⁻¹² (uniform in PyTorch's default ±1/√fan_in bounds; γ in
-[0.5, 1.5]) so that git compresses the 6.7 MB file. The TransformerNet below is the example's
-transformer_net.py.
+The TransformerNet below is the example's transformer_net.py with its channel widths as a
+parameter: the released models are 32/64/128 (6.7 MB); the fixture uses normstyle's `small`
+widths, 8/16/32 (440 KB), which the loader tells apart by conv1's width — same key names, same
+format, same code path. The weights are multiples of 2⁻¹² (uniform in PyTorch's default
+±1/√fan_in bounds; γ in [0.5, 1.5]).
 
     pip install torch safetensors numpy
     python3 scripts/gen_fns_fixture.py
@@ -33,6 +35,9 @@ class ConvLayer(torch.nn.Module):
 
     def forward(self, x):
         return self.conv2d(self.reflection_pad(x))
+
+
+WIDTHS = (8, 16, 32)  # the released models: (32, 64, 128)
 
 
 class ResidualBlock(torch.nn.Module):
@@ -65,24 +70,25 @@ class UpsampleConvLayer(torch.nn.Module):
 
 
 class TransformerNet(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, widths=WIDTHS):
         super().__init__()
-        self.conv1 = ConvLayer(3, 32, kernel_size=9, stride=1)
-        self.in1 = torch.nn.InstanceNorm2d(32, affine=True)
-        self.conv2 = ConvLayer(32, 64, kernel_size=3, stride=2)
-        self.in2 = torch.nn.InstanceNorm2d(64, affine=True)
-        self.conv3 = ConvLayer(64, 128, kernel_size=3, stride=2)
-        self.in3 = torch.nn.InstanceNorm2d(128, affine=True)
-        self.res1 = ResidualBlock(128)
-        self.res2 = ResidualBlock(128)
-        self.res3 = ResidualBlock(128)
-        self.res4 = ResidualBlock(128)
-        self.res5 = ResidualBlock(128)
-        self.deconv1 = UpsampleConvLayer(128, 64, kernel_size=3, stride=1, upsample=2)
-        self.in4 = torch.nn.InstanceNorm2d(64, affine=True)
-        self.deconv2 = UpsampleConvLayer(64, 32, kernel_size=3, stride=1, upsample=2)
-        self.in5 = torch.nn.InstanceNorm2d(32, affine=True)
-        self.deconv3 = ConvLayer(32, 3, kernel_size=9, stride=1)
+        a, b, c = widths
+        self.conv1 = ConvLayer(3, a, kernel_size=9, stride=1)
+        self.in1 = torch.nn.InstanceNorm2d(a, affine=True)
+        self.conv2 = ConvLayer(a, b, kernel_size=3, stride=2)
+        self.in2 = torch.nn.InstanceNorm2d(b, affine=True)
+        self.conv3 = ConvLayer(b, c, kernel_size=3, stride=2)
+        self.in3 = torch.nn.InstanceNorm2d(c, affine=True)
+        self.res1 = ResidualBlock(c)
+        self.res2 = ResidualBlock(c)
+        self.res3 = ResidualBlock(c)
+        self.res4 = ResidualBlock(c)
+        self.res5 = ResidualBlock(c)
+        self.deconv1 = UpsampleConvLayer(c, b, kernel_size=3, stride=1, upsample=2)
+        self.in4 = torch.nn.InstanceNorm2d(b, affine=True)
+        self.deconv2 = UpsampleConvLayer(b, a, kernel_size=3, stride=1, upsample=2)
+        self.in5 = torch.nn.InstanceNorm2d(a, affine=True)
+        self.deconv3 = ConvLayer(a, 3, kernel_size=9, stride=1)
         self.relu = torch.nn.ReLU()
 
     def forward(self, X):
@@ -125,7 +131,7 @@ def main():
             state[k.replace("weight", "running_mean")] = torch.zeros(c)
             state[k.replace("weight", "running_var")] = torch.ones(c)
     OUT.mkdir(parents=True, exist_ok=True)
-    torch.save(state, OUT / "johnson_in.pth", _use_new_zipfile_serialization=False)
+    torch.save(state, OUT / "transformer_net_in.pth", _use_new_zipfile_serialization=False)
 
     x = torch.round(torch.rand((1, 3, 40, 48), generator=gen, dtype=torch.float64) * 255.0)
     net64 = net.double().eval()

@@ -22,8 +22,8 @@ fn the_page_follows_its_controls_in_chromium() {
     // A trained network beside the embedded ones: the fast_neural_style fixture.
     let models = tempfile::tempdir().unwrap();
     std::fs::copy(
-        root.join("tests/fixtures/fns/johnson_in.pth"),
-        models.path().join("johnson.pth"),
+        root.join("tests/fixtures/fns/transformer_net_in.pth"),
+        models.path().join("fns.pth"),
     )
     .unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_normstyle"))
@@ -62,7 +62,7 @@ fn the_page_follows_its_controls_in_chromium() {
     assert_eq!(doc["ok"], true);
     // in, bn, ln, gn at α 0.5 and 1, one photo.
     assert_eq!(doc["compare_rows"], 8);
-    assert_eq!(doc["trained"], "trained:johnson");
+    assert_eq!(doc["trained"], "trained:fns");
     assert_eq!(doc["trained_controls_disabled"], true);
     assert!(
         std::fs::metadata(&shot).unwrap().len() > 10_000,

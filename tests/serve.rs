@@ -299,8 +299,8 @@ fn trained_models_paint_the_clis_pixels_and_refuse_style_inputs() {
     let models = dir.path().join("models");
     std::fs::create_dir_all(&models).unwrap();
     std::fs::copy(
-        root("tests/fixtures/fns/johnson_in.pth"),
-        models.join("johnson.pth"),
+        root("tests/fixtures/fns/transformer_net_in.pth"),
+        models.join("fns.pth"),
     )
     .unwrap();
     let content = photo_png("assets/photos/chicago.jpg", 96);
@@ -315,7 +315,7 @@ fn trained_models_paint_the_clis_pixels_and_refuse_style_inputs() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["id"] == "trained:johnson")
+        .find(|m| m["id"] == "trained:fns")
         .unwrap_or_else(|| panic!("{listed}"))
         .clone();
     assert_eq!(m["family"], "trained");
@@ -324,15 +324,15 @@ fn trained_models_paint_the_clis_pixels_and_refuse_style_inputs() {
         assert_eq!(m[control], false, "{control}: {m}");
     }
     for (norm, args) in [
-        (None, vec!["--model", "models/johnson.pth"]),
+        (None, vec!["--model", "models/fns.pth"]),
         (
             Some("ln"),
-            vec!["--model", "models/johnson.pth", "--norm", "ln"],
+            vec!["--model", "models/fns.pth", "--norm", "ln"],
         ),
     ] {
         let mut parts = vec![
             ("content", Part::File(&content)),
-            ("model", Part::Text("trained:johnson")),
+            ("model", Part::Text("trained:fns")),
         ];
         if let Some(n) = norm {
             parts.push(("norm", Part::Text(n)));
@@ -347,7 +347,7 @@ fn trained_models_paint_the_clis_pixels_and_refuse_style_inputs() {
             "/api/stylize",
             &[
                 ("content", Part::File(&content)),
-                ("model", Part::Text("trained:johnson")),
+                ("model", Part::Text("trained:fns")),
                 (field, part),
             ],
         );
