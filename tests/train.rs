@@ -202,8 +202,10 @@ fn resume_repeats_the_uninterrupted_run_bit_for_bit() {
     drop(first);
     let cfg = whole.config().clone();
     let loss = LossNet::predictor(&CPU, StyleLoss::Stats).unwrap();
-    let mut resumed =
-        Trainer::resume(&ckpt, cfg, &style(), "test".into(), photos(48), loss, &CPU).unwrap();
+    let mut resumed = Trainer::new(cfg, &style(), "test".into(), photos(48), loss, &CPU)
+        .unwrap()
+        .resume(&ckpt)
+        .unwrap();
     assert_eq!(resumed.step(), 3);
     b.extend((0..3).map(|_| resumed.train_step().unwrap().total));
     assert_eq!(a, b);
@@ -233,7 +235,9 @@ fn resume_refuses_other_settings() {
             ..TrainConfig::default()
         };
         let loss = LossNet::predictor(&CPU, StyleLoss::Stats).unwrap();
-        let e = Trainer::resume(&ckpt, cfg, &style(), "test".into(), photos(32), loss, &CPU)
+        let e = Trainer::new(cfg, &style(), "test".into(), photos(32), loss, &CPU)
+            .unwrap()
+            .resume(&ckpt)
             .unwrap_err()
             .to_string();
         assert!(e.contains(what) && !e.contains('\n'), "{e}");

@@ -334,10 +334,7 @@ fn experiment(e: Experiment) -> anyhow::Result<ExitCode> {
     };
     let norms = norms
         .iter()
-        .map(|s| match s.trim() {
-            "none" => Ok(None),
-            k => k.parse::<NormKind>().map(Some),
-        })
+        .map(|s| normstyle::norm::parse_norm(s))
         .collect::<Result<Vec<_>, _>>()?;
     let cfg = ExperimentConfig {
         norms,

@@ -219,12 +219,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let loss = args.loss_net(&device)?;
     let sha = sha256_hex(&style_bytes);
-    let mut trainer = match &args.resume {
-        Some(r) => {
-            Trainer::resume(r, cfg.clone(), &style, sha, data, loss, &device).context("--resume")?
-        }
-        None => Trainer::new(cfg.clone(), &style, sha, data, loss, &device)?,
-    };
+    let mut trainer = Trainer::new(cfg.clone(), &style, sha, data, loss, &device)?;
+    if let Some(r) = &args.resume {
+        trainer = trainer.resume(r).context("--resume")?;
+    }
     if trainer.step() >= args.steps {
         bail!(
             "--steps {}: the checkpoint is already at step {}; give a later step",

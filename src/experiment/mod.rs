@@ -89,10 +89,7 @@ pub struct RunResult {
     pub seconds: f64,
 }
 
-/// The name of an optional norm in results: its `NormKind` spelling or `none`.
-pub fn norm_name(norm: Option<NormKind>) -> String {
-    norm.map_or_else(|| "none".into(), |k| k.to_string())
-}
+pub use crate::norm::norm_name;
 
 /// Trains every (norm, batch size) pair in order, calling `progress` after each run.
 pub fn run(

@@ -147,19 +147,8 @@ impl FromStr for Arch {
     }
 }
 
-/// A norm slot's kind as the flag and the metadata spell it: `in`, `bn`, `ln`, `gn:G`, `none`.
-pub fn norm_name(norm: Option<NormKind>) -> String {
-    norm.map_or_else(|| "none".into(), |k| k.to_string())
-}
-
-/// Parses [`norm_name`]'s spelling.
-pub fn parse_norm(s: &str) -> Result<Option<NormKind>> {
-    if s.trim().eq_ignore_ascii_case("none") {
-        Ok(None)
-    } else {
-        s.parse().map(Some)
-    }
-}
+/// The norm slots' spelling (`in`, `bn`, `ln`, `gn:G`, `none`), shared with the experiments.
+pub use crate::norm::{norm_name, parse_norm};
 
 /// One convolution of a feed-forward network: `name.conv2d.{weight,bias}` of shape
 /// (cout, cin, k, k) and (cout), then the norm `norm` (if any) and ReLU (if `relu`).

@@ -134,6 +134,21 @@ impl FromStr for NormKind {
     }
 }
 
+/// An optional norm as the flags, results and model metadata spell it: its `NormKind` spelling,
+/// or `none` for no norm layer.
+pub fn norm_name(norm: Option<NormKind>) -> String {
+    norm.map_or_else(|| "none".into(), |k| k.to_string())
+}
+
+/// Parses [`norm_name`]'s spelling: `none` (any case) or a [`NormKind`].
+pub fn parse_norm(s: &str) -> Result<Option<NormKind>> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        Ok(None)
+    } else {
+        s.parse().map(Some)
+    }
+}
+
 /// Greatest common divisor; gcd(G, C) is how many groups GN(G) uses in a C-channel layer.
 pub fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {

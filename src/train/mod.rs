@@ -212,18 +212,11 @@ impl Trainer {
         })
     }
 
-    /// A run continued from `checkpoint`: [`Trainer::new`]'s arguments must describe the same
-    /// run (architecture, norm, size, batch size, seed, learning rate, loss weights and
-    /// network, style image, photo file names); the first difference is an error naming it.
-    pub fn resume(
-        checkpoint: &Path,
-        cfg: TrainConfig,
-        style: &Rgb,
-        style_sha256: String,
-        data: ContentSet,
-        loss: LossNet,
-        device: &Device,
-    ) -> Result<Self> {
+    /// This fresh run continued from `checkpoint`: it must be built ([`Trainer::new`]) as the
+    /// checkpoint's run was (architecture, norm, size, batch size, seed, learning rate, loss
+    /// weights and network, style image, photo file names); the first difference is an error
+    /// naming it. `Trainer::new(…)?.resume(ckpt)?` continues where the checkpoint stopped.
+    pub fn resume(mut self, checkpoint: &Path) -> Result<Self> {
         let bytes = std::fs::read(checkpoint).map_err(|err| Error::Io {
             path: checkpoint.to_path_buf(),
             err,
@@ -241,8 +234,7 @@ impl Trainer {
                         .into(),
                 })
             })?;
-        let mut t = Trainer::new(cfg, style, style_sha256, data, loss, device)?;
-        let expected = t.metadata(step);
+        let expected = self.metadata(step);
         for key in [
             meta::ARCH,
             meta::NORM,
@@ -269,14 +261,14 @@ impl Trainer {
                 }));
             }
         }
-        let map = TensorMap::from_bytes(&bytes, &checkpoint.display().to_string(), device)
+        let map = TensorMap::from_bytes(&bytes, &checkpoint.display().to_string(), &self.device)
             .map_err(in_file)?;
-        let vars = t.all_vars()?;
+        let vars = self.all_vars()?;
         for (name, var) in &vars {
             let v = map.get(name, var.dims()).map_err(in_file)?;
             var.set(&v)?;
         }
-        t.adam
+        self.adam
             .restore(step, |name| {
                 let shape = vars
                     .get(name)
@@ -288,8 +280,8 @@ impl Trainer {
                 ))
             })
             .map_err(in_file)?;
-        t.step = step;
-        Ok(t)
+        self.step = step;
+        Ok(self)
     }
 
     /// Steps taken so far.
@@ -439,21 +431,23 @@ impl Trainer {
     /// PyTorch's `fast_neural_style` names (BN's running statistics too) and the `normstyle.*`
     /// metadata.
     pub fn save_model(&self, path: &Path) -> Result<()> {
+        write_tensors(path, &self.weights()?, self.metadata(self.step))
+    }
+
+    /// The network's variables (BN's running statistics included) by name.
+    fn weights(&self) -> Result<TensorMap> {
         let mut map = TensorMap::default();
         for (name, var) in self.all_vars()? {
             map.insert(name, var.as_tensor().detach());
         }
-        write_tensors(path, &map, self.metadata(self.step))
+        Ok(map)
     }
 
     /// Writes a checkpoint to `path` (safetensors, atomically): the model's tensors and
     /// metadata, Adam's moments (`adam.m.NAME`, `adam.v.NAME`), the step and the generator's
     /// state.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        let mut map = TensorMap::default();
-        for (name, var) in self.all_vars()? {
-            map.insert(name, var.as_tensor().detach());
-        }
+        let mut map = self.weights()?;
         for (name, m, v) in self.adam.moments() {
             map.insert(format!("{}{name}", ckpt::ADAM_M), m.detach());
             map.insert(format!("{}{name}", ckpt::ADAM_V), v.detach());
