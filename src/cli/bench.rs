@@ -182,6 +182,9 @@ fn train_step(args: &Args, device: &candle::Device) -> anyhow::Result<ExitCode> 
     for _ in 0..args.warmup {
         t.train_step()?;
     }
+    if args.profile {
+        normstyle::profile::enable();
+    }
     for i in 0..args.runs {
         let t0 = Instant::now();
         t.train_step()?;
@@ -194,6 +197,9 @@ fn train_step(args: &Args, device: &candle::Device) -> anyhow::Result<ExitCode> 
                                "seconds": t0.elapsed().as_secs_f64(),
                                "threads": candle::utils::get_num_threads()})
         );
+    }
+    if args.profile {
+        eprint!("{}", normstyle::profile::report());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use candle::{Device, ModuleT, Tensor};
+use candle::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::norm::{conditional_norm_batch_then, Norm, NormKind, PostOp, DEFAULT_EPS};
@@ -370,7 +370,6 @@ impl TransformNet {
         let Some(norm) = &layer.norm else {
             return Ok(ys);
         };
-        let relu = |y: Tensor| -> Result<Tensor> { Ok(if d.relu { y.relu()? } else { y }) };
         match mode {
             NormMode::Swap(kind) => {
                 let affine = match &layer.affine {
@@ -381,10 +380,12 @@ impl TransformNet {
                 let pairs = vec![affine; ys.len()];
                 conditional_norm_batch_then(&ys, kind, &pairs, DEFAULT_EPS, post)
             }
-            NormMode::Train | NormMode::Eval => ys
-                .iter()
-                .map(|y| relu(norm.forward_t(y, mode == NormMode::Train)?))
-                .collect(),
+            NormMode::Train | NormMode::Eval => {
+                let post = if d.relu { PostOp::Relu } else { PostOp::None };
+                ys.iter()
+                    .map(|y| norm.forward_t_then(y, mode == NormMode::Train, post))
+                    .collect()
+            }
         }
     }
 

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use candle::{Device, ModuleT, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
-use super::stats::{affine_planes, Moments, Variance};
+use super::fused::{self, Pool};
+use super::stats::{affine_planes, Moments, PostOp, Variance};
 use super::{
     affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, graph, load_param,
     new_var, plane_affine, DEFAULT_EPS,
@@ -199,6 +200,12 @@ impl BatchNorm2d {
     /// Training-mode forward: normalizes with the batch statistics and, when tracking, updates
     /// the running statistics in place. x: (N, C, H, W) with N·H·W > 1.
     pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_train_then(x, PostOp::None)
+    }
+
+    /// [`forward_train`](Self::forward_train) followed by `post` (`None` or `Relu`), in one
+    /// graph node when training on the CPU.
+    pub(crate) fn forward_train_then(&self, x: &Tensor, post: PostOp) -> Result<Tensor> {
         let (n, c, hw) = self.check_input(x)?;
         if n * hw <= 1 {
             return Err(Error::input(
@@ -217,8 +224,10 @@ impl BatchNorm2d {
             }
             None => 0.0,
         };
-        if graph::needed(x, &[self.weight.as_ref(), self.bias.as_ref()]) {
-            return self.train_graph(x, m);
+        let params = [self.weight.as_ref(), self.bias.as_ref()];
+        let fused = fused::applies(x, &params);
+        if graph::needed(x, &params) && !fused {
+            return post.tensor(self.train_graph(x, m)?);
         }
         let per_channel = Moments::of_rows(x, hw)?.merge_by(c, |i| i % c);
         if let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) {
@@ -232,12 +241,16 @@ impl BatchNorm2d {
                 per_channel.variance(k, Variance::Unbiased)
             })?;
         }
-        self.normalize(x, n, c, hw, |ch| {
+        if fused {
+            let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
+            return fused::forward(x, w, b, Pool::Batch, self.cfg.eps, post);
+        }
+        post.tensor(self.normalize(x, n, c, hw, |ch| {
             (
                 per_channel.mean[ch],
                 per_channel.variance(ch, Variance::Biased),
             )
-        })
+        })?)
     }
 
     /// The training forward with tensor ops (autograd, any device); `m` is the momentum.

@@ -4,7 +4,8 @@
 use candle::{Device, Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use super::stats::normalize_rows;
+use super::fused::{self, Pool};
+use super::stats::{normalize_rows, PostOp};
 use super::{
     affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, graph, load_param,
     DEFAULT_EPS,
@@ -120,6 +121,12 @@ impl GroupNorm {
 
     /// x: (N, C, *) with C = `num_channels` → same shape and dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_then(x, PostOp::None)
+    }
+
+    /// [`forward`](Self::forward) followed by `post` (`None` or `Relu`), in one graph node when
+    /// training on the CPU.
+    pub(crate) fn forward_then(&self, x: &Tensor, post: PostOp) -> Result<Tensor> {
         let (n, c, spatial) = dims_ncs(LAYER, x, 2, usize::MAX)?;
         if c != self.num_channels {
             return Err(Error::input(
@@ -137,15 +144,20 @@ impl GroupNorm {
                 format!("empty input of shape {:?}", x.dims()),
             ));
         }
-        if graph::needed(x, &[self.weight.as_ref(), self.bias.as_ref()]) {
+        let params = [self.weight.as_ref(), self.bias.as_ref()];
+        if fused::applies(x, &params) {
+            let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
+            return fused::forward(x, w, b, Pool::Groups(self.num_groups), self.cfg.eps, post);
+        }
+        if graph::needed(x, &params) {
             let xd = x.to_dtype(graph::compute_dtype(x)?)?;
             let xn = graph::normalize_groups(&xd, self.num_groups, self.cfg.eps)?;
             let y = graph::affine_channels(&xn, self.weight.as_ref(), self.bias.as_ref())?;
-            return Ok(y.to_dtype(x.dtype())?);
+            return post.tensor(y.to_dtype(x.dtype())?);
         }
         let per_group = c / self.num_groups;
         let (gamma, beta) = affine_vectors(self.weight.as_ref(), self.bias.as_ref(), c)?;
-        normalize_rows(
+        post.tensor(normalize_rows(
             x,
             per_group * spatial,
             spatial,
@@ -153,7 +165,7 @@ impl GroupNorm {
             &gamma,
             &beta,
             None,
-        )
+        )?)
     }
 
     /// Groups G.

@@ -4,7 +4,8 @@
 use candle::{Device, Module, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
-use super::stats::{affine_planes, normalize_rows, Moments, Variance};
+use super::fused::{self, Pool};
+use super::stats::{affine_planes, normalize_rows, Moments, PostOp, Variance};
 use super::{
     affine_vectors, check_eps, check_pair, check_param, dims_ncs, filled, graph, load_param,
     new_var, plane_affine, DEFAULT_EPS,
@@ -174,13 +175,28 @@ impl InstanceNorm2d {
     /// Training-mode forward (instance statistics; updates running statistics in place when
     /// tracked).
     pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_train_then(x, PostOp::None)
+    }
+
+    /// [`forward_train`](Self::forward_train) followed by `post` (`None` or `Relu`), in one
+    /// graph node when training on the CPU.
+    pub(crate) fn forward_train_then(&self, x: &Tensor, post: PostOp) -> Result<Tensor> {
         let (n, c, hw) = self.check_input(x)?;
-        if graph::needed(x, &[self.weight.as_ref(), self.bias.as_ref()]) {
-            return self.train_graph(x, (n, c, hw));
+        let params = [self.weight.as_ref(), self.bias.as_ref()];
+        let fused = fused::applies(x, &params);
+        if graph::needed(x, &params) && !fused {
+            return post.tensor(self.train_graph(x, (n, c, hw))?);
         }
-        let (gamma, beta) = affine_vectors(self.weight.as_ref(), self.bias.as_ref(), c)?;
+        let fused_forward = || {
+            let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
+            fused::forward(x, w, b, Pool::Groups(c), self.cfg.eps, post)
+        };
         let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) else {
-            return normalize_rows(x, hw, hw, self.cfg.eps, &gamma, &beta, None);
+            if fused {
+                return fused_forward();
+            }
+            let (gamma, beta) = affine_vectors(self.weight.as_ref(), self.bias.as_ref(), c)?;
+            return post.tensor(normalize_rows(x, hw, hw, self.cfg.eps, &gamma, &beta, None)?);
         };
         let m = Moments::of_rows(x, hw)?;
         let mom = self.cfg.momentum;
@@ -197,9 +213,12 @@ impl InstanceNorm2d {
         };
         upd(rm, &rm_old, &|p| m.mean[p])?;
         upd(rv, &rv_old, &|p| m.variance(p, Variance::Unbiased))?;
-        self.normalize(x, n, c, hw, |p| {
+        if fused {
+            return fused_forward();
+        }
+        post.tensor(self.normalize(x, n, c, hw, |p| {
             (m.mean[p], m.variance(p, Variance::Biased))
-        })
+        })?)
     }
 
     /// The training forward with tensor ops (autograd, any device).

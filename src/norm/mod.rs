@@ -19,6 +19,7 @@
 pub mod adaptive;
 pub mod batch;
 mod device_stats;
+mod fused;
 pub(crate) mod graph;
 pub mod group;
 pub mod instance;

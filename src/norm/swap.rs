@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 
 use super::{
     batch_norm2d, group_norm, instance_norm2d, BatchNorm2d, BatchNorm2dConfig, GroupNorm,
-    GroupNormConfig, InstanceNorm2d, InstanceNorm2dConfig, NormKind,
+    GroupNormConfig, InstanceNorm2d, InstanceNorm2dConfig, NormKind, PostOp,
 };
 use crate::Result;
 
@@ -80,6 +80,21 @@ impl Norm {
             Layer::Bn(l) => l.bias(),
             Layer::In(l) => l.bias(),
             Layer::Gn(l) => l.bias(),
+        }
+    }
+}
+
+impl Norm {
+    /// [`ModuleT::forward_t`] followed by `post` (`None` or `Relu`): one graph node per layer
+    /// when training on the CPU (the statistics, the affine map and the ReLU fused, with their
+    /// backward), tensor ops elsewhere.
+    pub fn forward_t_then(&self, xs: &Tensor, train: bool, post: PostOp) -> Result<Tensor> {
+        match &self.layer {
+            Layer::Bn(l) if train => l.forward_train_then(xs, post),
+            Layer::Bn(l) => post.tensor(l.forward_eval(xs)?),
+            Layer::In(l) if train => l.forward_train_then(xs, post),
+            Layer::In(l) => post.tensor(l.forward_eval(xs)?),
+            Layer::Gn(l) => l.forward_then(xs, post),
         }
     }
 }

@@ -8,9 +8,13 @@
 //! Other devices and dtypes, and `NORMSTYLE_KERNEL=candle`, use Candle's ops with the same
 //! padding ([`Plan::Candle`]).
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
 use candle::{DType, Device, Tensor, TensorId};
 
 use super::isa::{self, Isa};
+use super::layer_op::LayerOp;
 use super::kernels::winograd::{self, Block as _};
 use super::kernels::{depthwise, direct, gemm, strided, upconv};
 use super::pad::pad_plane_stack;
@@ -240,7 +244,7 @@ pub fn conv2d_prepared(
     match chosen {
         Plan::Candle => return candle_path(x, weight, bias, spec),
         Plan::GemmTrain | Plan::DepthwiseTrain => {
-            return conv2d_train(x, weight, bias, spec, chosen)
+            return layer_op(x, weight, bias, spec, false, winograd)
         }
         _ => {}
     }
@@ -344,7 +348,7 @@ pub fn conv2d_prepared(
 /// [`conv2d_prepared`]. It remembers the tensor it was made from.
 #[derive(Clone, Debug)]
 pub struct WinogradWeights {
-    packed: winograd::Packed,
+    packed: Arc<winograd::Packed>,
     weight: TensorId,
 }
 
@@ -359,9 +363,18 @@ impl WinogradWeights {
         }
         let packed = winograd::pack(&cpu_f32(weight)?, cout, cin, Isa::detect());
         Ok(Some(WinogradWeights {
-            packed,
+            packed: Arc::new(packed),
             weight: weight.id(),
         }))
+    }
+
+    /// The same transform for `weight`, a copy of the tensor it was made from (a custom op's
+    /// host copy); shares the packed data.
+    pub(crate) fn for_copy(&self, weight: &Tensor) -> WinogradWeights {
+        WinogradWeights {
+            packed: Arc::clone(&self.packed),
+            weight: weight.id(),
+        }
     }
 }
 
@@ -426,50 +439,103 @@ fn depthwise_tensor_ops(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor>
 
 /// `conv2d_fused` for f32 CPU tensors that record a graph (groups = 1, or depthwise): padding,
 /// bias and activation as tensor ops around the GEMM or depthwise op, so autograd sees them too.
-fn conv2d_train(
+/// One [`LayerOp`]: the layer's forward on the inference kernels, its backward in one node.
+fn layer_op(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     spec: ConvSpec,
-    plan: Plan,
+    upsample: bool,
+    winograd: Option<&WinogradWeights>,
 ) -> Result<Tensor> {
-    let (_, _, kh, kw) = weight.dims4()?;
-    let xp = pad_input(x, (kh, kw), spec)?;
-    let (_, _, hp, wp) = xp.dims4()?;
-    if hp < kh || wp < kw {
-        // Let Candle's path report the size error in its words.
-        return candle_path(x, weight, bias, spec);
-    }
-    let (xp, w) = (xp.contiguous()?, weight.contiguous()?);
-    let y = if plan == Plan::DepthwiseTrain {
-        xp.apply_op2(
-            &w,
-            depthwise::DepthwiseCore {
-                stride: spec.stride,
-            },
-        )?
-    } else {
-        xp.apply_op2(
-            &w,
-            gemm::ConvCore {
-                stride: spec.stride,
-                full_conv: Some(full_conv),
-            },
-        )?
+    let cout = weight.dim(0)?;
+    // An untracked zero bias when the layer has none: its gradient is never computed.
+    let zero;
+    let bias = match bias {
+        Some(b) => b,
+        None => {
+            zero = Tensor::zeros(cout, DType::F32, x.device())?;
+            &zero
+        }
     };
-    bias_act(y, bias, spec.act)
+    Ok(x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        LayerOp {
+            spec,
+            upsample,
+            winograd: winograd.cloned(),
+        },
+    )?)
 }
 
 /// The input gradient of a stride-1 layer (see `gemm::ConvCore::full_conv`): a VALID
 /// convolution of the zero-padded output gradient by the flipped, transposed weight, on the
-/// inference kernels (neither tensor records a graph).
-fn full_conv(dy_padded: &Tensor, w_flipped: &Tensor) -> candle::Result<Tensor> {
-    Ok(conv2d_fused(
+/// inference kernels (neither tensor records a graph). A frozen weight's flipped copy and its
+/// Winograd transform are made once and kept ([`FLIPPED`]): a loss network's backward would
+/// otherwise transform the same weights at every step.
+pub(crate) fn full_conv(dy_padded: &Tensor, weight: &Tensor) -> candle::Result<Tensor> {
+    let make = || -> Result<(Tensor, Option<WinogradWeights>)> {
+        let (cout, cin, kh, kw) = weight.dims4()?;
+        let w = cpu_f32(weight)?;
+        let mut f = vec![0f32; w.len()];
+        for co in 0..cout {
+            for ci in 0..cin {
+                let src = &w[(co * cin + ci) * kh * kw..][..kh * kw];
+                let dst = &mut f[(ci * cout + co) * kh * kw..][..kh * kw];
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            }
+        }
+        let flipped = Tensor::from_vec(f, (cin, cout, kh, kw), &Device::Cpu)?;
+        let prepared = WinogradWeights::new(&flipped)?;
+        Ok((flipped, prepared))
+    };
+    let (flipped, prepared) = if weight.track_op() {
+        make()?
+    } else {
+        FLIPPED.get_or_make(weight.id(), make)?
+    };
+    Ok(conv2d_prepared(
         dy_padded,
-        w_flipped,
+        &flipped,
         None,
         ConvSpec::default(),
+        prepared.as_ref(),
     )?)
+}
+
+/// Flipped, transposed copies of frozen weights (and their Winograd transforms) by the id of
+/// the weight they came from; the oldest go first past [`FlippedCache::CAPACITY`] entries.
+static FLIPPED: FlippedCache = FlippedCache(Mutex::new(VecDeque::new()));
+
+type Flipped = (Tensor, Option<WinogradWeights>);
+
+struct FlippedCache(Mutex<VecDeque<(TensorId, Flipped)>>);
+
+impl FlippedCache {
+    /// Enough for every convolution of a loss network (VGG up to relu4_1 has 9).
+    const CAPACITY: usize = 64;
+
+    fn get_or_make(&self, id: TensorId, make: impl FnOnce() -> Result<Flipped>) -> Result<Flipped> {
+        let lookup = |c: &VecDeque<(TensorId, Flipped)>| {
+            c.iter().find(|(k, _)| *k == id).map(|(_, v)| v.clone())
+        };
+        if let Some(hit) = self.0.lock().ok().and_then(|c| lookup(&c)) {
+            return Ok(hit);
+        }
+        let made = make()?;
+        if let Ok(mut c) = self.0.lock() {
+            if lookup(&c).is_none() {
+                if c.len() == Self::CAPACITY {
+                    c.pop_front();
+                }
+                c.push_back((id, made.clone()));
+            }
+        }
+        Ok(made)
+    }
 }
 
 /// The input padded as `spec` says for a (kh, kw) kernel, with tensor ops (differentiable, any
@@ -529,6 +595,13 @@ pub fn upsample_conv3x3(
         }
     }
     let tracked = x.track_op() || weight.track_op() || bias.is_some_and(Tensor::track_op);
+    if tracked && own_kernels(x) && h >= 2 && w >= 2 {
+        let spec = ConvSpec {
+            act,
+            ..ConvSpec::default()
+        };
+        return layer_op(x, weight, bias, spec, true, winograd);
+    }
     let fused = own_kernels(x) && !tracked && cout <= upconv::MAX_COUT && h >= 1 && w >= 1;
     if !fused {
         let spec = ConvSpec {
@@ -971,6 +1044,42 @@ mod tests {
         let w = Tensor::zeros((2, 3, 3, 3), DType::F32, &dev)?;
         assert!(upsample_conv3x3(&x, &w, None, Activation::None, None).is_err());
         Ok(())
+    }
+
+    /// Gradients through the fused upsampling layer (a feed-forward network's `deconv` layers
+    /// in training: one op for upsampling, reflection padding, convolution, bias and ReLU)
+    /// equal those of Candle's upsampling followed by Candle's path.
+    #[test]
+    fn upsampling_layer_backward_matches_candle() {
+        let dev = Device::Cpu;
+        let mut rng = Rng::new(13, 0);
+        for (cin, cout, h, w) in [(6, 5, 5, 7), (16, 24, 4, 6)] {
+            let var = |t: Tensor| Var::from_tensor(&t).unwrap();
+            let x = var(rng.normal_tensor(0.0, 1.0, (2, cin, h, w), &dev).unwrap());
+            let wt = var(rng.normal_tensor(0.0, 0.3, (cout, cin, 3, 3), &dev).unwrap());
+            let b = var(rng.normal_tensor(0.0, 0.3, cout, &dev).unwrap());
+            let ours = upsample_conv3x3(&x, &wt, Some(&b), Activation::Relu, None).unwrap();
+            let spec = ConvSpec {
+                padding: Padding::Reflect(1),
+                act: Activation::Relu,
+                ..ConvSpec::default()
+            };
+            let up = x.upsample_nearest2d(2 * h, 2 * w).unwrap();
+            let theirs = candle_path(&up, &wt, Some(&b), spec).unwrap();
+            let r = rng.normal_tensor(0.0, 1.0, ours.shape(), &dev).unwrap();
+            let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let (g1, g2) = (grads(&ours), grads(&theirs));
+            for (name, t) in [("y", None), ("x", Some(&x)), ("w", Some(&wt)), ("b", Some(&b))] {
+                let (a, e) = match t {
+                    None => (ours.clone(), theirs.clone()),
+                    Some(v) => (g1.get(v).unwrap().clone(), g2.get(v).unwrap().clone()),
+                };
+                let scale = e.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let d = (a - e).unwrap().abs().unwrap().max_all().unwrap();
+                let d = d.to_scalar::<f32>().unwrap();
+                assert!(d <= 1e-5 * scale.max(1.0), "{cin}→{cout} {name}: |Δ| {d}");
+            }
+        }
     }
 
     /// 'SAME' padding with non-square kernels and both strides gives the same shapes and values

@@ -12,6 +12,7 @@
 pub mod conv;
 pub mod isa;
 mod kernels;
+mod layer_op;
 pub mod pad;
 pub mod resample;
 pub mod shared;

@@ -319,7 +319,14 @@ impl Trainer {
         );
         let diverged = if !losses.total.is_finite() {
             Some(parts)
-        } else if !self.adam.step(&total.backward()?)? {
+        } else if !{
+            let grads = {
+                let _t = crate::profile::scope("train: backward");
+                total.backward()?
+            };
+            let _t = crate::profile::scope("train: adam");
+            self.adam.step(&grads)?
+        } {
             Some(format!("{parts}, but the update overflows"))
         } else {
             None
@@ -340,8 +347,15 @@ impl Trainer {
             .data
             .batch(self.cfg.seed, step, self.cfg.batch_size, &self.device)?;
         // The content's features carry no graph: the fast inference kernels compute them.
-        let content = self.loss.features(&x)?.content;
-        let y = (self.net.forward_t(&(&x * 255.0)?, true)? / 255.0)?;
+        let content = {
+            let _t = crate::profile::scope("train: content features");
+            self.loss.features(&x)?.content
+        };
+        let y = {
+            let _t = crate::profile::scope("train: network forward");
+            (self.net.forward_t(&(&x * 255.0)?, true)? / 255.0)?
+        };
+        let _t = crate::profile::scope("train: loss forward");
         let f = self.loss.features(&y)?;
         let lc = loss::mse(&f.content, &content)?;
         let ls = self.loss.style_loss_of(&f.style, &self.targets)?;

@@ -126,13 +126,26 @@ impl CustomOp2 for DepthwiseCore {
         _res: &Tensor,
         dy: &Tensor,
     ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
+        self.backward(x, w, dy, (x.track_op(), w.track_op()))
+    }
+}
+
+impl DepthwiseCore {
+    /// (dX, dW) of the VALID depthwise convolution of `x` by `w` for the output gradient `dy`,
+    /// each only when `need` (dX, dW) asks for it.
+    pub(crate) fn backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        (need_dx, need_dw): (bool, bool),
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = depthwise_geometry(x.dims(), w.dims(), self.stride)?;
         let (n, c, s) = (x.dim(0)?, g.cout, g.stride);
         let (kk, plane_in, plane_out) = (g.kh * g.kw, g.hp * g.wp, g.ho * g.wo);
         let dy: Vec<f32> = dy.flatten_all()?.to_vec1()?;
         let wv: Vec<f32> = w.flatten_all()?.to_vec1()?;
-        let dx = x
-            .track_op()
+        let dx = need_dx
             .then(|| -> candle::Result<Tensor> {
                 let mut dx = vec![0f32; n * c * plane_in];
                 // One task per (sample, channel) plane: it touches its own plane only.
@@ -141,13 +154,21 @@ impl CustomOp2 for DepthwiseCore {
                         let ch = p % c;
                         let f = &wv[ch * kk..(ch + 1) * kk];
                         let g_out = &dy[p * plane_out..(p + 1) * plane_out];
-                        for oy in 0..g.ho {
-                            for ox in 0..g.wo {
-                                let v = g_out[oy * g.wo + ox];
-                                for ky in 0..g.kh {
-                                    let row = (oy * s + ky) * g.wp + ox * s;
-                                    for kx in 0..g.kw {
-                                        d[row + kx] += f[ky * g.kw + kx] * v;
+                        // Tap by tap, a scaled copy of each gradient row: contiguous (and
+                        // vectorized) at stride 1.
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let fv = f[ky * g.kw + kx];
+                                for (oy, gr) in g_out.chunks_exact(g.wo).enumerate() {
+                                    let row = &mut d[(oy * s + ky) * g.wp + kx..];
+                                    if s == 1 {
+                                        for (o, &v) in row[..g.wo].iter_mut().zip(gr) {
+                                            *o += fv * v;
+                                        }
+                                    } else {
+                                        for (ox, &v) in gr.iter().enumerate() {
+                                            row[ox * s] += fv * v;
+                                        }
                                     }
                                 }
                             }
@@ -157,8 +178,7 @@ impl CustomOp2 for DepthwiseCore {
                 Tensor::from_vec(dx, x.shape(), x.device())
             })
             .transpose()?;
-        let dw = w
-            .track_op()
+        let dw = need_dw
             .then(|| -> candle::Result<Tensor> {
                 let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
                 let mut dw = vec![0f32; c * kk];

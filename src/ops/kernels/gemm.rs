@@ -19,6 +19,7 @@
 use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::ops::isa::avx2_or_plain;
 use crate::ops::shared::{contiguous_f32, epilogue, in_pool, Activation, Geometry, OutPtr};
 
 /// Dense convolution of one padded sample: `src` (Cin, Hp, Wp) → `dst` (Cout, Ho, Wo).
@@ -142,7 +143,8 @@ pub(crate) struct ConvCore {
     pub(crate) stride: usize,
     /// The input gradient of a stride-1 layer as a forward convolution, given by the layer
     /// above (`ops::conv`, which chooses among the kernels): (dY zero-padded by k − 1, the
-    /// weight transposed and flipped) → dX. `None`: col2im.
+    /// layer's weight) → dX, the convolution by the weight transposed and flipped. `None`:
+    /// col2im.
     pub(crate) full_conv: Option<FullConv>,
 }
 
@@ -159,11 +161,82 @@ fn band_rows(g: &Geometry, k: usize) -> usize {
     by_cache.min(by_threads).min(g.ho)
 }
 
+/// [`weight_grad`] of a stride-1 layer with few output channels (the 9×9 ends and the last
+/// upsampling layer of a feed-forward network): each dW[co, ci, ky, kx] is a sum of row
+/// correlations, Σ over samples and rows of dY[co, y, ·] · X[ci, y + ky, kx + ·]. With Cout ≤ 16
+/// the GEMM spends its time unfolding and packing the K = Cin·kh·kw rows (K ≫ Cout) rather than
+/// multiplying. One task per (ci, ky), rows summed in order: deterministic.
+fn weight_grad_rows(x: &[f32], dy: &[f32], n: usize, g: &Geometry) -> Vec<f32> {
+    let (in_len, out_len) = g.lens();
+    let (kh, kw) = (g.kh, g.kw);
+    let parts: Vec<Vec<f64>> = in_pool(|| {
+        (0..g.cin * kh)
+            .into_par_iter()
+            .map(|t| {
+                let (ci, ky) = (t / kh, t % kh);
+                let mut acc = vec![0f64; g.cout * kw];
+                for s in 0..n {
+                    let plane = &x[s * in_len + ci * g.hp * g.wp..][..g.hp * g.wp];
+                    let d = &dy[s * out_len..(s + 1) * out_len];
+                    correlate_rows(plane, d, g, ky, &mut acc);
+                }
+                acc
+            })
+            .collect()
+    });
+    let mut dw = vec![0f32; g.cout * g.cin * kh * kw];
+    for (t, acc) in parts.iter().enumerate() {
+        let (ci, ky) = (t / kh, t % kh);
+        for co in 0..g.cout {
+            for kx in 0..kw {
+                dw[((co * g.cin + ci) * kh + ky) * kw + kx] = acc[co * kw + kx] as f32;
+            }
+        }
+    }
+    dw
+}
+
+avx2_or_plain! {
+    /// acc[co·kw + kx] += Σ over output rows y of dY[co, y, ·] · plane[y + ky, kx + ·].
+    fn correlate_rows(plane: &[f32], d: &[f32], g: &Geometry, ky: usize, acc: &mut [f64])
+        = correlate_rows_in
+}
+
+#[inline(always)]
+fn correlate_rows_in(plane: &[f32], d: &[f32], g: &Geometry, ky: usize, acc: &mut [f64]) {
+    const L: usize = 8;
+    let wo = g.wo;
+    let body = wo - wo % L;
+    for y in 0..g.ho {
+        let xr = &plane[(y + ky) * g.wp..][..g.wp];
+        for co in 0..g.cout {
+            let dr = &d[(co * g.ho + y) * wo..][..wo];
+            for kx in 0..g.kw {
+                let xs = &xr[kx..kx + wo];
+                let mut lanes = [0f32; L];
+                for (a, b) in dr[..body].chunks_exact(L).zip(xs[..body].chunks_exact(L)) {
+                    for i in 0..L {
+                        lanes[i] += a[i] * b[i];
+                    }
+                }
+                let mut sum: f32 = lanes.iter().sum();
+                for i in body..wo {
+                    sum += dr[i] * xs[i];
+                }
+                acc[co * g.kw + kx] += f64::from(sum);
+            }
+        }
+    }
+}
+
 /// dW = Σ over samples of dY · colsᵀ, (Cout, Cin·kh·kw), with cols unfolded band by band (as
 /// the forward does, so no whole-image im2col is ever built). Each task — a sample and a fixed
 /// group of its bands — accumulates into its own partial sum, and the partials are added in
 /// task order: the result does not depend on which thread ran what.
 fn weight_grad(x: &[f32], dy: &[f32], n: usize, g: &Geometry) -> Vec<f32> {
+    if g.stride == 1 && g.cout <= 16 && g.kh * g.kw > 1 {
+        return weight_grad_rows(x, dy, n, g);
+    }
     let kk = g.cin * g.kh * g.kw;
     let plane = g.ho * g.wo;
     let (in_len, out_len) = g.lens();
@@ -286,39 +359,40 @@ impl CustomOp2 for ConvCore {
         _res: &Tensor,
         dy: &Tensor,
     ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
+        self.backward(x, w, dy, (x.track_op(), w.track_op()))
+    }
+}
+
+impl ConvCore {
+    /// (dX, dW) of the VALID convolution of `x` by `w` for the output gradient `dy`, each only
+    /// when `need` (dX, dW) asks for it.
+    pub(crate) fn backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        (need_dx, need_dw): (bool, bool),
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = geometry(x.dims(), w.dims(), self.stride)?;
         let n = x.dim(0)?;
         let (kk, plane) = (g.cin * g.kh * g.kw, g.ho * g.wo);
         let dyc = dy.contiguous()?;
-        let dw = w
-            .track_op()
+        let dw = need_dw
             .then(|| -> candle::Result<Tensor> {
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
                 let dys = dyc.flatten_all()?.to_vec1::<f32>()?;
                 Tensor::from_vec(weight_grad(&xs, &dys, n, &g), w.shape(), w.device())
             })
             .transpose()?;
-        let dx = x
-            .track_op()
+        let dx = need_dx
             .then(|| -> candle::Result<Tensor> {
                 if let (1, Some(full)) = (self.stride, self.full_conv) {
                     // dX = dY ⋆ flip(Wᵀ) over dY zero-padded by k − 1: a forward convolution.
-                    let (kh, kw) = (g.kh, g.kw);
-                    let flip = |n: usize| -> candle::Result<Tensor> {
-                        let idx: Vec<u32> = (0..n as u32).rev().collect();
-                        Tensor::from_vec(idx, n, w.device())
-                    };
-                    let wf = w
-                        .detach()
-                        .index_select(&flip(kh)?, 2)?
-                        .index_select(&flip(kw)?, 3)?
-                        .transpose(0, 1)?
-                        .contiguous()?;
                     let dyp = dyc
                         .detach()
-                        .pad_with_zeros(2, kh - 1, kh - 1)?
-                        .pad_with_zeros(3, kw - 1, kw - 1)?;
-                    return full(&dyp, &wf);
+                        .pad_with_zeros(2, g.kh - 1, g.kh - 1)?
+                        .pad_with_zeros(3, g.kw - 1, g.kw - 1)?;
+                    return full(&dyp, w);
                 }
                 let dy = dyc.reshape((n, g.cout, plane))?;
                 let wt = w.reshape((g.cout, kk))?.t()?.contiguous()?;

@@ -104,26 +104,42 @@ pub(crate) fn pack(w: &[f32], cout: usize, cin: usize, isa: Isa) -> Packed {
     };
     let mr = isa.mr();
     let ncp = cout.div_ceil(mr);
+    // U = G·g·Gᵀ (6×6) per (co, ci), in parallel, then scattered into the panels: one task per
+    // (ξ, panel) run of Cin × MR floats. Large layers have Cout·Cin in the 10⁵: a serial pack
+    // cost more than the convolution it served in training, where weights change every step.
+    let mut t36 = vec![0f32; cout * cin * 36];
+    in_pool(|| {
+        t36.par_chunks_mut(36)
+            .zip(w.par_chunks(9))
+            .for_each(|(u, k)| {
+                let mut t = [[0f64; 3]; 6];
+                for i in 0..6 {
+                    for j in 0..3 {
+                        t[i][j] = (0..3).map(|q| G[i][q] * f64::from(k[q * 3 + j])).sum();
+                    }
+                }
+                for i in 0..6 {
+                    for j in 0..6 {
+                        let v: f64 = (0..3).map(|q| t[i][q] * G[j][q]).sum();
+                        u[i * 6 + j] = v as f32;
+                    }
+                }
+            })
+    });
     let mut u = vec![0f32; 36 * ncp * mr * cin];
-    for co in 0..cout {
-        let (cp, r) = (co / mr, co % mr);
-        for ci in 0..cin {
-            let k = &w[(co * cin + ci) * 9..][..9];
-            // t = G·g (6×3), then U = t·Gᵀ (6×6).
-            let mut t = [[0f64; 3]; 6];
-            for i in 0..6 {
-                for j in 0..3 {
-                    t[i][j] = (0..3).map(|q| G[i][q] * f64::from(k[q * 3 + j])).sum();
+    in_pool(|| {
+        u.par_chunks_mut(cin * mr)
+            .enumerate()
+            .for_each(|(run, dst)| {
+                let (xi, cp) = (run / ncp, run % ncp);
+                for r in 0..mr.min(cout.saturating_sub(cp * mr)) {
+                    let co = cp * mr + r;
+                    for ci in 0..cin {
+                        dst[ci * mr + r] = t36[(co * cin + ci) * 36 + xi];
+                    }
                 }
-            }
-            for i in 0..6 {
-                for j in 0..6 {
-                    let v: f64 = (0..3).map(|q| t[i][q] * G[j][q]).sum();
-                    u[(((i * 6 + j) * ncp + cp) * cin + ci) * mr + r] = v as f32;
-                }
-            }
-        }
-    }
+            })
+    });
     Packed { isa, cout, cin, u }
 }
 

@@ -1,0 +1,303 @@
+//! A whole convolution layer — [upsampling,] padding, convolution, bias, activation — as one
+//! Candle op with a backward, for training on the CPU kernels.
+//!
+//! Recorded op by op, one layer is five to eight graph nodes (an index-select padding whose
+//! backward is an index-add, a broadcast bias add and its reduction, the activation and its
+//! mask), each a pass over the activations and a fresh buffer. As one op the forward runs on
+//! the inference kernels (padding read on the fly, bias and activation in the epilogue), and the
+//! backward is one pass for the activation's mask and the bias gradient, the convolution's own
+//! backward ([`ConvCore::backward`], [`DepthwiseCore::backward`]), and one pass folding the
+//! padded (and upsampled) input gradient back onto the input.
+
+use candle::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::conv::{conv2d_prepared, full_conv, upsample_conv3x3, WinogradWeights};
+use super::kernels::{depthwise::DepthwiseCore, gemm::ConvCore};
+use super::pad::pad_plane_stack;
+use super::shared::{contiguous_f32, in_pool, Activation, ConvSpec, Padding};
+
+/// `act(conv(pad(up(x)), w) + b)`: x (N, Cin, H, W) f32 CPU, w (Cout, Cin/groups, kh, kw),
+/// b (Cout) → (N, Cout, Ho, Wo). `up` is nearest ×2 (only with a 3×3 kernel and reflection
+/// padding 1, as [`upsample_conv3x3`]); groups are 1 or depthwise.
+pub(crate) struct LayerOp {
+    pub(crate) spec: ConvSpec,
+    pub(crate) upsample: bool,
+    /// The weight's Winograd transform made at load (a frozen loss network's), if any.
+    pub(crate) winograd: Option<WinogradWeights>,
+}
+
+fn host(s: &CpuStorage, l: &Layout) -> candle::Result<Tensor> {
+    Tensor::from_slice(contiguous_f32(s, l)?, l.dims(), &Device::Cpu)
+}
+
+impl LayerOp {
+    fn depthwise(&self, w: &Tensor) -> bool {
+        self.spec.groups > 1 && w.dim(1).is_ok_and(|c| c == 1)
+    }
+
+    /// The padding the convolution itself sees (after upsampling).
+    fn padding(&self) -> Padding {
+        if self.upsample {
+            Padding::Reflect(1)
+        } else {
+            self.spec.padding
+        }
+    }
+}
+
+impl CustomOp3 for LayerOp {
+    fn name(&self) -> &'static str {
+        "normstyle-conv-layer"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (host(s1, l1)?, host(s2, l2)?, host(s3, l3)?);
+        let prepared = self.winograd.as_ref().map(|p| p.for_copy(&w));
+        // Fresh tensors record nothing: these calls take the inference kernels.
+        let y = if self.upsample {
+            upsample_conv3x3(&x, &w, Some(&b), self.spec.act, prepared.as_ref())?
+        } else {
+            conv2d_prepared(&x, &w, Some(&b), self.spec, prepared.as_ref())?
+        };
+        let shape = y.shape().clone();
+        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1()?), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let _t = crate::profile::scope("backward: conv layers");
+        let (need_dx, need_dw, need_db) = (x.track_op(), w.track_op(), b.track_op());
+        let (n, cin, h, wd) = x.dims4()?;
+        let (cout, _, kh, kw) = w.dims4()?;
+        let (_, _, ho, wo) = y.dims4()?;
+        let g = with_f32(dy, |dy| with_f32(y, |y| act_grad(dy, y, self.spec.act)))???;
+        let db = need_db
+            .then(|| Tensor::from_vec(channel_sums(&g, cout, ho * wo), cout, b.device()))
+            .transpose()?;
+        if !(need_dx || need_dw) {
+            return Ok((None, None, db));
+        }
+        let (hu, wu) = if self.upsample {
+            (2 * h, 2 * wd)
+        } else {
+            (h, wd)
+        };
+        let padding = self.padding();
+        let sides = padding
+            .sides((hu, wu), (kh, kw), self.spec.stride)
+            .map_err(candle::Error::wrap)?;
+        let (pt, pb, pl, pr) = sides;
+        let (hp, wp) = (hu + pt + pb, wu + pl + pr);
+        // The padded input is read for dW only; otherwise a stand-in of its shape.
+        let xp = if need_dw {
+            let mut xp = Vec::new();
+            with_f32(x, |xv| {
+                if self.upsample {
+                    let xu = upsample_host(xv, n * cin, (h, wd));
+                    pad_plane_stack(&xu, n * cin, (hu, wu), sides, padding, &mut xp);
+                } else {
+                    pad_plane_stack(xv, n * cin, (hu, wu), sides, padding, &mut xp);
+                }
+            })?;
+            Tensor::from_vec(xp, (n, cin, hp, wp), &Device::Cpu)?
+        } else {
+            Tensor::zeros(1, DType::F32, &Device::Cpu)?.broadcast_as((n, cin, hp, wp))?
+        };
+        let g = Tensor::from_vec(g, (n, cout, ho, wo), &Device::Cpu)?;
+        let w = w.detach();
+        let (dxp, dw) = if self.depthwise(&w) {
+            DepthwiseCore {
+                stride: self.spec.stride,
+            }
+            .backward(&xp, &w, &g, (need_dx, need_dw))?
+        } else {
+            ConvCore {
+                stride: self.spec.stride,
+                full_conv: Some(full_conv),
+            }
+            .backward(&xp, &w, &g, (need_dx, need_dw))?
+        };
+        let unpadded = (hp, wp) == (h, wd) && !self.upsample;
+        let dx = dxp
+            .map(|d| -> candle::Result<Tensor> {
+                if unpadded {
+                    return Ok(d);
+                }
+                let d = d.flatten_all()?.to_vec1::<f32>()?;
+                let folded = fold(&d, n * cin, (hp, wp), (h, wd), sides, padding, self.upsample);
+                Tensor::from_vec(folded, (n, cin, h, wd), x.device())
+            })
+            .transpose()?;
+        Ok((dx, dw, db))
+    }
+}
+
+/// `f` on the values of a CPU f32 tensor, in place when it is contiguous (a copy otherwise).
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle::Storage::Cpu(cpu) = &*storage else {
+        candle::bail!("normstyle conv layer: expected a CPU tensor");
+    };
+    Ok(f(contiguous_f32(cpu, layout)?))
+}
+
+/// dY through the activation, whose output is `y`: ReLU passes where y > 0, ReLU6 where
+/// 0 < y < 6 (PyTorch's masks).
+fn act_grad(dy: &[f32], y: &[f32], act: Activation) -> candle::Result<Vec<f32>> {
+    if dy.len() != y.len() {
+        candle::bail!("normstyle conv layer: gradient and output sizes differ");
+    }
+    Ok(match act {
+        Activation::None => dy.to_vec(),
+        Activation::Relu => dy
+            .iter()
+            .zip(y)
+            .map(|(&d, &v)| if v > 0.0 { d } else { 0.0 })
+            .collect(),
+        Activation::Relu6 => dy
+            .iter()
+            .zip(y)
+            .map(|(&d, &v)| if v > 0.0 && v < 6.0 { d } else { 0.0 })
+            .collect(),
+    })
+}
+
+/// Σ over samples and positions per channel of g (N, C, plane), accumulated in f64 in a fixed
+/// order.
+fn channel_sums(g: &[f32], c: usize, plane: usize) -> Vec<f32> {
+    let n = g.len() / (c * plane).max(1);
+    in_pool(|| {
+        (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                (0..n)
+                    .map(|s| {
+                        g[(s * c + ch) * plane..][..plane]
+                            .iter()
+                            .map(|&v| f64::from(v))
+                            .sum::<f64>()
+                    })
+                    .sum::<f64>() as f32
+            })
+            .collect()
+    })
+}
+
+/// Nearest ×2 upsampling of `planes` (h, w) planes.
+fn upsample_host(x: &[f32], planes: usize, (h, w): (usize, usize)) -> Vec<f32> {
+    let mut out = vec![0f32; planes * 4 * h * w];
+    in_pool(|| {
+        out.par_chunks_mut(4 * h * w)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(o, p)| {
+                for (y, row) in p.chunks_exact(w).enumerate() {
+                    for dy in 0..2 {
+                        let dst = &mut o[(2 * y + dy) * 2 * w..][..2 * w];
+                        for (pair, &v) in dst.chunks_exact_mut(2).zip(row) {
+                            pair[0] = v;
+                            pair[1] = v;
+                        }
+                    }
+                }
+            })
+    });
+    out
+}
+
+/// The adjoint of `pad(up(x))`: each padded (hp, wp) gradient plane summed back onto the
+/// (h, w) input plane — reflected borders onto the pixels they copied, zero padding dropped,
+/// each upsampled 2×2 block onto its source pixel.
+fn fold(
+    d: &[f32],
+    planes: usize,
+    (hp, wp): (usize, usize),
+    (h, w): (usize, usize),
+    (pt, _, pl, _): (usize, usize, usize, usize),
+    padding: Padding,
+    upsample: bool,
+) -> Vec<f32> {
+    let up = if upsample { 2 } else { 1 };
+    let (hu, wu) = (h * up, w * up);
+    // Padded index → input index (None: zero padding).
+    let map = |i: usize, before: usize, n: usize| -> Option<usize> {
+        let j = i as isize - before as isize;
+        let n = n as isize;
+        let j = match padding {
+            Padding::Reflect(_) if j < 0 => -j,
+            Padding::Reflect(_) if j >= n => 2 * (n - 1) - j,
+            _ if j < 0 || j >= n => return None,
+            _ => j,
+        };
+        Some(j as usize / up)
+    };
+    let rows: Vec<Option<usize>> = (0..hp).map(|i| map(i, pt, hu)).collect();
+    let cols: Vec<Option<usize>> = (0..wp).map(|i| map(i, pl, wu)).collect();
+    let mut out = vec![0f32; planes * h * w];
+    in_pool(|| {
+        out.par_chunks_mut(h * w)
+            .zip(d.par_chunks(hp * wp))
+            .for_each(|(o, p)| {
+                for (src, row) in p.chunks_exact(wp).zip(&rows) {
+                    let Some(r) = row else { continue };
+                    let dst = &mut o[r * w..(r + 1) * w];
+                    for (&v, col) in src.iter().zip(&cols) {
+                        if let Some(c) = col {
+                            dst[*c] += v;
+                        }
+                    }
+                }
+            })
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fold_is_the_adjoint_of_reflect_padding_and_upsampling() {
+        // <pad(up(x)), d> = <x, fold(d)> for random x, d.
+        let mut next = crate::ops::shared::centered_stream(7);
+        for (upsample, padding, h, w) in [
+            (false, Padding::Reflect(4), 6, 7),
+            (true, Padding::Reflect(1), 3, 5),
+            (false, Padding::Same, 5, 6),
+            (false, Padding::None, 4, 4),
+        ] {
+            let up = if upsample { 2 } else { 1 };
+            let (hu, wu) = (h * up, w * up);
+            let x: Vec<f32> = (0..2 * h * w).map(|_| next()).collect();
+            let xu = if upsample {
+                upsample_host(&x, 2, (h, w))
+            } else {
+                x.clone()
+            };
+            let sides = padding.sides((hu, wu), (3, 3), 2).unwrap();
+            let (hp, wp) = (hu + sides.0 + sides.1, wu + sides.2 + sides.3);
+            let mut xp = Vec::new();
+            pad_plane_stack(&xu, 2, (hu, wu), sides, padding, &mut xp);
+            let d: Vec<f32> = (0..xp.len()).map(|_| next()).collect();
+            let lhs: f64 = xp.iter().zip(&d).map(|(a, b)| f64::from(a * b)).sum();
+            let f = fold(&d, 2, (hp, wp), (h, w), sides, padding, upsample);
+            let rhs: f64 = x.iter().zip(&f).map(|(a, b)| f64::from(a * b)).sum();
+            assert!((lhs - rhs).abs() < 1e-4, "{padding:?} up={upsample}: {lhs} vs {rhs}");
+        }
+    }
+}
