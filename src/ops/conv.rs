@@ -12,13 +12,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use candle::{DType, Device, Tensor, TensorId};
+use rayon::prelude::*;
 
 use super::isa::{self, Isa};
 use super::layer_op::LayerOp;
 use super::kernels::winograd::{self, Block as _};
 use super::kernels::{depthwise, direct, gemm, strided, upconv};
 use super::pad::pad_plane_stack;
-use super::shared::{zero_par, Activation, ConvSpec, Geometry, Input, OutPtr, Padding};
+use super::shared::{in_pool, with_f32, zero_par, Activation, ConvSpec, Geometry, Input, OutPtr, Padding};
 use super::{reflection_pad2d, same_pad2d, upsample_nearest2x};
 use crate::{Error, Result};
 
@@ -40,9 +41,10 @@ pub enum Plan {
     Gemm,
     /// Depthwise loops (groups = channels).
     Depthwise,
-    /// The GEMM as a Candle op with a backward: inputs that record a graph (training).
+    /// Inputs that record a graph (training): the layer as one Candle op, forward on the
+    /// inference kernels, backward on the GEMM and the forward kernels.
     GemmTrain,
-    /// The depthwise loops as a Candle op with a backward (training through MobileNet).
+    /// The same for a depthwise layer (training through MobileNet).
     DepthwiseTrain,
     /// Candle's own ops: other devices, other dtypes, other group counts, or
     /// `NORMSTYLE_KERNEL=candle`.
@@ -141,10 +143,11 @@ impl Plan {
             ),
             Plan::Depthwise => "own depthwise loops: groups = channels".into(),
             Plan::GemmTrain => format!(
-                "im2col + gemm crate ({}) with a backward: training",
+                "one op per layer, inference kernels forward, gemm crate ({}) and full \
+                 convolutions backward: training",
                 isa::gemm_isa()
             ),
-            Plan::DepthwiseTrain => "own depthwise loops with a backward: training".into(),
+            Plan::DepthwiseTrain => "one op per layer, own depthwise loops both ways: training".into(),
             Plan::Candle => "candle's conv2d: other devices and dtypes".into(),
         }
     }
@@ -368,8 +371,8 @@ impl WinogradWeights {
         }))
     }
 
-    /// The same transform for `weight`, a copy of the tensor it was made from (a custom op's
-    /// host copy); shares the packed data.
+    /// The same transform for `weight`, the tensor it was made from or a detached view of it
+    /// (a custom op's operand); shares the packed data.
     pub(crate) fn for_copy(&self, weight: &Tensor) -> WinogradWeights {
         WinogradWeights {
             packed: Arc::clone(&self.packed),
@@ -458,23 +461,18 @@ fn layer_op(
             &zero
         }
     };
-    Ok(x.contiguous()?.apply_op3(
-        &weight.contiguous()?,
-        &bias.contiguous()?,
-        LayerOp {
-            spec,
-            upsample,
-            winograd: winograd.cloned(),
-        },
-    )?)
+    let (x, w, b) = (x.contiguous()?, weight.contiguous()?, bias.contiguous()?);
+    let op = LayerOp::new(spec, upsample, winograd.cloned(), [&x, &w, &b]);
+    Ok(x.apply_op3(&w, &b, op)?)
 }
 
-/// The input gradient of a stride-1 layer (see `gemm::ConvCore::full_conv`): a VALID
-/// convolution of the zero-padded output gradient by the flipped, transposed weight, on the
-/// inference kernels (neither tensor records a graph). A frozen weight's flipped copy and its
-/// Winograd transform are made once and kept ([`FLIPPED`]): a loss network's backward would
-/// otherwise transform the same weights at every step.
-pub(crate) fn full_conv(dy_padded: &Tensor, weight: &Tensor) -> candle::Result<Tensor> {
+/// The input gradient of a stride-1 layer (see `gemm::ConvCore::full_conv`): the "full"
+/// convolution of dY (N, Cout, Ho, Wo) by the flipped, transposed weight → dX of the padded
+/// input (N, Cin, Ho + kh − 1, Wo + kw − 1), on the inference kernels (neither tensor records a
+/// graph). A `frozen` weight's flipped copy and its Winograd transform are made once and kept
+/// ([`FLIPPED`]): a loss network's backward would otherwise transform the same weights at every
+/// step.
+pub(crate) fn full_conv(dy: &Tensor, weight: &Tensor, frozen: bool) -> candle::Result<Tensor> {
     let make = || -> Result<(Tensor, Option<WinogradWeights>)> {
         let (cout, cin, kh, kw) = weight.dims4()?;
         let w = cpu_f32(weight)?;
@@ -492,18 +490,113 @@ pub(crate) fn full_conv(dy_padded: &Tensor, weight: &Tensor) -> candle::Result<T
         let prepared = WinogradWeights::new(&flipped)?;
         Ok((flipped, prepared))
     };
-    let (flipped, prepared) = if weight.track_op() {
-        make()?
-    } else {
+    let (flipped, prepared) = if frozen {
         FLIPPED.get_or_make(weight.id(), make)?
+    } else {
+        make()?
     };
+    let (_, _, kh, kw) = weight.dims4()?;
+    if (kh, kw) == (3, 3) && prepared.is_some() {
+        return Ok(full_conv3x3_winograd(dy, weight, &flipped, prepared.as_ref())?);
+    }
+    let dyp = dy
+        .pad_with_zeros(2, kh - 1, kh - 1)?
+        .pad_with_zeros(3, kw - 1, kw - 1)?;
     Ok(conv2d_prepared(
-        dy_padded,
+        &dyp,
         &flipped,
         None,
         ConvSpec::default(),
         prepared.as_ref(),
     )?)
+}
+
+/// [`full_conv`] of a 3×3 layer on Winograd, in two parts: the (Ho, Wo) interior as a
+/// convolution with one pixel of zero padding (an output the size of the forward's, a whole
+/// number of 4×4 tiles for even maps) and the one-pixel ring around it, where only one kernel
+/// row (top and bottom) or column (the sides) reaches: four matrix products over the whole
+/// batch. As one VALID convolution the (Ho + 2, Wo + 2) output rounds its tile rows up to whole
+/// lane groups: up to twice the work on a 32×32 map.
+fn full_conv3x3_winograd(
+    dy: &Tensor,
+    weight: &Tensor,
+    flipped: &Tensor,
+    prepared: Option<&WinogradWeights>,
+) -> Result<Tensor> {
+    let (n, cout, ho, wo) = dy.dims4()?;
+    let cin = weight.dim(1)?;
+    let (hp, wp) = (ho + 2, wo + 2);
+    let spec = ConvSpec {
+        padding: Padding::Same,
+        ..ConvSpec::default()
+    };
+    let interior = conv2d_prepared(dy, flipped, None, spec, prepared)?;
+    let w = cpu_f32(weight)?; // (Cout, Cin, 3, 3)
+    let dyv = cpu_f32(dy)?;
+    let at = |s: usize, co: usize, y: usize, x: usize| dyv[((s * cout + co) * ho + y) * wo + x];
+    // dXp[i][j] = Σ w[ky][kx]·dY[i − ky][j − kx]. Ring row 0 sees only ky = 0 (dY row 0), row
+    // Ho + 1 only ky = 2 (row Ho − 1); ring column 0 only kx = 0, column Wo + 1 only kx = 2, for
+    // rows 1 ..= Ho (the corners belong to the rows). Each side is A (Cin × 3·Cout, one kernel
+    // row or column) times B (3·Cout × the batch's ring positions, shifted copies of one dY row
+    // or column).
+    let side = |row: bool, k: usize| -> Result<Vec<f32>> {
+        let len = if row { wp } else { hp };
+        let a: Vec<f32> = (0..cin * cout * 3)
+            .map(|i| {
+                let (ci, co, t) = (i / (3 * cout), (i / 3) % cout, i % 3);
+                let (ky, kx) = if row { (k, t) } else { (t, k) };
+                w[((co * cin + ci) * 3 + ky) * 3 + kx]
+            })
+            .collect();
+        let mut b = vec![0f32; 3 * cout * n * len];
+        for (r, dst) in b.chunks_exact_mut(n * len).enumerate() {
+            let (co, t) = (r / 3, r % 3);
+            for s in 0..n {
+                let d = &mut dst[s * len..(s + 1) * len];
+                if row {
+                    let y = if k == 0 { 0 } else { ho - 1 };
+                    for x in 0..wo {
+                        d[x + t] = at(s, co, y, x);
+                    }
+                } else {
+                    let x = if k == 0 { 0 } else { wo - 1 };
+                    for y in 0..ho {
+                        let i = y + t;
+                        if (1..=ho).contains(&i) {
+                            d[i] = at(s, co, y, x);
+                        }
+                    }
+                }
+            }
+        }
+        let a = Tensor::from_vec(a, (cin, 3 * cout), &Device::Cpu)?;
+        let b = Tensor::from_vec(b, (3 * cout, n * len), &Device::Cpu)?;
+        Ok(a.matmul(&b)?.flatten_all()?.to_vec1()?)
+    };
+    let (top, bottom, left, right) = (side(true, 0)?, side(true, 2)?, side(false, 0)?, side(false, 2)?);
+    let mut out = vec![0f32; n * cin * hp * wp];
+    with_f32(&interior, |inner| {
+        in_pool(|| {
+            out.par_chunks_mut(hp * wp)
+                .enumerate()
+                .for_each(|(plane, o)| {
+                    let (s, ci) = (plane / cin, plane % cin);
+                    let src = &inner[plane * ho * wo..][..ho * wo];
+                    for (y, r) in src.chunks_exact(wo).enumerate() {
+                        o[(y + 1) * wp + 1..][..wo].copy_from_slice(r);
+                    }
+                    let ring = |v: &[f32], len: usize| v[(ci * n + s) * len..][..len].to_vec();
+                    o[..wp].copy_from_slice(&ring(&top, wp));
+                    o[(hp - 1) * wp..].copy_from_slice(&ring(&bottom, wp));
+                    let (l, r) = (ring(&left, hp), ring(&right, hp));
+                    for i in 1..=ho {
+                        o[i * wp] = l[i];
+                        o[i * wp + wp - 1] = r[i];
+                    }
+                })
+        })
+    })?;
+    Ok(Tensor::from_vec(out, (n, cin, hp, wp), &Device::Cpu)?)
 }
 
 /// Flipped, transposed copies of frozen weights (and their Winograd transforms) by the id of
@@ -1015,6 +1108,41 @@ mod tests {
         let g = y.sum_all().unwrap().backward().unwrap();
         assert!(g.get(&x).is_some());
         assert!(g.get(&w).is_none());
+    }
+
+    /// A frozen layer with prepared Winograd weights (a loss network's): the input gradient
+    /// through the fused op equals Candle's, the first time (flipped transform made) and the
+    /// second (taken from the cache), on a map whose padded output is not a whole number of
+    /// tiles.
+    #[test]
+    fn frozen_prepared_layer_gives_candles_input_gradient() {
+        let mut rng = Rng::new(14, 0);
+        let dev = Device::Cpu;
+        let w = rng.normal_tensor(0.0, 0.1, (24, 16, 3, 3), &dev).unwrap();
+        let b = rng.normal_tensor(0.0, 0.1, 24, &dev).unwrap();
+        let prepared = WinogradWeights::new(&w).unwrap();
+        assert!(prepared.is_some());
+        // No activation: the two paths' rounding may put a value near 0 on either side of a
+        // ReLU, which moves a whole 3×3 patch of the gradient.
+        let spec = ConvSpec {
+            padding: Padding::Reflect(1),
+            ..ConvSpec::default()
+        };
+        for round in 0..3 {
+            let x = Var::from_tensor(&rng.normal_tensor(0.0, 1.0, (2, 16, 10, 13), &dev).unwrap())
+                .unwrap();
+            let ours = conv2d_prepared(&x, &w, Some(&b), spec, prepared.as_ref()).unwrap();
+            let theirs = candle_path(&x, &w, Some(&b), spec).unwrap();
+            let r = rng.normal_tensor(0.0, 1.0, ours.shape(), &dev).unwrap();
+            let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let (g1, g2) = (grads(&ours), grads(&theirs));
+            assert!(g1.get(&w).is_none(), "a frozen weight got a gradient");
+            let (a, e) = (g1.get(&x).unwrap().clone(), g2.get(&x).unwrap().clone());
+            let scale = e.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let d = (a - e).unwrap().abs().unwrap().max_all().unwrap();
+            let d = d.to_scalar::<f32>().unwrap();
+            assert!(d <= 1e-5 * scale, "round {round}: |Δ| {d} (scale {scale})");
+        }
     }
 
     /// The public op equals upsampling then convolving (the unfused path it replaces), with

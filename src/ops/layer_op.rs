@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::conv::{conv2d_prepared, full_conv, upsample_conv3x3, WinogradWeights};
 use super::kernels::{depthwise::DepthwiseCore, gemm::ConvCore};
 use super::pad::pad_plane_stack;
-use super::shared::{contiguous_f32, in_pool, Activation, ConvSpec, Padding};
+use super::shared::{in_pool, with_f32, Activation, ConvSpec, Padding};
 
 /// `act(conv(pad(up(x)), w) + b)`: x (N, Cin, H, W) f32 CPU, w (Cout, Cin/groups, kh, kw),
 /// b (Cout) → (N, Cout, Ho, Wo). `up` is nearest ×2 (only with a 3×3 kernel and reflection
@@ -25,13 +25,27 @@ pub(crate) struct LayerOp {
     pub(crate) upsample: bool,
     /// The weight's Winograd transform made at load (a frozen loss network's), if any.
     pub(crate) winograd: Option<WinogradWeights>,
-}
-
-fn host(s: &CpuStorage, l: &Layout) -> candle::Result<Tensor> {
-    Tensor::from_slice(contiguous_f32(s, l)?, l.dims(), &Device::Cpu)
+    /// x, w, b as given to `apply_op3`, detached: the same storage without the graph, so the
+    /// forward runs the inference kernels on them in place (no copy of activations or weights).
+    pub(crate) args: [Tensor; 3],
 }
 
 impl LayerOp {
+    /// The op for contiguous `x`, `w`, `b` (the tensors then passed to `apply_op3`).
+    pub(crate) fn new(
+        spec: ConvSpec,
+        upsample: bool,
+        winograd: Option<WinogradWeights>,
+        [x, w, b]: [&Tensor; 3],
+    ) -> LayerOp {
+        LayerOp {
+            spec,
+            upsample,
+            winograd,
+            args: [x.detach(), w.detach(), b.detach()],
+        }
+    }
+
     fn depthwise(&self, w: &Tensor) -> bool {
         self.spec.groups > 1 && w.dim(1).is_ok_and(|c| c == 1)
     }
@@ -53,20 +67,26 @@ impl CustomOp3 for LayerOp {
 
     fn cpu_fwd(
         &self,
-        s1: &CpuStorage,
+        _: &CpuStorage,
         l1: &Layout,
-        s2: &CpuStorage,
+        _: &CpuStorage,
         l2: &Layout,
-        s3: &CpuStorage,
+        _: &CpuStorage,
         l3: &Layout,
     ) -> candle::Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (host(s1, l1)?, host(s2, l2)?, host(s3, l3)?);
-        let prepared = self.winograd.as_ref().map(|p| p.for_copy(&w));
-        // Fresh tensors record nothing: these calls take the inference kernels.
+        let [x, w, b] = &self.args;
+        // The storages are the args' own (see `LayerOp::new`); only their shapes are checked.
+        for (l, t) in [l1, l2, l3].into_iter().zip(&self.args) {
+            if t.dims() != l.dims() {
+                candle::bail!("normstyle conv layer: called on other tensors than it was made for");
+            }
+        }
+        let prepared = self.winograd.as_ref().map(|p| p.for_copy(w));
+        // Detached tensors record nothing: these calls take the inference kernels.
         let y = if self.upsample {
-            upsample_conv3x3(&x, &w, Some(&b), self.spec.act, prepared.as_ref())?
+            upsample_conv3x3(x, w, Some(b), self.spec.act, prepared.as_ref())?
         } else {
-            conv2d_prepared(&x, &w, Some(&b), self.spec, prepared.as_ref())?
+            conv2d_prepared(x, w, Some(b), self.spec, prepared.as_ref())?
         };
         let shape = y.shape().clone();
         Ok((CpuStorage::F32(y.flatten_all()?.to_vec1()?), shape))
@@ -145,16 +165,6 @@ impl CustomOp3 for LayerOp {
             .transpose()?;
         Ok((dx, dw, db))
     }
-}
-
-/// `f` on the values of a CPU f32 tensor, in place when it is contiguous (a copy otherwise).
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle::Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    let candle::Storage::Cpu(cpu) = &*storage else {
-        candle::bail!("normstyle conv layer: expected a CPU tensor");
-    };
-    Ok(f(contiguous_f32(cpu, layout)?))
 }
 
 /// dY through the activation, whose output is `y`: ReLU passes where y > 0, ReLU6 where

@@ -243,6 +243,16 @@ pub(crate) fn contiguous_f32<'a>(
     }
 }
 
+/// `f` on the values of a CPU f32 tensor, in place when it is contiguous (a copy otherwise).
+pub(crate) fn with_f32<R>(t: &candle::Tensor, f: impl FnOnce(&[f32]) -> R) -> candle::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle::Storage::Cpu(cpu) = &*storage else {
+        candle::bail!("normstyle: expected a CPU tensor");
+    };
+    Ok(f(contiguous_f32(cpu, layout)?))
+}
+
 /// A zeroed f32 buffer of `len`, zeroed by the thread pool: a fresh multi-MiB buffer's page
 /// faults and zeroing on the calling thread alone were ~15 % of a 2-thread Magenta 1024² run.
 pub(crate) fn zeroed(len: usize) -> Vec<f32> {

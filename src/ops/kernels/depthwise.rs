@@ -1,13 +1,13 @@
 //! Depthwise convolution (groups = channels, one kh × kw filter each: the MobileNet style
 //! predictor) on a padded sample, parallel over channels; the loops compiled for AVX2 when the
-//! CPU has it. [`DepthwiseCore`] is the same convolution as a Candle op with a backward, so a
-//! loss can flow back through the predictor (training with it as the loss network).
+//! CPU has it. [`DepthwiseCore`] is its backward, which the training op (`ops::layer_op`) runs so
+//! that a loss can flow back through the predictor (training with it as the loss network).
 
-use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle::Tensor;
 use rayon::prelude::*;
 
 use crate::ops::isa::avx2_or_plain;
-use crate::ops::shared::{contiguous_f32, epilogue, in_pool, Activation, Geometry};
+use crate::ops::shared::{epilogue, in_pool, Activation, Geometry};
 
 /// Depthwise convolution (one kh×kw filter per channel), parallel over channels.
 pub(crate) fn depthwise(
@@ -72,8 +72,8 @@ fn depthwise_plane_in(
     epilogue(out, bias.map_or(0.0, |b| b[c]), act);
 }
 
-/// A VALID depthwise convolution (no padding, no bias) of (N, C, Hp, Wp) by (C, 1, kh, kw) with a
-/// backward: dX scatters each output gradient back through its channel's filter, dW correlates
+/// The backward of a VALID depthwise convolution (no padding, no bias) of (N, C, Hp, Wp) by
+/// (C, 1, kh, kw): dX scatters each output gradient back through its channel's filter, dW correlates
 /// the input with the output gradient per channel (summed over the batch).
 pub(crate) struct DepthwiseCore {
     /// Stride (both axes).
@@ -87,47 +87,6 @@ fn depthwise_geometry(x: &[usize], w: &[usize], stride: usize) -> candle::Result
     // Per group: one input and one output channel; the kernels index planes by channel.
     Geometry::new(1, (x[2], x[3]), x[1], (w[2], w[3]), stride)
         .map_err(|e| candle::Error::Msg(e.to_string()))
-}
-
-impl CustomOp2 for DepthwiseCore {
-    fn name(&self) -> &'static str {
-        "normstyle-depthwise"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle::Result<(CpuStorage, Shape)> {
-        let g = depthwise_geometry(l1.dims(), l2.dims(), self.stride)?;
-        let (x, w) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
-        let (n, c) = (l1.dims()[0], g.cout);
-        let (in_len, out_len) = (c * g.hp * g.wp, c * g.ho * g.wo);
-        let mut out = vec![0f32; n * out_len];
-        for (s, dst) in out.chunks_mut(out_len).enumerate() {
-            depthwise(
-                &x[s * in_len..(s + 1) * in_len],
-                w,
-                None,
-                dst,
-                &g,
-                Activation::None,
-            );
-        }
-        Ok((CpuStorage::F32(out), Shape::from((n, c, g.ho, g.wo))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        dy: &Tensor,
-    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
-        self.backward(x, w, dy, (x.track_op(), w.track_op()))
-    }
 }
 
 impl DepthwiseCore {

@@ -1,6 +1,6 @@
 //! The general convolution: banded im2col + the `gemm` crate (the GEMM Candle itself uses),
-//! forward for inference and, as a Candle custom op with a backward ([`ConvCore`]), for
-//! training.
+//! forward for inference, and every convolution's backward for training ([`ConvCore`], run by
+//! the training op `ops::layer_op`).
 //!
 //! Inference: the output is cut into bands of whole rows; for each band (in parallel) the
 //! patches are unfolded (row copies for stride 1) into a buffer that stays in cache, one packed
@@ -8,19 +8,19 @@
 //! bias and activation are applied while the band is still in cache. 1×1 convolutions skip the
 //! unfolding.
 //!
-//! Training, per sample, both on the GEMM path:
+//! Training:
 //! - dW = dY · colsᵀ, with cols the unfolded input (Cin·k·k × Ho·Wo) unfolded band by band as
-//!   in the forward, summed over the batch in a fixed order; skipped when the weight is not a
-//!   variable (a frozen encoder);
+//!   in the forward, summed over the batch in a fixed order; for stride 1 and Cout ≤ 16, row
+//!   correlations instead (no unfolding); skipped when the weight is frozen (a loss network);
 //! - dX of a stride-1 layer: the "full" convolution of dY with the flipped, transposed weights,
 //!   run by the forward kernels (Winograd, direct loops) through [`ConvCore::full_conv`];
 //!   stride 2: col2im(Wᵀ · dY), the unfolded gradient folded back (overlaps summed).
 
-use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle::Tensor;
 use rayon::prelude::*;
 
 use crate::ops::isa::avx2_or_plain;
-use crate::ops::shared::{contiguous_f32, epilogue, in_pool, Activation, Geometry, OutPtr};
+use crate::ops::shared::{epilogue, in_pool, with_f32, Activation, Geometry, OutPtr};
 
 /// Dense convolution of one padded sample: `src` (Cin, Hp, Wp) → `dst` (Cout, Ho, Wo).
 ///
@@ -141,15 +141,15 @@ fn unfold(src: &[f32], g: &Geometry, y0: usize, y1: usize, col: &mut Vec<f32>) {
 pub(crate) struct ConvCore {
     /// Stride (both axes).
     pub(crate) stride: usize,
-    /// The input gradient of a stride-1 layer as a forward convolution, given by the layer
-    /// above (`ops::conv`, which chooses among the kernels): (dY zero-padded by k − 1, the
-    /// layer's weight) → dX, the convolution by the weight transposed and flipped. `None`:
+    /// The input gradient of a stride-1 layer as forward convolutions, given by the layer above
+    /// (`ops::conv`, which chooses among the kernels): (dY, the layer's weight, whether it is
+    /// frozen) → dX, the "full" convolution of dY by the weight transposed and flipped. `None`:
     /// col2im.
     pub(crate) full_conv: Option<FullConv>,
 }
 
 /// See [`ConvCore::full_conv`].
-pub(crate) type FullConv = fn(&Tensor, &Tensor) -> candle::Result<Tensor>;
+pub(crate) type FullConv = fn(&Tensor, &Tensor, bool) -> candle::Result<Tensor>;
 
 /// Rows per band of `dense` and [`weight_grad`]: the unfolded band (k × rows·Wo floats)
 /// stays within ~2 MiB (the GEMM blocks it for the caches itself), and there are enough bands
@@ -317,52 +317,6 @@ fn geometry(x: &[usize], w: &[usize], stride: usize) -> candle::Result<Geometry>
         .map_err(|e| candle::Error::Msg(e.to_string()))
 }
 
-impl CustomOp2 for ConvCore {
-    fn name(&self) -> &'static str {
-        "normstyle-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle::Result<(CpuStorage, Shape)> {
-        let (xd, wd) = (l1.dims(), l2.dims());
-        let g = geometry(xd, wd, self.stride)?;
-        let (x, w) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
-        let n = xd[0];
-        let (in_len, out_len) = g.lens();
-        let mut out = vec![0f32; n * out_len];
-        for s in 0..n {
-            let dst = &mut out[s * out_len..(s + 1) * out_len];
-            // SAFETY: `dst` is this sample's Cout·Ho·Wo outputs, borrowed for the call.
-            unsafe {
-                dense(
-                    &x[s * in_len..(s + 1) * in_len],
-                    w,
-                    None,
-                    (OutPtr(dst.as_mut_ptr()), out_len),
-                    &g,
-                    Activation::None,
-                )
-            };
-        }
-        Ok((CpuStorage::F32(out), Shape::from((n, g.cout, g.ho, g.wo))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        dy: &Tensor,
-    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
-        self.backward(x, w, dy, (x.track_op(), w.track_op()))
-    }
-}
-
 impl ConvCore {
     /// (dX, dW) of the VALID convolution of `x` by `w` for the output gradient `dy`, each only
     /// when `need` (dX, dW) asks for it.
@@ -379,20 +333,15 @@ impl ConvCore {
         let dyc = dy.contiguous()?;
         let dw = need_dw
             .then(|| -> candle::Result<Tensor> {
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                let dys = dyc.flatten_all()?.to_vec1::<f32>()?;
-                Tensor::from_vec(weight_grad(&xs, &dys, n, &g), w.shape(), w.device())
+                let dw = with_f32(x, |xs| with_f32(&dyc, |dys| weight_grad(xs, dys, n, &g)))??;
+                Tensor::from_vec(dw, w.shape(), w.device())
             })
             .transpose()?;
         let dx = need_dx
             .then(|| -> candle::Result<Tensor> {
                 if let (1, Some(full)) = (self.stride, self.full_conv) {
-                    // dX = dY ⋆ flip(Wᵀ) over dY zero-padded by k − 1: a forward convolution.
-                    let dyp = dyc
-                        .detach()
-                        .pad_with_zeros(2, g.kh - 1, g.kh - 1)?
-                        .pad_with_zeros(3, g.kw - 1, g.kw - 1)?;
-                    return full(&dyp, w);
+                    // A weight without a gradient is a frozen one.
+                    return full(&dyc.detach(), w, !need_dw);
                 }
                 let dy = dyc.reshape((n, g.cout, plane))?;
                 let wt = w.reshape((g.cout, kk))?.t()?.contiguous()?;
