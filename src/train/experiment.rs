@@ -348,7 +348,12 @@ pub fn plot_curves(points: &[CurvePoint]) -> Result<RgbImage> {
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(60)
-                .build_cartesian_2d(0.0..x1, (y0.max(1e-9)..y1.max(1e-8)).log_scale())
+                .build_cartesian_2d(
+                    0.0..x1,
+                    // Powers of 2: ticks at ×2 steps (base 10 labels one tick over a loss
+                    // range of a decade).
+                    (y0.max(1e-9)..y1.max(1e-8)).log_scale().base(2.0),
+                )
                 .map_err(|e| err(&e))?;
             chart
                 .configure_mesh()
@@ -356,7 +361,13 @@ pub fn plot_curves(points: &[CurvePoint]) -> Result<RgbImage> {
                 .y_desc("style loss (log scale)")
                 .x_label_formatter(&|v| format!("{v:.0}"))
                 .y_labels(8)
-                .y_label_formatter(&|v| format!("{v:.3}"))
+                .y_label_formatter(&|v| {
+                    if *v >= 1.0 {
+                        format!("{v:.0}")
+                    } else {
+                        format!("{v:.3}")
+                    }
+                })
                 .light_line_style(WHITE)
                 .label_style(("sans-serif", 14))
                 .axis_desc_style(("sans-serif", 16))
