@@ -109,12 +109,7 @@ impl Stats {
         };
         let count = count as f64;
         let plane_sums = |f: &(dyn Fn(usize, &[f32]) -> f64 + Sync)| -> Vec<f64> {
-            in_pool(|| {
-                x.par_chunks(s)
-                    .enumerate()
-                    .map(|(p, v)| f(p, v))
-                    .collect()
-            })
+            in_pool(|| x.par_chunks(s).enumerate().map(|(p, v)| f(p, v)).collect())
         };
         // Two passes (mean, then squared deviations): no cancellation for large means.
         let sums = plane_sums(&|_, v| v.iter().map(|&a| f64::from(a)).sum());

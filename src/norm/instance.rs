@@ -196,7 +196,15 @@ impl InstanceNorm2d {
                 return fused_forward();
             }
             let (gamma, beta) = affine_vectors(self.weight.as_ref(), self.bias.as_ref(), c)?;
-            return post.tensor(normalize_rows(x, hw, hw, self.cfg.eps, &gamma, &beta, None)?);
+            return post.tensor(normalize_rows(
+                x,
+                hw,
+                hw,
+                self.cfg.eps,
+                &gamma,
+                &beta,
+                None,
+            )?);
         };
         let m = Moments::of_rows(x, hw)?;
         let mom = self.cfg.momentum;

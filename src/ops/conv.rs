@@ -15,11 +15,13 @@ use candle::{DType, Device, Tensor, TensorId};
 use rayon::prelude::*;
 
 use super::isa::{self, Isa};
-use super::layer_op::LayerOp;
 use super::kernels::winograd::{self, Block as _};
 use super::kernels::{depthwise, direct, gemm, strided, upconv};
+use super::layer_op::LayerOp;
 use super::pad::pad_plane_stack;
-use super::shared::{in_pool, with_f32, zero_par, Activation, ConvSpec, Geometry, Input, OutPtr, Padding};
+use super::shared::{
+    in_pool, with_f32, zero_par, Activation, ConvSpec, Geometry, Input, OutPtr, Padding,
+};
 use super::{reflection_pad2d, same_pad2d, upsample_nearest2x};
 use crate::{Error, Result};
 
@@ -147,7 +149,9 @@ impl Plan {
                  convolutions backward: training",
                 isa::gemm_isa()
             ),
-            Plan::DepthwiseTrain => "one op per layer, own depthwise loops both ways: training".into(),
+            Plan::DepthwiseTrain => {
+                "one op per layer, own depthwise loops both ways: training".into()
+            }
             Plan::Candle => "candle's conv2d: other devices and dtypes".into(),
         }
     }
@@ -497,7 +501,12 @@ pub(crate) fn full_conv(dy: &Tensor, weight: &Tensor, frozen: bool) -> candle::R
     };
     let (_, _, kh, kw) = weight.dims4()?;
     if (kh, kw) == (3, 3) && prepared.is_some() {
-        return Ok(full_conv3x3_winograd(dy, weight, &flipped, prepared.as_ref())?);
+        return Ok(full_conv3x3_winograd(
+            dy,
+            weight,
+            &flipped,
+            prepared.as_ref(),
+        )?);
     }
     let dyp = dy
         .pad_with_zeros(2, kh - 1, kh - 1)?
@@ -573,7 +582,12 @@ fn full_conv3x3_winograd(
         let b = Tensor::from_vec(b, (3 * cout, n * len), &Device::Cpu)?;
         Ok(a.matmul(&b)?.flatten_all()?.to_vec1()?)
     };
-    let (top, bottom, left, right) = (side(true, 0)?, side(true, 2)?, side(false, 0)?, side(false, 2)?);
+    let (top, bottom, left, right) = (
+        side(true, 0)?,
+        side(true, 2)?,
+        side(false, 0)?,
+        side(false, 2)?,
+    );
     let mut out = vec![0f32; n * cin * hp * wp];
     with_f32(&interior, |inner| {
         in_pool(|| {
@@ -1138,7 +1152,13 @@ mod tests {
             let (g1, g2) = (grads(&ours), grads(&theirs));
             assert!(g1.get(&w).is_none(), "a frozen weight got a gradient");
             let (a, e) = (g1.get(&x).unwrap().clone(), g2.get(&x).unwrap().clone());
-            let scale = e.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let scale = e
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             let d = (a - e).unwrap().abs().unwrap().max_all().unwrap();
             let d = d.to_scalar::<f32>().unwrap();
             assert!(d <= 1e-5 * scale, "round {round}: |Δ| {d} (scale {scale})");
@@ -1184,7 +1204,9 @@ mod tests {
         for (cin, cout, h, w) in [(6, 5, 5, 7), (16, 24, 4, 6)] {
             let var = |t: Tensor| Var::from_tensor(&t).unwrap();
             let x = var(rng.normal_tensor(0.0, 1.0, (2, cin, h, w), &dev).unwrap());
-            let wt = var(rng.normal_tensor(0.0, 0.3, (cout, cin, 3, 3), &dev).unwrap());
+            let wt = var(rng
+                .normal_tensor(0.0, 0.3, (cout, cin, 3, 3), &dev)
+                .unwrap());
             let b = var(rng.normal_tensor(0.0, 0.3, cout, &dev).unwrap());
             let ours = upsample_conv3x3(&x, &wt, Some(&b), Activation::Relu, None).unwrap();
             let spec = ConvSpec {
@@ -1197,12 +1219,23 @@ mod tests {
             let r = rng.normal_tensor(0.0, 1.0, ours.shape(), &dev).unwrap();
             let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let (g1, g2) = (grads(&ours), grads(&theirs));
-            for (name, t) in [("y", None), ("x", Some(&x)), ("w", Some(&wt)), ("b", Some(&b))] {
+            for (name, t) in [
+                ("y", None),
+                ("x", Some(&x)),
+                ("w", Some(&wt)),
+                ("b", Some(&b)),
+            ] {
                 let (a, e) = match t {
                     None => (ours.clone(), theirs.clone()),
                     Some(v) => (g1.get(v).unwrap().clone(), g2.get(v).unwrap().clone()),
                 };
-                let scale = e.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let scale = e
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
                 let d = (a - e).unwrap().abs().unwrap().max_all().unwrap();
                 let d = d.to_scalar::<f32>().unwrap();
                 assert!(d <= 1e-5 * scale.max(1.0), "{cin}→{cout} {name}: |Δ| {d}");

@@ -159,7 +159,15 @@ impl CustomOp3 for LayerOp {
                     return Ok(d);
                 }
                 let d = d.flatten_all()?.to_vec1::<f32>()?;
-                let folded = fold(&d, n * cin, (hp, wp), (h, wd), sides, padding, self.upsample);
+                let folded = fold(
+                    &d,
+                    n * cin,
+                    (hp, wp),
+                    (h, wd),
+                    sides,
+                    padding,
+                    self.upsample,
+                );
                 Tensor::from_vec(folded, (n, cin, h, wd), x.device())
             })
             .transpose()?;
@@ -307,7 +315,10 @@ mod tests {
             let lhs: f64 = xp.iter().zip(&d).map(|(a, b)| f64::from(a * b)).sum();
             let f = fold(&d, 2, (hp, wp), (h, w), sides, padding, upsample);
             let rhs: f64 = x.iter().zip(&f).map(|(a, b)| f64::from(a * b)).sum();
-            assert!((lhs - rhs).abs() < 1e-4, "{padding:?} up={upsample}: {lhs} vs {rhs}");
+            assert!(
+                (lhs - rhs).abs() < 1e-4,
+                "{padding:?} up={upsample}: {lhs} vs {rhs}"
+            );
         }
     }
 }

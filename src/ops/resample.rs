@@ -45,7 +45,8 @@ struct MaxPool2x2Ceil;
 
 /// The window of output (oy, ox) in an (h, w) plane: rows and columns, clipped (ceil mode).
 fn window(oy: usize, ox: usize, (h, w): (usize, usize)) -> impl Iterator<Item = usize> {
-    (2 * oy..(2 * oy + 2).min(h)).flat_map(move |y| (2 * ox..(2 * ox + 2).min(w)).map(move |x| y * w + x))
+    (2 * oy..(2 * oy + 2).min(h))
+        .flat_map(move |y| (2 * ox..(2 * ox + 2).min(w)).map(move |x| y * w + x))
 }
 
 /// The index (in its plane) of the first maximum of each window of `p`.
@@ -88,7 +89,10 @@ impl candle::CustomOp1 for MaxPool2x2Ceil {
                     }
                 })
         });
-        Ok((candle::CpuStorage::F32(out), candle::Shape::from((n, c, ho, wo))))
+        Ok((
+            candle::CpuStorage::F32(out),
+            candle::Shape::from((n, c, ho, wo)),
+        ))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle::Result<Option<Tensor>> {
@@ -191,7 +195,9 @@ mod tests {
     fn pooling_op_matches_candle_forward_and_backward() {
         let dev = Device::Cpu;
         // Ties in the first window (3 = 3): the first in row-major order gets the gradient.
-        let v = [3f32, 3.0, 1.0, 5.0, 0.0, 2.0, 1.0, 0.0, 7.0, 9.0, 8.0, 4.0, 6.0, 6.0, 2.0];
+        let v = [
+            3f32, 3.0, 1.0, 5.0, 0.0, 2.0, 1.0, 0.0, 7.0, 9.0, 8.0, 4.0, 6.0, 6.0, 2.0,
+        ];
         let x = candle::Var::from_slice(&v, (1, 1, 3, 5), &dev).unwrap();
         let y = max_pool2x2_ceil(&x).unwrap();
         let plain = max_pool2x2_ceil(&x.as_tensor().detach()).unwrap();
