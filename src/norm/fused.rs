@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use super::PostOp;
 use crate::ops::in_pool;
+use crate::ops::shared::with_f32;
 use crate::Result;
 
 /// Which values share a mean and variance, for x viewed as (N, C, S) planes.
@@ -196,12 +197,41 @@ impl CustomOp3 for NormOp {
         dy: &Tensor,
     ) -> candle::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dims = planes(x.dims());
-        let (n, c, s) = dims;
-        let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        let yv: Vec<f32> = y.flatten_all()?.to_vec1()?;
-        let dyv: Vec<f32> = dy.flatten_all()?.to_vec1()?;
         let gv: Vec<f32> = gamma.to_vec1()?;
-        let st = Stats::new(&xv, dims, self.pool, self.eps);
+        let need_dx = x.track_op();
+        // The activations are read in place (no host copies).
+        let (dx, dgamma, dbeta) = with_f32(x, |xv| {
+            with_f32(y, |yv| {
+                with_f32(dy, |dyv| self.grads([xv, yv, dyv], &gv, dims, need_dx))
+            })
+        })???;
+        let dx = dx
+            .map(|d| Tensor::from_vec(d, x.shape(), x.device()))
+            .transpose()?;
+        let vector = |v: Vec<f64>, like: &Tensor| -> candle::Result<Tensor> {
+            let v: Vec<f32> = v.into_iter().map(|a| a as f32).collect();
+            Tensor::from_vec(v, like.shape(), like.device())
+        };
+        let dgamma = gamma
+            .track_op()
+            .then(|| vector(dgamma, gamma))
+            .transpose()?;
+        let dbeta = beta.track_op().then(|| vector(dbeta, beta)).transpose()?;
+        Ok((dx, dgamma, dbeta))
+    }
+}
+
+impl NormOp {
+    /// (dx if `need_dx`, dγ, dβ) from x, y, dy as (N, C, S) planes and γ.
+    fn grads(
+        &self,
+        [xv, yv, dyv]: [&[f32]; 3],
+        gv: &[f32],
+        dims: (usize, usize, usize),
+        need_dx: bool,
+    ) -> (Option<Vec<f32>>, Vec<f64>, Vec<f64>) {
+        let (n, c, s) = dims;
+        let st = Stats::new(xv, dims, self.pool, self.eps);
         let relu = self.relu;
         let grad = |p: usize, i: usize| -> f32 {
             let k = p * s + i;
@@ -241,37 +271,25 @@ impl CustomOp3 for NormOp {
             a[st.set[p]] += gm * sg;
             b[st.set[p]] += gm * sgx;
         }
-        let dx = x
-            .track_op()
-            .then(|| -> candle::Result<Tensor> {
-                let mut dx = vec![0f32; xv.len()];
-                in_pool(|| {
-                    dx.par_chunks_mut(s).enumerate().for_each(|(p, d)| {
-                        let set = st.set[p];
-                        let (m, r) = (st.mean[set], st.rstd[set]);
-                        let (am, bm) = (a[set] / st.count, b[set] / st.count);
-                        let gm = f64::from(gv[p % c]);
-                        let xs = &xv[p * s..(p + 1) * s];
-                        // dx = r·(γ·g − A − x̂·B) = k1·g + k2·x + k3 per plane.
-                        let (k1, k2) = ((r * gm) as f32, (-r * r * bm) as f32);
-                        let k3 = (-r * am + r * r * bm * m) as f32;
-                        for (i, (d, &v)) in d.iter_mut().zip(xs).enumerate() {
-                            *d = k1 * grad(p, i) + k2 * v + k3;
-                        }
-                    })
-                });
-                Tensor::from_vec(dx, x.shape(), x.device())
-            })
-            .transpose()?;
-        let vector = |v: Vec<f64>, like: &Tensor| -> candle::Result<Tensor> {
-            let v: Vec<f32> = v.into_iter().map(|a| a as f32).collect();
-            Tensor::from_vec(v, like.shape(), like.device())
-        };
-        let dgamma = gamma
-            .track_op()
-            .then(|| vector(dgamma, gamma))
-            .transpose()?;
-        let dbeta = beta.track_op().then(|| vector(dbeta, beta)).transpose()?;
-        Ok((dx, dgamma, dbeta))
+        let dx = need_dx.then(|| {
+            let mut dx = vec![0f32; xv.len()];
+            in_pool(|| {
+                dx.par_chunks_mut(s).enumerate().for_each(|(p, d)| {
+                    let set = st.set[p];
+                    let (m, r) = (st.mean[set], st.rstd[set]);
+                    let (am, bm) = (a[set] / st.count, b[set] / st.count);
+                    let gm = f64::from(gv[p % c]);
+                    let xs = &xv[p * s..(p + 1) * s];
+                    // dx = r·(γ·g − A − x̂·B) = k1·g + k2·x + k3 per plane.
+                    let (k1, k2) = ((r * gm) as f32, (-r * r * bm) as f32);
+                    let k3 = (-r * am + r * r * bm * m) as f32;
+                    for (i, (d, &v)) in d.iter_mut().zip(xs).enumerate() {
+                        *d = k1 * grad(p, i) + k2 * v + k3;
+                    }
+                })
+            });
+            dx
+        });
+        (dx, dgamma, dbeta)
     }
 }

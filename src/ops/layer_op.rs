@@ -89,7 +89,7 @@ impl CustomOp3 for LayerOp {
             conv2d_prepared(x, w, Some(b), self.spec, prepared.as_ref())?
         };
         let shape = y.shape().clone();
-        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1()?), shape))
+        Ok((CpuStorage::F32(par_copy(&y)?), shape))
     }
 
     fn bwd(
@@ -158,16 +158,9 @@ impl CustomOp3 for LayerOp {
                 if unpadded {
                     return Ok(d);
                 }
-                let d = d.flatten_all()?.to_vec1::<f32>()?;
-                let folded = fold(
-                    &d,
-                    n * cin,
-                    (hp, wp),
-                    (h, wd),
-                    sides,
-                    padding,
-                    self.upsample,
-                );
+                let folded = with_f32(&d, |d| {
+                    fold(d, n * cin, (hp, wp), (h, wd), sides, padding, self.upsample)
+                })?;
                 Tensor::from_vec(folded, (n, cin, h, wd), x.device())
             })
             .transpose()?;
@@ -181,18 +174,36 @@ fn act_grad(dy: &[f32], y: &[f32], act: Activation) -> candle::Result<Vec<f32>> 
     if dy.len() != y.len() {
         candle::bail!("normstyle conv layer: gradient and output sizes differ");
     }
-    Ok(match act {
-        Activation::None => dy.to_vec(),
-        Activation::Relu => dy
-            .iter()
-            .zip(y)
-            .map(|(&d, &v)| if v > 0.0 { d } else { 0.0 })
-            .collect(),
-        Activation::Relu6 => dy
-            .iter()
-            .zip(y)
-            .map(|(&d, &v)| if v > 0.0 && v < 6.0 { d } else { 0.0 })
-            .collect(),
+    let mut g = vec![0f32; dy.len()];
+    const CHUNK: usize = 1 << 16;
+    in_pool(|| {
+        g.par_chunks_mut(CHUNK)
+            .zip(dy.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+            .for_each(|(g, (dy, y))| {
+                for ((g, &d), &v) in g.iter_mut().zip(dy).zip(y) {
+                    let pass = match act {
+                        Activation::None => true,
+                        Activation::Relu => v > 0.0,
+                        Activation::Relu6 => v > 0.0 && v < 6.0,
+                    };
+                    *g = if pass { d } else { 0.0 };
+                }
+            })
+    });
+    Ok(g)
+}
+
+/// The values of a CPU f32 tensor, copied by the thread pool.
+fn par_copy(t: &Tensor) -> candle::Result<Vec<f32>> {
+    with_f32(t, |v| {
+        let mut out = vec![0f32; v.len()];
+        const CHUNK: usize = 1 << 16;
+        in_pool(|| {
+            out.par_chunks_mut(CHUNK)
+                .zip(v.par_chunks(CHUNK))
+                .for_each(|(o, s)| o.copy_from_slice(s))
+        });
+        out
     })
 }
 

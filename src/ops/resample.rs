@@ -98,19 +98,21 @@ impl candle::CustomOp1 for MaxPool2x2Ceil {
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle::Result<Option<Tensor>> {
         let (n, c, h, w) = x.dims4()?;
         let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
-        let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        let dyv: Vec<f32> = dy.flatten_all()?.to_vec1()?;
         let mut dx = vec![0f32; n * c * h * w];
-        super::in_pool(|| {
-            dx.par_chunks_mut(h * w)
-                .zip(xv.par_chunks(h * w))
-                .zip(dyv.par_chunks(ho * wo))
-                .for_each(|((d, p), g)| {
-                    for (&gv, i) in g.iter().zip(argmax_windows(p, (h, w))) {
-                        d[i] += gv;
-                    }
+        super::shared::with_f32(x, |xv| {
+            super::shared::with_f32(dy, |dyv| {
+                super::in_pool(|| {
+                    dx.par_chunks_mut(h * w)
+                        .zip(xv.par_chunks(h * w))
+                        .zip(dyv.par_chunks(ho * wo))
+                        .for_each(|((d, p), g)| {
+                            for (&gv, i) in g.iter().zip(argmax_windows(p, (h, w))) {
+                                d[i] += gv;
+                            }
+                        })
                 })
-        });
+            })
+        })??;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }
