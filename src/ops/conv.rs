@@ -377,7 +377,7 @@ impl WinogradWeights {
 
     /// The same transform for `weight`, the tensor it was made from or a detached view of it
     /// (a custom op's operand); shares the packed data.
-    pub(crate) fn for_copy(&self, weight: &Tensor) -> WinogradWeights {
+    pub(crate) fn for_view(&self, weight: &Tensor) -> WinogradWeights {
         WinogradWeights {
             packed: Arc::clone(&self.packed),
             weight: weight.id(),
@@ -1152,15 +1152,7 @@ mod tests {
             let (g1, g2) = (grads(&ours), grads(&theirs));
             assert!(g1.get(&w).is_none(), "a frozen weight got a gradient");
             let (a, e) = (g1.get(&x).unwrap().clone(), g2.get(&x).unwrap().clone());
-            let scale = e
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let d = (a - e).unwrap().abs().unwrap().max_all().unwrap();
-            let d = d.to_scalar::<f32>().unwrap();
+            let (scale, d) = (max_abs(&e), max_abs(&(a - e).unwrap()));
             assert!(d <= 1e-5 * scale, "round {round}: |Δ| {d} (scale {scale})");
         }
     }
@@ -1229,15 +1221,7 @@ mod tests {
                     None => (ours.clone(), theirs.clone()),
                     Some(v) => (g1.get(v).unwrap().clone(), g2.get(v).unwrap().clone()),
                 };
-                let scale = e
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                let d = (a - e).unwrap().abs().unwrap().max_all().unwrap();
-                let d = d.to_scalar::<f32>().unwrap();
+                let (scale, d) = (max_abs(&e), max_abs(&(a - e).unwrap()));
                 assert!(d <= 1e-5 * scale.max(1.0), "{cin}→{cout} {name}: |Δ| {d}");
             }
         }
@@ -1347,6 +1331,16 @@ mod tests {
             };
             gradients_match_candle(&x, &wt, &b, spec, &mut rng, &format!("stride {stride}"));
         }
+    }
+
+    /// The largest |value| of a tensor.
+    fn max_abs(t: &Tensor) -> f32 {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     /// The forward and the gradients of x, w, b through the crate's op equal those through

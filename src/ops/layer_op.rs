@@ -81,7 +81,7 @@ impl CustomOp3 for LayerOp {
                 candle::bail!("normstyle conv layer: called on other tensors than it was made for");
             }
         }
-        let prepared = self.winograd.as_ref().map(|p| p.for_copy(w));
+        let prepared = self.winograd.as_ref().map(|p| p.for_view(w));
         // Detached tensors record nothing: these calls take the inference kernels.
         let y = if self.upsample {
             upsample_conv3x3(x, w, Some(b), self.spec.act, prepared.as_ref())?
