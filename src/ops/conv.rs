@@ -207,6 +207,59 @@ pub fn conv2d_prepared(
     spec: ConvSpec,
     winograd: Option<&WinogradWeights>,
 ) -> Result<Tensor> {
+    conv_output(x, weight, bias, spec, winograd)?.tensor()
+}
+
+/// A convolution's result: a tensor, or, from the crate's kernels, the values themselves, which
+/// the training ops take without a copy.
+pub(crate) enum Output {
+    Tensor(Tensor),
+    /// Values (N, C, H, W), row-major, and that shape.
+    Host(Vec<f32>, (usize, usize, usize, usize)),
+}
+
+impl Output {
+    pub(crate) fn tensor(self) -> Result<Tensor> {
+        Ok(match self {
+            Output::Tensor(t) => t,
+            Output::Host(v, shape) => Tensor::from_vec(v, shape, &Device::Cpu)?,
+        })
+    }
+
+    /// The values (copied by the thread pool from a tensor) and the shape.
+    pub(crate) fn into_host(self) -> candle::Result<(Vec<f32>, (usize, usize, usize, usize))> {
+        match self {
+            Output::Host(v, shape) => Ok((v, shape)),
+            Output::Tensor(t) => {
+                let shape = t.dims4()?;
+                Ok((par_copy(&t)?, shape))
+            }
+        }
+    }
+}
+
+/// The values of a CPU f32 tensor, copied by the thread pool.
+pub(crate) fn par_copy(t: &Tensor) -> candle::Result<Vec<f32>> {
+    with_f32(t, |v| {
+        let mut out = vec![0f32; v.len()];
+        const CHUNK: usize = 1 << 16;
+        in_pool(|| {
+            out.par_chunks_mut(CHUNK)
+                .zip(v.par_chunks(CHUNK))
+                .for_each(|(o, s)| o.copy_from_slice(s))
+        });
+        out
+    })
+}
+
+/// [`conv2d_prepared`], its result as [`Output`].
+pub(crate) fn conv_output(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    spec: ConvSpec,
+    winograd: Option<&WinogradWeights>,
+) -> Result<Output> {
     let (n, cin, h, w) = x.dims4()?;
     let (cout, cin_g, kh, kw) = weight.dims4()?;
     let g = spec.groups;
@@ -249,9 +302,11 @@ pub fn conv2d_prepared(
         tracked,
     });
     match chosen {
-        Plan::Candle => return candle_path(x, weight, bias, spec),
+        Plan::Candle => return Ok(Output::Tensor(candle_path(x, weight, bias, spec)?)),
         Plan::GemmTrain | Plan::DepthwiseTrain => {
-            return layer_op(x, weight, bias, spec, false, winograd)
+            return Ok(Output::Tensor(layer_op(
+                x, weight, bias, spec, false, winograd,
+            )?))
         }
         _ => {}
     }
@@ -295,27 +350,39 @@ pub fn conv2d_prepared(
     };
     let start = layout.start_offset();
     let xs = &cpu.as_slice::<f32>()?[start..start + n * cin * h * w];
-    for s in 0..n {
+    let reflect = matches!(spec.padding, Padding::Reflect(_));
+    if let Some(p) = packed {
+        // Winograd takes the whole batch: small maps share micro-kernel panels across samples.
+        let all = Input {
+            data: xs,
+            h,
+            w,
+            pads: (pt, pb, pl, pr),
+            reflect,
+        };
+        // SAFETY: `out` has room for the N·Cout·Ho·Wo outputs, which nothing else touches.
+        unsafe { winograd::conv(&all, n, p, bs.as_deref(), base, (ho, wo), spec.act) };
+    }
+    // The other kernels run sample by sample.
+    let samples = if packed.is_some() { 0..0 } else { 0..n };
+    for s in samples {
         let input = &xs[s * cin * h * w..(s + 1) * cin * h * w];
         let dst = OutPtr(base.at(s * per));
-        // Winograd and the direct kernels read the padding on the fly: no padded copy.
+        // The direct kernels read the padding on the fly: no padded copy.
         let unpadded = Input {
             data: input,
             h,
             w,
             pads: (pt, pb, pl, pr),
-            reflect: matches!(spec.padding, Padding::Reflect(_)),
+            reflect,
         };
         let act = spec.act;
         let bias = bs.as_deref();
         // SAFETY (every kernel call below): `dst` has room for this sample's Cout·Ho·Wo outputs,
         // which no other code touches during the call, and `geo` was validated.
-        match (chosen, packed) {
-            (Plan::Winograd, Some(p)) => unsafe {
-                winograd::conv(&unpadded, p, bias, dst, (ho, wo), act)
-            },
-            (Plan::Direct, _) => unsafe { direct::conv(&unpadded, &ws, bias, dst, &geo, act) },
-            (Plan::Strided, _) => unsafe { strided::conv(&unpadded, &ws, bias, dst, &geo, act) },
+        match chosen {
+            Plan::Direct => unsafe { direct::conv(&unpadded, &ws, bias, dst, &geo, act) },
+            Plan::Strided => unsafe { strided::conv(&unpadded, &ws, bias, dst, &geo, act) },
             _ => {
                 let src: &[f32] = if (pt, pb, pl, pr) == (0, 0, 0, 0) {
                     input
@@ -347,7 +414,7 @@ pub fn conv2d_prepared(
     // SAFETY: every sample's outputs were written above (Winograd: every tile; direct: every
     // block; GEMM: every band; depthwise: zeroed first).
     unsafe { out.set_len(n * per) };
-    Ok(Tensor::from_vec(out, (n, cout, ho, wo), &Device::Cpu)?)
+    Ok(Output::Host(out, (n, cout, ho, wo)))
 }
 
 /// A 3×3 weight transformed for Winograd F(4×4, 3×3) and packed for this CPU's micro-kernel
@@ -473,11 +540,145 @@ fn layer_op(
 /// The input gradient of a stride-1 layer (see `gemm::ConvCore::full_conv`): the "full"
 /// convolution of dY (N, Cout, Ho, Wo) by the flipped, transposed weight → dX of the padded
 /// input (N, Cin, Ho + kh − 1, Wo + kw − 1), on the inference kernels (neither tensor records a
-/// graph). A `frozen` weight's flipped copy and its Winograd transform are made once and kept
-/// ([`FLIPPED`]): a loss network's backward would otherwise transform the same weights at every
-/// step.
+/// graph). 3×3 layers padded by one pixel take [`input_grad3x3`] instead, which skips the
+/// padded map.
 pub(crate) fn full_conv(dy: &Tensor, weight: &Tensor, frozen: bool) -> candle::Result<Tensor> {
-    let make = || -> Result<(Tensor, Option<WinogradWeights>)> {
+    let t = transposed(weight, frozen)?;
+    let (_, _, kh, kw) = weight.dims4()?;
+    let dyp = dy
+        .pad_with_zeros(2, kh - 1, kh - 1)?
+        .pad_with_zeros(3, kw - 1, kw - 1)?;
+    Ok(conv2d_prepared(
+        &dyp,
+        &t.flipped,
+        None,
+        ConvSpec::default(),
+        t.prepared.as_ref(),
+    )?)
+}
+
+/// dX of a stride-1 3×3 layer padded by one pixel on each side, by reflection (`reflect`) or
+/// with zeros: dY (N, Cout, H, W) → dX (N, Cin, H, W), the gradient of the unpadded input.
+///
+/// The (H, W) interior of the full convolution is a convolution of dY with one pixel of zero
+/// padding by the flipped, transposed weight (Winograd for ≥ 16 channels); with zero padding
+/// that is all of dX. Reflection adds the one-pixel ring around it, folded onto the rows and
+/// columns it copied (padded row 0 is input row 1, and so on). Only one kernel row (top,
+/// bottom) or column (sides) reaches the ring, so each side is one matrix product over the
+/// whole batch: A (Cin × 3·Cout, that kernel row or column; kept with a frozen weight) times B
+/// (3·Cout × the batch's ring positions, shifted copies of one dY row or column).
+pub(crate) fn input_grad3x3(
+    dy: &Tensor,
+    weight: &Tensor,
+    frozen: bool,
+    reflect: bool,
+) -> candle::Result<Tensor> {
+    let t = transposed(weight, frozen)?;
+    let (n, cout, h, w) = dy.dims4()?;
+    let cin = weight.dim(1)?;
+    let spec = ConvSpec {
+        padding: Padding::Same,
+        ..ConvSpec::default()
+    };
+    let (mut out, _) = conv_output(dy, &t.flipped, None, spec, t.prepared.as_ref())?.into_host()?;
+    if reflect && (h < 2 || w < 2) {
+        candle::bail!("normstyle conv layer: reflection padding 1 of a {h}×{w} map");
+    }
+    if reflect {
+        fold_ring(&mut out, dy, &t, (n, cin, cout), (h, w))?;
+    }
+    Tensor::from_vec(out, (n, cin, h, w), &Device::Cpu)
+}
+
+/// Adds the ring of [`input_grad3x3`]'s full convolution, folded by reflection, onto its
+/// interior `out` (N, Cin, H, W).
+fn fold_ring(
+    out: &mut [f32],
+    dy: &Tensor,
+    t: &Transposed,
+    (n, cin, cout): (usize, usize, usize),
+    (h, w): (usize, usize),
+) -> candle::Result<()> {
+    let ring = t
+        .ring
+        .as_deref()
+        .ok_or_else(|| candle::Error::Msg("normstyle conv layer: not a 3×3 weight".into()))?;
+    let (hp, wp) = (h + 2, w + 2);
+    // Side k (top, bottom, left, right): its kernel row or column, the dY row or column it
+    // reads, and its length (padded columns for rows; rows 1 ..= H of the padded map for the
+    // sides, whose corners belong to the rows).
+    let sides = with_f32(dy, |d| -> candle::Result<Vec<Vec<f32>>> {
+        (0..4)
+            .map(|k| {
+                let row = k < 2;
+                let len = if row { wp } else { hp };
+                let mut b = vec![0f32; 3 * cout * n * len];
+                in_pool(|| {
+                    b.par_chunks_mut(n * len).enumerate().for_each(|(r, dst)| {
+                        let (co, t) = (r / 3, r % 3);
+                        for (s, seg) in dst.chunks_exact_mut(len).enumerate() {
+                            let plane = &d[(s * cout + co) * h * w..][..h * w];
+                            if row {
+                                let y = if k == 0 { 0 } else { h - 1 };
+                                seg[t..t + w].copy_from_slice(&plane[y * w..][..w]);
+                            } else {
+                                let x = if k == 2 { 0 } else { w - 1 };
+                                // Padded rows 1 ..= H; dY row i − t.
+                                for i in 1.max(t)..=h.min(h - 1 + t) {
+                                    seg[i] = plane[(i - t) * w + x];
+                                }
+                            }
+                        }
+                    })
+                });
+                let b = Tensor::from_vec(b, (3 * cout, n * len), &Device::Cpu)?;
+                ring[k].matmul(&b)?.flatten_all()?.to_vec1::<f32>()
+            })
+            .collect()
+    })??;
+    let (top, bottom, left, right) = (&sides[0], &sides[1], &sides[2], &sides[3]);
+    // Padded column j → input column (reflection).
+    let col = |j: usize| match j {
+        0 => 1,
+        j if j == w + 1 => w - 2,
+        j => j - 1,
+    };
+    in_pool(|| {
+        out.par_chunks_mut(h * w)
+            .enumerate()
+            .for_each(|(plane, o)| {
+                let (s, ci) = (plane / cin, plane % cin);
+                let at = |len: usize| (ci * n + s) * len;
+                let (t0, b0) = (at(wp), at(wp));
+                for j in 0..wp {
+                    o[w + col(j)] += top[t0 + j];
+                    o[(h - 2) * w + col(j)] += bottom[b0 + j];
+                }
+                let (l0, r0) = (at(hp), at(hp));
+                for i in 1..=h {
+                    o[(i - 1) * w + 1] += left[l0 + i];
+                    o[(i - 1) * w + w - 2] += right[r0 + i];
+                }
+            })
+    });
+    Ok(())
+}
+
+/// A weight (Cout, Cin, kh, kw) turned for the input gradient: flipped and transposed to
+/// (Cin, Cout, kh, kw), its Winograd transform, and for 3×3 the four ring matrices of
+/// [`input_grad3x3`]. A frozen weight's is made once and kept ([`TRANSPOSED`]): a loss
+/// network's backward would otherwise transform the same weights at every step.
+#[derive(Clone)]
+struct Transposed {
+    flipped: Tensor,
+    prepared: Option<WinogradWeights>,
+    /// Top, bottom, left, right: Cin × 3·Cout, (ci, co·3 + t) = w[co][ci] at kernel row 0, 2
+    /// (column t) or column 0, 2 (row t).
+    ring: Option<Arc<[Tensor; 4]>>,
+}
+
+fn transposed(weight: &Tensor, frozen: bool) -> candle::Result<Transposed> {
+    let make = || -> Result<Transposed> {
         let (cout, cin, kh, kw) = weight.dims4()?;
         let w = cpu_f32(weight)?;
         let mut f = vec![0f32; w.len()];
@@ -492,141 +693,61 @@ pub(crate) fn full_conv(dy: &Tensor, weight: &Tensor, frozen: bool) -> candle::R
         }
         let flipped = Tensor::from_vec(f, (cin, cout, kh, kw), &Device::Cpu)?;
         let prepared = WinogradWeights::new(&flipped)?;
-        Ok((flipped, prepared))
-    };
-    let (flipped, prepared) = if frozen {
-        FLIPPED.get_or_make(weight.id(), make)?
-    } else {
-        make()?
-    };
-    let (_, _, kh, kw) = weight.dims4()?;
-    if (kh, kw) == (3, 3) && prepared.is_some() {
-        return Ok(full_conv3x3_winograd(
-            dy,
-            weight,
-            &flipped,
-            prepared.as_ref(),
-        )?);
-    }
-    let dyp = dy
-        .pad_with_zeros(2, kh - 1, kh - 1)?
-        .pad_with_zeros(3, kw - 1, kw - 1)?;
-    Ok(conv2d_prepared(
-        &dyp,
-        &flipped,
-        None,
-        ConvSpec::default(),
-        prepared.as_ref(),
-    )?)
-}
-
-/// [`full_conv`] of a 3×3 layer on Winograd, in two parts: the (Ho, Wo) interior as a
-/// convolution with one pixel of zero padding (an output the size of the forward's, a whole
-/// number of 4×4 tiles for even maps) and the one-pixel ring around it, where only one kernel
-/// row (top and bottom) or column (the sides) reaches: four matrix products over the whole
-/// batch. As one VALID convolution the (Ho + 2, Wo + 2) output rounds its tile rows up to whole
-/// lane groups: up to twice the work on a 32×32 map.
-fn full_conv3x3_winograd(
-    dy: &Tensor,
-    weight: &Tensor,
-    flipped: &Tensor,
-    prepared: Option<&WinogradWeights>,
-) -> Result<Tensor> {
-    let (n, cout, ho, wo) = dy.dims4()?;
-    let cin = weight.dim(1)?;
-    let (hp, wp) = (ho + 2, wo + 2);
-    let spec = ConvSpec {
-        padding: Padding::Same,
-        ..ConvSpec::default()
-    };
-    let interior = conv2d_prepared(dy, flipped, None, spec, prepared)?;
-    let w = cpu_f32(weight)?; // (Cout, Cin, 3, 3)
-    let dyv = cpu_f32(dy)?;
-    let at = |s: usize, co: usize, y: usize, x: usize| dyv[((s * cout + co) * ho + y) * wo + x];
-    // dXp[i][j] = Σ w[ky][kx]·dY[i − ky][j − kx]. Ring row 0 sees only ky = 0 (dY row 0), row
-    // Ho + 1 only ky = 2 (row Ho − 1); ring column 0 only kx = 0, column Wo + 1 only kx = 2, for
-    // rows 1 ..= Ho (the corners belong to the rows). Each side is A (Cin × 3·Cout, one kernel
-    // row or column) times B (3·Cout × the batch's ring positions, shifted copies of one dY row
-    // or column).
-    let side = |row: bool, k: usize| -> Result<Vec<f32>> {
-        let len = if row { wp } else { hp };
-        let a: Vec<f32> = (0..cin * cout * 3)
-            .map(|i| {
-                let (ci, co, t) = (i / (3 * cout), (i / 3) % cout, i % 3);
-                let (ky, kx) = if row { (k, t) } else { (t, k) };
-                w[((co * cin + ci) * 3 + ky) * 3 + kx]
-            })
-            .collect();
-        let mut b = vec![0f32; 3 * cout * n * len];
-        for (r, dst) in b.chunks_exact_mut(n * len).enumerate() {
-            let (co, t) = (r / 3, r % 3);
-            for s in 0..n {
-                let d = &mut dst[s * len..(s + 1) * len];
-                if row {
-                    let y = if k == 0 { 0 } else { ho - 1 };
-                    for x in 0..wo {
-                        d[x + t] = at(s, co, y, x);
-                    }
-                } else {
-                    let x = if k == 0 { 0 } else { wo - 1 };
-                    for y in 0..ho {
-                        let i = y + t;
-                        if (1..=ho).contains(&i) {
-                            d[i] = at(s, co, y, x);
+        let ring = if (kh, kw) == (3, 3) {
+            let side = |row: bool, k: usize| -> Result<Tensor> {
+                let mut a = Vec::with_capacity(cin * cout * 3);
+                for ci in 0..cin {
+                    for co in 0..cout {
+                        let taps = &w[(co * cin + ci) * 9..][..9];
+                        for t in 0..3 {
+                            a.push(if row {
+                                taps[k * 3 + t]
+                            } else {
+                                taps[t * 3 + k]
+                            });
                         }
                     }
                 }
-            }
-        }
-        let a = Tensor::from_vec(a, (cin, 3 * cout), &Device::Cpu)?;
-        let b = Tensor::from_vec(b, (3 * cout, n * len), &Device::Cpu)?;
-        Ok(a.matmul(&b)?.flatten_all()?.to_vec1()?)
-    };
-    let (top, bottom, left, right) = (
-        side(true, 0)?,
-        side(true, 2)?,
-        side(false, 0)?,
-        side(false, 2)?,
-    );
-    let mut out = vec![0f32; n * cin * hp * wp];
-    with_f32(&interior, |inner| {
-        in_pool(|| {
-            out.par_chunks_mut(hp * wp)
-                .enumerate()
-                .for_each(|(plane, o)| {
-                    let (s, ci) = (plane / cin, plane % cin);
-                    let src = &inner[plane * ho * wo..][..ho * wo];
-                    for (y, r) in src.chunks_exact(wo).enumerate() {
-                        o[(y + 1) * wp + 1..][..wo].copy_from_slice(r);
-                    }
-                    let ring = |v: &[f32], len: usize| v[(ci * n + s) * len..][..len].to_vec();
-                    o[..wp].copy_from_slice(&ring(&top, wp));
-                    o[(hp - 1) * wp..].copy_from_slice(&ring(&bottom, wp));
-                    let (l, r) = (ring(&left, hp), ring(&right, hp));
-                    for i in 1..=ho {
-                        o[i * wp] = l[i];
-                        o[i * wp + wp - 1] = r[i];
-                    }
-                })
+                Ok(Tensor::from_vec(a, (cin, 3 * cout), &Device::Cpu)?)
+            };
+            Some(Arc::new([
+                side(true, 0)?,
+                side(true, 2)?,
+                side(false, 0)?,
+                side(false, 2)?,
+            ]))
+        } else {
+            None
+        };
+        Ok(Transposed {
+            flipped,
+            prepared,
+            ring,
         })
-    })?;
-    Ok(Tensor::from_vec(out, (n, cin, hp, wp), &Device::Cpu)?)
+    };
+    Ok(if frozen {
+        TRANSPOSED.get_or_make(weight.id(), make)?
+    } else {
+        make()?
+    })
 }
 
-/// Flipped, transposed copies of frozen weights (and their Winograd transforms) by the id of
-/// the weight they came from; the oldest go first past [`FlippedCache::CAPACITY`] entries.
-static FLIPPED: FlippedCache = FlippedCache(Mutex::new(VecDeque::new()));
+/// [`Transposed`] frozen weights by the id of the weight they came from; the oldest go first
+/// past [`TransposedCache::CAPACITY`] entries.
+static TRANSPOSED: TransposedCache = TransposedCache(Mutex::new(VecDeque::new()));
 
-type Flipped = (Tensor, Option<WinogradWeights>);
+struct TransposedCache(Mutex<VecDeque<(TensorId, Transposed)>>);
 
-struct FlippedCache(Mutex<VecDeque<(TensorId, Flipped)>>);
-
-impl FlippedCache {
+impl TransposedCache {
     /// Enough for every convolution of a loss network (VGG up to relu4_1 has 9).
     const CAPACITY: usize = 64;
 
-    fn get_or_make(&self, id: TensorId, make: impl FnOnce() -> Result<Flipped>) -> Result<Flipped> {
-        let lookup = |c: &VecDeque<(TensorId, Flipped)>| {
+    fn get_or_make(
+        &self,
+        id: TensorId,
+        make: impl FnOnce() -> Result<Transposed>,
+    ) -> Result<Transposed> {
+        let lookup = |c: &VecDeque<(TensorId, Transposed)>| {
             c.iter().find(|(k, _)| *k == id).map(|(_, v)| v.clone())
         };
         if let Some(hit) = self.0.lock().ok().and_then(|c| lookup(&c)) {
@@ -682,6 +803,17 @@ pub fn upsample_conv3x3(
     act: Activation,
     winograd: Option<&WinogradWeights>,
 ) -> Result<Tensor> {
+    upsample_output(x, weight, bias, act, winograd)?.tensor()
+}
+
+/// [`upsample_conv3x3`], its result as [`Output`].
+pub(crate) fn upsample_output(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    act: Activation,
+    winograd: Option<&WinogradWeights>,
+) -> Result<Output> {
     let (n, cin, h, w) = x.dims4()?;
     let (cout, wcin, kh, kw) = weight.dims4()?;
     if (wcin, kh, kw) != (cin, 3, 3) {
@@ -707,7 +839,9 @@ pub fn upsample_conv3x3(
             act,
             ..ConvSpec::default()
         };
-        return layer_op(x, weight, bias, spec, true, winograd);
+        return Ok(Output::Tensor(layer_op(
+            x, weight, bias, spec, true, winograd,
+        )?));
     }
     let fused = own_kernels(x) && !tracked && cout <= upconv::MAX_COUT && h >= 1 && w >= 1;
     if !fused {
@@ -716,7 +850,7 @@ pub fn upsample_conv3x3(
             act,
             ..ConvSpec::default()
         };
-        return conv2d_prepared(&upsample_nearest2x(x)?, weight, bias, spec, winograd);
+        return conv_output(&upsample_nearest2x(x)?, weight, bias, spec, winograd);
     }
     let x = x.contiguous()?;
     let wt = upconv::subpixel_weights(&weight.flatten_all()?.to_vec1::<f32>()?, cout, cin);
@@ -742,11 +876,7 @@ pub fn upsample_conv3x3(
     }
     // SAFETY: every output of every sample was written (each row pair by its task).
     unsafe { out.set_len(n * per) };
-    Ok(Tensor::from_vec(
-        out,
-        (n, cout, 2 * h, 2 * w),
-        &Device::Cpu,
-    )?)
+    Ok(Output::Host(out, (n, cout, 2 * h, 2 * w)))
 }
 
 /// The f32 values of a CPU tensor, contiguous.
@@ -1070,7 +1200,8 @@ mod tests {
     use candle::Var;
 
     /// Gradients through the fast op equal Candle's own conv2d backward (same padding, bias and
-    /// ReLU written with Candle ops), for stride 1 and 2, reflection and SAME padding; the
+    /// ReLU written with Candle ops), for stride 1 and 2, reflection and SAME padding (3×3
+    /// stride 1: the interior convolution, and the folded ring of reflection); the
     /// stride-1 input gradients run on each forward kernel (direct loops for ≤ 8 input
     /// channels, Winograd for ≥ 16 in and out, the GEMM between) and the weight gradients
     /// over several bands.
@@ -1086,6 +1217,10 @@ mod tests {
             (1, Padding::Reflect(4), 9, (3, 8), (23, 21)),
             (1, Padding::Reflect(1), 3, (16, 16), (20, 18)),
             (1, Padding::Reflect(1), 3, (12, 20), (33, 9)),
+            // Zero padding 1 (the interior alone) and the smallest maps reflection allows.
+            (1, Padding::Same, 3, (16, 20), (7, 6)),
+            (1, Padding::Reflect(1), 3, (4, 5), (2, 3)),
+            (1, Padding::Reflect(1), 3, (16, 16), (3, 2)),
         ] {
             let x = Var::from_tensor(&rng.normal_tensor(0.0, 1.0, (2, cin, h, w), &dev).unwrap())
                 .unwrap();

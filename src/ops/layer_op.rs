@@ -12,7 +12,7 @@
 use candle::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::{conv2d_prepared, full_conv, upsample_conv3x3, WinogradWeights};
+use super::conv::{conv_output, full_conv, input_grad3x3, upsample_output, WinogradWeights};
 use super::kernels::{depthwise::DepthwiseCore, gemm::ConvCore};
 use super::pad::pad_plane_stack;
 use super::shared::{in_pool, with_f32, Activation, ConvSpec, Padding};
@@ -84,12 +84,12 @@ impl CustomOp3 for LayerOp {
         let prepared = self.winograd.as_ref().map(|p| p.for_view(w));
         // Detached tensors record nothing: these calls take the inference kernels.
         let y = if self.upsample {
-            upsample_conv3x3(x, w, Some(b), self.spec.act, prepared.as_ref())?
+            upsample_output(x, w, Some(b), self.spec.act, prepared.as_ref())?
         } else {
-            conv2d_prepared(x, w, Some(b), self.spec, prepared.as_ref())?
+            conv_output(x, w, Some(b), self.spec, prepared.as_ref())?
         };
-        let shape = y.shape().clone();
-        Ok((CpuStorage::F32(par_copy(&y)?), shape))
+        let (values, shape) = y.into_host()?;
+        Ok((CpuStorage::F32(values), shape.into()))
     }
 
     fn bwd(
@@ -140,6 +140,19 @@ impl CustomOp3 for LayerOp {
         };
         let g = Tensor::from_vec(g, (n, cout, ho, wo), &Device::Cpu)?;
         let w = w.detach();
+        // A stride-1 3×3 layer padded by one pixel (reflection or zeros) gets dX of its
+        // (upsampled) input straight from `input_grad3x3`: no padded gradient to fold.
+        let ring = match padding {
+            Padding::Reflect(1) => Some(true),
+            Padding::Same => Some(false),
+            _ => None,
+        };
+        let direct = match ring {
+            Some(reflect) if need_dx && !self.depthwise(&w) && sides == (1, 1, 1, 1) => {
+                (self.spec.stride == 1 && (kh, kw) == (3, 3)).then_some(reflect)
+            }
+            _ => None,
+        };
         let (dxp, dw) = if self.depthwise(&w) {
             DepthwiseCore {
                 stride: self.spec.stride,
@@ -150,16 +163,36 @@ impl CustomOp3 for LayerOp {
                 stride: self.spec.stride,
                 full_conv: Some(full_conv),
             }
-            .backward(&xp, &w, &g, (need_dx, need_dw))?
+            .backward(&xp, &w, &g, (need_dx && direct.is_none(), need_dw))?
         };
-        let unpadded = (hp, wp) == (h, wd) && !self.upsample;
-        let dx = dxp
+        // The gradient of the map the convolution read: (hu, wu) with no padding left, or
+        // padded by `sides`.
+        let (grid, grid_sides) = match direct {
+            Some(reflect) => (
+                Some(input_grad3x3(&g, &w, !need_dw, reflect)?),
+                (0, 0, 0, 0),
+            ),
+            None => (dxp, sides),
+        };
+        let (gh, gw) = match direct {
+            Some(_) => (hu, wu),
+            None => (hp, wp),
+        };
+        let dx = grid
             .map(|d| -> candle::Result<Tensor> {
-                if unpadded {
+                if (gh, gw) == (h, wd) && !self.upsample {
                     return Ok(d);
                 }
                 let folded = with_f32(&d, |d| {
-                    fold(d, n * cin, (hp, wp), (h, wd), sides, padding, self.upsample)
+                    fold(
+                        d,
+                        n * cin,
+                        (gh, gw),
+                        (h, wd),
+                        grid_sides,
+                        padding,
+                        self.upsample,
+                    )
                 })?;
                 Tensor::from_vec(folded, (n, cin, h, wd), x.device())
             })
@@ -191,20 +224,6 @@ fn act_grad(dy: &[f32], y: &[f32], act: Activation) -> candle::Result<Vec<f32>> 
             })
     });
     Ok(g)
-}
-
-/// The values of a CPU f32 tensor, copied by the thread pool.
-fn par_copy(t: &Tensor) -> candle::Result<Vec<f32>> {
-    with_f32(t, |v| {
-        let mut out = vec![0f32; v.len()];
-        const CHUNK: usize = 1 << 16;
-        in_pool(|| {
-            out.par_chunks_mut(CHUNK)
-                .zip(v.par_chunks(CHUNK))
-                .for_each(|(o, s)| o.copy_from_slice(s))
-        });
-        out
-    })
 }
 
 /// Σ over samples and positions per channel of g (N, C, plane), accumulated in f64 in a fixed

@@ -143,14 +143,19 @@ pub(crate) fn pack(w: &[f32], cout: usize, cin: usize, isa: Isa) -> Packed {
     Packed { isa, cout, cin, u }
 }
 
-/// act(conv3×3(pad(x)) + bias) of one sample: `x` (Cin, H, W) → `dst` (Cout, Ho, Wo) with
-/// Ho = H + top + bottom − 2 and Wo likewise; `p` from [`pack`]. Every output is written once,
-/// so `dst` may be uninitialized.
+/// act(conv3×3(pad(x)) + bias) of `samples` samples: `x` (N, Cin, H, W) → `dst` (N, Cout, Ho,
+/// Wo) with Ho = H + top + bottom − 2 and Wo likewise; `p` from [`pack`]. Every output is
+/// written once, so `dst` may be uninitialized.
+///
+/// The tile rows of all samples form one sequence cut into blocks, so on small maps (a 16²
+/// VGG layer has 4 tile rows of 4 tiles) rows of several samples fill one micro-kernel panel
+/// and the blocks still spread over the threads.
 ///
 /// # Safety
-/// `dst` points to Cout·Ho·Wo writable floats that nothing else accesses during the call.
+/// `dst` points to N·Cout·Ho·Wo writable floats that nothing else accesses during the call.
 pub(crate) unsafe fn conv(
     x: &Input,
+    samples: usize,
     p: &Packed,
     bias: Option<&[f32]>,
     dst: OutPtr,
@@ -158,8 +163,8 @@ pub(crate) unsafe fn conv(
     act: Activation,
 ) {
     debug_assert!(
-        x.data.len() >= p.cin * x.h * x.w,
-        "input shorter than Cin·H·W"
+        x.data.len() >= samples * p.cin * x.h * x.w,
+        "input shorter than N·Cin·H·W"
     );
     debug_assert_eq!(
         (ho + 2, wo + 2),
@@ -170,17 +175,21 @@ pub(crate) unsafe fn conv(
     let twp = tw.next_multiple_of(LANES);
     let per_row = 36 * (p.cin + p.cout) * twp * 4;
     let threads = crate::ops::shared::threads();
-    // Blocks that fit the cache, and enough of them to keep every thread busy.
+    let total = samples * th;
+    // Blocks that fit the cache and keep every thread busy, but never a panel part-empty for
+    // want of rows: a 16² map's tile row fills a quarter of a 32-wide panel.
+    let fill = p.isa.nr().div_ceil(twp);
     let rows = (BLOCK_BYTES / per_row)
-        .max(1)
-        .min(th.div_ceil(2 * threads))
-        .max(1);
-    let blocks = th.div_ceil(rows);
+        .min(total.div_ceil(2 * threads))
+        .max(fill);
+    let rows = rows / fill * fill;
+    let blocks = total.div_ceil(rows);
     let job = Job {
         x,
         p,
         bias,
         out: dst,
+        th,
         ho,
         wo,
         twp,
@@ -188,7 +197,7 @@ pub(crate) unsafe fn conv(
     };
     in_pool(|| {
         (0..blocks).into_par_iter().for_each(|b| {
-            let (r0, r1) = (b * rows, th.min((b + 1) * rows));
+            let (r0, r1) = (b * rows, total.min((b + 1) * rows));
             SCRATCH.with_borrow_mut(|s| match p.isa {
                 Isa::Portable => job.block::<Portable>(r0, r1, s),
                 // SAFETY: `pack` names only kernels this CPU has.
@@ -207,7 +216,7 @@ pub(crate) unsafe fn conv(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_avx2(job: &Job, r0: usize, r1: usize, s: &mut Scratch) {
-    debug_assert!(r0 < r1 && r1 <= job.ho.div_ceil(4));
+    debug_assert!(r0 < r1);
     job.block::<Avx2>(r0, r1, s)
 }
 
@@ -217,7 +226,7 @@ unsafe fn block_avx2(job: &Job, r0: usize, r1: usize, s: &mut Scratch) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_avx512(job: &Job, r0: usize, r1: usize, s: &mut Scratch) {
-    debug_assert!(r0 < r1 && r1 <= job.ho.div_ceil(4));
+    debug_assert!(r0 < r1);
     job.block::<Avx512>(r0, r1, s)
 }
 
@@ -247,6 +256,8 @@ struct Job<'a> {
     p: &'a Packed,
     bias: Option<&'a [f32]>,
     out: OutPtr,
+    /// Tile rows per sample: block rows r0 .. r1 count across the samples.
+    th: usize,
     ho: usize,
     wo: usize,
     /// Tile slots per tile row (tiles, rounded up to whole lane groups).
@@ -311,9 +322,11 @@ impl Job<'_> {
         grow(&mut s.p, 24 * lp);
         grow(&mut s.q, 24 * lp);
         let cols: Vec<Option<usize>> = (0..wp).map(|c| x.source(c, x.w, pl, pr)).collect();
+        let sample = cin * x.h * x.w;
         for ci in 0..cin {
-            let plane = &x.data[ci * x.h * x.w..][..x.h * x.w];
-            for ty in r0..r1 {
+            for t in r0..r1 {
+                let (n, ty) = (t / self.th, t % self.th);
+                let plane = &x.data[n * sample + ci * x.h * x.w..][..x.h * x.w];
                 for r in 0..6 {
                     let row = x
                         .source(4 * ty + r, x.h, pt, pb)
@@ -356,7 +369,7 @@ impl Job<'_> {
                 // Bᵀ along the rows: tile l's columns 0..6 are phases 0..3 of tile l and
                 // phases 0, 1 of tile l + 1.
                 for l0 in (0..twp).step_by(LANES) {
-                    let slot = (ty - r0) * twp + l0;
+                    let slot = (t - r0) * twp + l0;
                     let (pn, lane) = (slot / K::NR, slot % K::NR);
                     for i in 0..6 {
                         let q = |k: usize, sh: usize| lanes(&s.q[(i * 4 + k) * lp + l0 + sh..]);
@@ -380,13 +393,15 @@ impl Job<'_> {
         let clamp = self.act.bounds();
         for co in 0..cout {
             let b = self.bias.map_or(0.0, |b| b[co]);
-            for ty in r0..r1 {
+            for t in r0..r1 {
+                let (n, ty) = (t / self.th, t % self.th);
+                let base = n * cout * plane + co * plane;
                 for l0 in (0..twp).step_by(LANES) {
                     let x0 = 4 * l0;
                     if x0 >= wo {
                         break;
                     }
-                    let g = ((ty - r0) * twp + l0) / LANES;
+                    let g = ((t - r0) * twp + l0) / LANES;
                     let at = (co * groups + g) * 36 * LANES;
                     let mm: [Lanes; 36] = std::array::from_fn(|xi| lanes(&m[at + xi * LANES..]));
                     // Aᵀ·M (4×6), then ·A (4×4).
@@ -397,7 +412,7 @@ impl Job<'_> {
                             t[i][j] = c[i];
                         }
                     }
-                    let n = 32.min(wo - x0);
+                    let len = 32.min(wo - x0);
                     for (i, ti) in t.iter().enumerate() {
                         let y = 4 * ty + i;
                         if y >= ho {
@@ -407,15 +422,15 @@ impl Job<'_> {
                         // Tile l's four columns land at 4l .. 4l + 4 of a 32-wide run.
                         // SAFETY: as for `split4`.
                         let run = unsafe { K::join4(&yi, b, clamp) };
-                        // SAFETY: (co, y, x0 .. x0 + n) lies inside the (Cout, Ho, Wo) output,
+                        // SAFETY: (n, co, y, x0 .. x0 + len) lies inside the (N, Cout, Ho, Wo) output,
                         // and blocks write disjoint tile rows.
                         let dst = unsafe {
-                            std::slice::from_raw_parts_mut(self.out.at(co * plane + y * wo + x0), n)
+                            std::slice::from_raw_parts_mut(self.out.at(base + y * wo + x0), len)
                         };
                         // A whole run copies as one fixed-size move (a call per run costs).
                         match dst.first_chunk_mut::<{ 4 * LANES }>() {
                             Some(d) => *d = run,
-                            None => dst.copy_from_slice(&run[..n]),
+                            None => dst.copy_from_slice(&run[..len]),
                         }
                     }
                 }
@@ -978,15 +993,17 @@ mod tests {
             (16, 20, 3, 2, (1, 1, 1, 1), false),
         ];
         for isa in crate::ops::isa::tested("winograd") {
-            for &(cin, cout, h, w, pads, reflect) in &cases {
-                let src: Vec<f32> = (0..cin * h * w).map(|_| rnd() * 3.0).collect();
+            for (case, &(cin, cout, h, w, pads, reflect)) in cases.iter().enumerate() {
+                // Batches of 1–3: tile rows of several samples share a block and a panel.
+                let n = 1 + case % 3;
+                let src: Vec<f32> = (0..n * cin * h * w).map(|_| rnd() * 3.0).collect();
                 let bound = (6.0 / (cin * 9) as f32).sqrt();
                 let wts: Vec<f32> = (0..cout * cin * 9)
                     .map(|_| (rnd() * 2.0 - 1.0) * bound)
                     .collect();
                 let bias: Vec<f32> = (0..cout).map(|_| rnd() - 0.5).collect();
                 let (ho, wo) = (h + pads.0 + pads.1 - 2, w + pads.2 + pads.3 - 2);
-                let mut dst = vec![f32::NAN; cout * ho * wo];
+                let mut dst = vec![f32::NAN; n * cout * ho * wo];
                 let input = Input {
                     data: &src,
                     h,
@@ -994,10 +1011,11 @@ mod tests {
                     pads,
                     reflect,
                 };
-                // SAFETY: `dst` holds Cout·Ho·Wo floats.
+                // SAFETY: `dst` holds N·Cout·Ho·Wo floats.
                 unsafe {
                     conv(
                         &input,
+                        n,
                         &pack(&wts, cout, cin, isa),
                         Some(&bias),
                         OutPtr(dst.as_mut_ptr()),
@@ -1009,7 +1027,10 @@ mod tests {
                     !dst.iter().any(|v| v.is_nan()),
                     "{isa:?}: an output was not written"
                 );
-                let want = reference(&src, &wts, &bias, (cin, cout, h, w), pads, reflect);
+                let want: Vec<f64> = src
+                    .chunks(cin * h * w)
+                    .flat_map(|x| reference(x, &wts, &bias, (cin, cout, h, w), pads, reflect))
+                    .collect();
                 let scale = (want.iter().map(|v| v * v).sum::<f64>() / want.len() as f64).sqrt();
                 let err: Vec<f64> = dst
                     .iter()
@@ -1019,10 +1040,10 @@ mod tests {
                 let rms =
                     (err.iter().map(|e| e * e).sum::<f64>() / err.len() as f64).sqrt() / scale;
                 let max = err.iter().fold(0f64, |m, e| m.max(e.abs())) / scale;
-                eprintln!("{isa:?} {cin}→{cout} {h}×{w}: rms {rms:.2e}, max {max:.2e}");
+                eprintln!("{isa:?} {n}×{cin}→{cout} {h}×{w}: rms {rms:.2e}, max {max:.2e}");
                 assert!(
                     rms <= 2e-6 && max <= 3e-5,
-                    "{isa:?} {cin}→{cout} {h}×{w}: rms {rms:e}, max {max:e}"
+                    "{isa:?} {n}×{cin}→{cout} {h}×{w}: rms {rms:e}, max {max:e}"
                 );
             }
         }
@@ -1054,6 +1075,7 @@ mod tests {
             unsafe {
                 conv(
                     &input,
+                    1,
                     &p,
                     Some(&bias),
                     OutPtr(dst.as_mut_ptr()),
