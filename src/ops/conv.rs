@@ -215,8 +215,11 @@ pub fn conv2d_prepared(
 pub(crate) enum Output {
     Tensor(Tensor),
     /// Values (N, C, H, W), row-major, and that shape.
-    Host(Vec<f32>, (usize, usize, usize, usize)),
+    Host(Vec<f32>, Dims4),
 }
+
+/// (N, C, H, W).
+pub(crate) type Dims4 = (usize, usize, usize, usize);
 
 impl Output {
     pub(crate) fn tensor(self) -> Result<Tensor> {
@@ -227,7 +230,7 @@ impl Output {
     }
 
     /// The values (copied by the thread pool from a tensor) and the shape.
-    pub(crate) fn into_host(self) -> candle::Result<(Vec<f32>, (usize, usize, usize, usize))> {
+    pub(crate) fn into_host(self) -> candle::Result<(Vec<f32>, Dims4)> {
         match self {
             Output::Host(v, shape) => Ok((v, shape)),
             Output::Tensor(t) => {

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use candle::{Device, Tensor, D};
+use candle::{Device, Tensor};
 
 use crate::model::adain::Encoder;
 use crate::model::magenta::StylePredictor;
@@ -278,33 +278,24 @@ impl LossNet {
 /// Per-channel mean and standard deviation over (H, W), as pytorch-AdaIN's `calc_mean_std`:
 /// unbiased variance + 1e-5 under the root. (N, C, H, W) → two (N, C) tensors.
 pub fn mean_std(x: &Tensor) -> Result<(Tensor, Tensor)> {
-    let (n, c, h, w) = x.dims4()?;
-    let count = h * w;
-    if count < 2 {
+    let (_, _, h, w) = x.dims4()?;
+    if h * w < 2 {
         return Err(Error::input(
             "style loss",
             format!("a {h}×{w} feature map has no spread; train on larger crops"),
         ));
     }
-    let rows = x.reshape((n, c, count))?;
-    let mean = rows.mean_keepdim(D::Minus1)?;
-    let var = (rows.broadcast_sub(&mean)?.sqr()?.sum_keepdim(D::Minus1)? / (count - 1) as f64)?;
-    Ok((
-        mean.squeeze(D::Minus1)?,
-        (var + 1e-5)?.sqrt()?.squeeze(D::Minus1)?,
-    ))
+    super::stats::mean_std(x)
 }
 
 /// Gram matrices F·Fᵀ / (C·H·W): (N, C, H, W) → (N, C, C).
 pub fn gram(x: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let f = x.reshape((n, c, h * w))?;
-    Ok((f.matmul(&f.t()?)? / (c * h * w) as f64)?)
+    super::stats::gram(x)
 }
 
 /// Mean squared error of `a` against `b`, broadcasting `b`'s batch of 1 over `a`'s.
 pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Ok(a.broadcast_sub(b)?.sqr()?.mean_all()?)
+    super::stats::mse(a, b)
 }
 
 /// Total variation: the mean squared difference of vertically and horizontally adjacent

@@ -33,6 +33,7 @@ mod adam;
 pub mod data;
 pub mod experiment;
 pub mod loss;
+mod stats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
