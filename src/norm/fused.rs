@@ -16,8 +16,8 @@ use candle::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::PostOp;
-use crate::ops::in_pool;
-use crate::ops::shared::with_f32;
+use crate::ops::shared::{sum_f64, with_f32};
+use crate::ops::{avx2_or_plain, in_pool};
 use crate::Result;
 
 /// Which values share a mean and variance, for x viewed as (N, C, S) planes.
@@ -65,6 +65,7 @@ pub(crate) fn forward(
     let op = NormOp {
         pool,
         eps,
+        stats: std::sync::OnceLock::new(),
         relu: match post {
             PostOp::None => false,
             PostOp::Relu => true,
@@ -83,6 +84,99 @@ struct NormOp {
     pool: Pool,
     eps: f64,
     relu: bool,
+    /// The forward's statistics, which the backward reuses (the op is made per call, for one
+    /// input).
+    stats: std::sync::OnceLock<Stats>,
+}
+
+/// Eight interleaved f64 partial sums added in a fixed order (as `ops::shared::sum_f64`): the
+/// same bits on every run and thread count, and the adds vectorize.
+#[inline(always)]
+fn fold8(a: [f64; 8]) -> f64 {
+    ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+}
+
+/// dy where the fused ReLU passed (y > 0), else 0, without a branch (the mask is as random as
+/// the activations' signs).
+#[inline(always)]
+fn relu_pass(relu: bool, y: f32, d: f32) -> f32 {
+    let keep = !relu || y > 0.0;
+    f32::from_bits(d.to_bits() & u32::from(keep).wrapping_neg())
+}
+
+avx2_or_plain! {
+    /// Σ (v − m)² of one plane in f64 (eight partial sums, as `ops::shared::sum_f64`).
+    fn sq_dev_sum(v: &[f32], m: f64) -> f64 = sq_dev_sum_in
+}
+
+#[inline(always)]
+fn sq_dev_sum_in(v: &[f32], m: f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for (a, &x) in acc.iter_mut().zip(ch) {
+            let d = f64::from(x) - m;
+            *a += d * d;
+        }
+    }
+    let mut total = fold8(acc);
+    for &x in rest {
+        let d = f64::from(x) - m;
+        total += d * d;
+    }
+    total
+}
+
+avx2_or_plain! {
+    /// (Σ g, Σ g·(x − m)) of one plane, g = dy through the ReLU (`relu`) at output y.
+    fn grad_sums(x: &[f32], y: &[f32], dy: &[f32], m: f64, relu: bool) -> (f64, f64)
+        = grad_sums_in
+}
+
+#[inline(always)]
+fn grad_sums_in(x: &[f32], y: &[f32], dy: &[f32], m: f64, relu: bool) -> (f64, f64) {
+    let (mut sg, mut sgd) = ([0f64; 8], [0f64; 8]);
+    let (xc, yc, dc) = (x.chunks_exact(8), y.chunks_exact(8), dy.chunks_exact(8));
+    let tail = xc
+        .remainder()
+        .iter()
+        .zip(yc.remainder())
+        .zip(dc.remainder());
+    for ((x8, y8), d8) in xc.zip(yc).zip(dc) {
+        for l in 0..8 {
+            let g = f64::from(relu_pass(relu, y8[l], d8[l]));
+            sg[l] += g;
+            sgd[l] += g * (f64::from(x8[l]) - m);
+        }
+    }
+    let (mut a, mut b) = (fold8(sg), fold8(sgd));
+    for ((&x, &y), &d) in tail {
+        let g = f64::from(relu_pass(relu, y, d));
+        a += g;
+        b += g * (f64::from(x) - m);
+    }
+    (a, b)
+}
+
+avx2_or_plain! {
+    /// out = k1·g + k2·x + k3 of one plane, g as in [`grad_sums`].
+    fn grad_plane(out: &mut [f32], x: &[f32], y: &[f32], dy: &[f32], k: (f32, f32, f32), relu: bool)
+        = grad_plane_in
+}
+
+#[inline(always)]
+fn grad_plane_in(
+    out: &mut [f32],
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    (k1, k2, k3): (f32, f32, f32),
+    relu: bool,
+) {
+    for (((o, &x), &y), &d) in out.iter_mut().zip(x).zip(y).zip(dy) {
+        *o = k1 * relu_pass(relu, y, d) + k2 * x + k3;
+    }
 }
 
 /// The shape of x as planes: (N, C, S).
@@ -113,7 +207,7 @@ impl Stats {
             in_pool(|| x.par_chunks(s).enumerate().map(|(p, v)| f(p, v)).collect())
         };
         // Two passes (mean, then squared deviations): no cancellation for large means.
-        let sums = plane_sums(&|_, v| v.iter().map(|&a| f64::from(a)).sum());
+        let sums = plane_sums(&|_, v| sum_f64(v));
         let mut mean = vec![0f64; sets];
         for (p, v) in sums.iter().enumerate() {
             mean[set[p]] += v;
@@ -121,7 +215,7 @@ impl Stats {
         mean.iter_mut().for_each(|m| *m /= count);
         let devs = plane_sums(&|p, v| {
             let m = mean[set[p]];
-            v.iter().map(|&a| (f64::from(a) - m).powi(2)).sum()
+            sq_dev_sum(v, m)
         });
         let mut var = vec![0f64; sets];
         for (p, v) in devs.iter().enumerate() {
@@ -165,7 +259,9 @@ impl CustomOp3 for NormOp {
             None => candle::bail!("normstyle norm: expected a contiguous input"),
         };
         let (gamma, beta) = (host_f32(s2, l2)?, host_f32(s3, l3)?);
-        let st = Stats::new(x, dims, self.pool, self.eps);
+        let st = self
+            .stats
+            .get_or_init(|| Stats::new(x, dims, self.pool, self.eps));
         let mut y = vec![0f32; x.len()];
         in_pool(|| {
             y.par_chunks_mut(s)
@@ -231,16 +327,10 @@ impl NormOp {
         need_dx: bool,
     ) -> (Option<Vec<f32>>, Vec<f64>, Vec<f64>) {
         let (n, c, s) = dims;
-        let st = Stats::new(xv, dims, self.pool, self.eps);
+        let st = self
+            .stats
+            .get_or_init(|| Stats::new(xv, dims, self.pool, self.eps));
         let relu = self.relu;
-        let grad = |p: usize, i: usize| -> f32 {
-            let k = p * s + i;
-            if relu && yv[k] <= 0.0 {
-                0.0
-            } else {
-                dyv[k]
-            }
-        };
         // Per plane: Σ g and Σ g·x̂.
         let sums: Vec<(f64, f64)> = in_pool(|| {
             (0..n * c)
@@ -248,14 +338,10 @@ impl NormOp {
                 .map(|p| {
                     let set = st.set[p];
                     let (m, r) = (st.mean[set], st.rstd[set]);
-                    let xs = &xv[p * s..(p + 1) * s];
-                    let (mut sg, mut sgx) = (0f64, 0f64);
-                    for (i, &v) in xs.iter().enumerate() {
-                        let g = f64::from(grad(p, i));
-                        sg += g;
-                        sgx += g * (f64::from(v) - m) * r;
-                    }
-                    (sg, sgx)
+                    let plane = p * s..(p + 1) * s;
+                    let (sg, sgd) =
+                        grad_sums(&xv[plane.clone()], &yv[plane.clone()], &dyv[plane], m, relu);
+                    (sg, sgd * r)
                 })
                 .collect()
         });
@@ -279,13 +365,18 @@ impl NormOp {
                     let (m, r) = (st.mean[set], st.rstd[set]);
                     let (am, bm) = (a[set] / st.count, b[set] / st.count);
                     let gm = f64::from(gv[p % c]);
-                    let xs = &xv[p * s..(p + 1) * s];
+                    let plane = p * s..(p + 1) * s;
                     // dx = r·(γ·g − A − x̂·B) = k1·g + k2·x + k3 per plane.
                     let (k1, k2) = ((r * gm) as f32, (-r * r * bm) as f32);
                     let k3 = (-r * am + r * r * bm * m) as f32;
-                    for (i, (d, &v)) in d.iter_mut().zip(xs).enumerate() {
-                        *d = k1 * grad(p, i) + k2 * v + k3;
-                    }
+                    grad_plane(
+                        d,
+                        &xv[plane.clone()],
+                        &yv[plane.clone()],
+                        &dyv[plane],
+                        (k1, k2, k3),
+                        relu,
+                    );
                 })
             });
             dx

@@ -145,9 +145,9 @@ pub(crate) fn tested(kernel: &str) -> Vec<Isa> {
 /// loops in `$inner` then vectorize twice as wide with the same operations (no FMA contraction,
 /// same summation order), so the same results.
 macro_rules! avx2_or_plain {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $inner:ident) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $inner:ident) => {
         $(#[$m])*
-        fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]

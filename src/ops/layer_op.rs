@@ -13,9 +13,10 @@ use candle::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::conv::{conv_output, full_conv, input_grad3x3, upsample_output, WinogradWeights};
+use super::isa::avx2_or_plain;
 use super::kernels::{depthwise::DepthwiseCore, gemm::ConvCore};
 use super::pad::pad_plane_stack;
-use super::shared::{in_pool, with_f32, Activation, ConvSpec, Padding};
+use super::shared::{in_pool, sum_f64, with_f32, Activation, ConvSpec, Padding};
 
 /// `act(conv(pad(up(x)), w) + b)`: x (N, Cin, H, W) f32 CPU, w (Cout, Cin/groups, kh, kw),
 /// b (Cout) → (N, Cout, Ho, Wo). `up` is nearest ×2 (only with a 3×3 kernel and reflection
@@ -212,18 +213,27 @@ fn act_grad(dy: &[f32], y: &[f32], act: Activation) -> candle::Result<Vec<f32>> 
     in_pool(|| {
         g.par_chunks_mut(CHUNK)
             .zip(dy.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-            .for_each(|(g, (dy, y))| {
-                for ((g, &d), &v) in g.iter_mut().zip(dy).zip(y) {
-                    let pass = match act {
-                        Activation::None => true,
-                        Activation::Relu => v > 0.0,
-                        Activation::Relu6 => v > 0.0 && v < 6.0,
-                    };
-                    *g = if pass { d } else { 0.0 };
-                }
-            })
+            .for_each(|(g, (dy, y))| mask(g, dy, y, act))
     });
     Ok(g)
+}
+
+avx2_or_plain! {
+    /// g = dy where the activation passed at output y, else 0.
+    fn mask(g: &mut [f32], dy: &[f32], y: &[f32], act: Activation) = mask_in
+}
+
+#[inline(always)]
+fn mask_in(g: &mut [f32], dy: &[f32], y: &[f32], act: Activation) {
+    // A bit mask, not a branch: the activations' signs are as good as random.
+    for ((g, &d), &v) in g.iter_mut().zip(dy).zip(y) {
+        let pass = match act {
+            Activation::None => true,
+            Activation::Relu => v > 0.0,
+            Activation::Relu6 => (v > 0.0) & (v < 6.0),
+        };
+        *g = f32::from_bits(d.to_bits() & u32::from(pass).wrapping_neg());
+    }
 }
 
 /// Σ over samples and positions per channel of g (N, C, plane), accumulated in f64 in a fixed
@@ -235,12 +245,7 @@ fn channel_sums(g: &[f32], c: usize, plane: usize) -> Vec<f32> {
             .into_par_iter()
             .map(|ch| {
                 (0..n)
-                    .map(|s| {
-                        g[(s * c + ch) * plane..][..plane]
-                            .iter()
-                            .map(|&v| f64::from(v))
-                            .sum::<f64>()
-                    })
+                    .map(|s| sum_f64(&g[(s * c + ch) * plane..][..plane]))
                     .sum::<f64>() as f32
             })
             .collect()

@@ -354,3 +354,28 @@ pub(crate) fn reference_conv(
     }
     out
 }
+
+crate::ops::isa::avx2_or_plain! {
+    /// Σ v in f64 as eight interleaved partial sums added in a fixed order: the same bits on
+    /// every run and thread count, and the adds vectorize (one chain of f64 adds waits ~4
+    /// cycles per element).
+    pub(crate) fn sum_f64(v: &[f32]) -> f64 = sum_f64_in
+}
+
+#[inline(always)]
+fn sum_f64_in(v: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for (a, &x) in acc.iter_mut().zip(ch) {
+            *a += f64::from(x);
+        }
+    }
+    let mut total =
+        ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for &x in rest {
+        total += f64::from(x);
+    }
+    total
+}
