@@ -16,7 +16,7 @@ use candle::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::PostOp;
-use crate::ops::shared::{sum_f64, with_f32};
+use crate::ops::shared::{sq_dev_sum, sum_f64, with_f32};
 use crate::ops::{avx2_or_plain, in_pool};
 use crate::Result;
 
@@ -102,30 +102,6 @@ fn fold8(a: [f64; 8]) -> f64 {
 fn relu_pass(relu: bool, y: f32, d: f32) -> f32 {
     let keep = !relu || y > 0.0;
     f32::from_bits(d.to_bits() & u32::from(keep).wrapping_neg())
-}
-
-avx2_or_plain! {
-    /// Σ (v − m)² of one plane in f64 (eight partial sums, as `ops::shared::sum_f64`).
-    fn sq_dev_sum(v: &[f32], m: f64) -> f64 = sq_dev_sum_in
-}
-
-#[inline(always)]
-fn sq_dev_sum_in(v: &[f32], m: f64) -> f64 {
-    let mut acc = [0f64; 8];
-    let chunks = v.chunks_exact(8);
-    let rest = chunks.remainder();
-    for ch in chunks {
-        for (a, &x) in acc.iter_mut().zip(ch) {
-            let d = f64::from(x) - m;
-            *a += d * d;
-        }
-    }
-    let mut total = fold8(acc);
-    for &x in rest {
-        let d = f64::from(x) - m;
-        total += d * d;
-    }
-    total
 }
 
 avx2_or_plain! {

@@ -379,3 +379,28 @@ fn sum_f64_in(v: &[f32]) -> f64 {
     }
     total
 }
+
+crate::ops::isa::avx2_or_plain! {
+    /// Σ (v − m)² in f64, summed as [`sum_f64`].
+    pub(crate) fn sq_dev_sum(v: &[f32], m: f64) -> f64 = sq_dev_sum_in
+}
+
+#[inline(always)]
+fn sq_dev_sum_in(v: &[f32], m: f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for (a, &x) in acc.iter_mut().zip(ch) {
+            let d = f64::from(x) - m;
+            *a += d * d;
+        }
+    }
+    let mut total =
+        ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for &x in rest {
+        let d = f64::from(x) - m;
+        total += d * d;
+    }
+    total
+}

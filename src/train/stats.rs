@@ -21,7 +21,7 @@ use candle::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use crate::ops::in_pool;
-use crate::ops::shared::{threads, with_f32};
+use crate::ops::shared::{sq_dev_sum, sum_f64, threads, with_f32};
 use crate::Result;
 
 /// ε under the square root of the standard deviation (pytorch-AdaIN's `calc_mean_std`).
@@ -232,15 +232,8 @@ struct MeanStd;
 /// μ and σ of one plane, sums in f64.
 fn plane_stats(p: &[f32]) -> (f64, f64) {
     let m = p.len() as f64;
-    let mean = p.iter().map(|&v| f64::from(v)).sum::<f64>() / m;
-    let ss = p
-        .iter()
-        .map(|&v| {
-            let d = f64::from(v) - mean;
-            d * d
-        })
-        .sum::<f64>();
-    (mean, (ss / (m - 1.0) + STD_EPS).sqrt())
+    let mean = sum_f64(p) / m;
+    (mean, (sq_dev_sum(p, mean) / (m - 1.0) + STD_EPS).sqrt())
 }
 
 impl CustomOp1 for MeanStd {
