@@ -336,6 +336,18 @@ impl Job<'_> {
                         // 32 padded columns: read in place inside the map (no copy of the row),
                         // padding and the columns past the map looked up.
                         let c0 = 4 * LANES * g;
+                        // A window inside the map is split where it lies.
+                        if let Some(inside) = row
+                            .filter(|_| c0 >= pl && c0 + 4 * LANES <= (pl + x.w).min(wp))
+                            .and_then(|row| row[c0 - pl..].first_chunk::<{ 4 * LANES }>())
+                        {
+                            // SAFETY: K's kernels run only on CPUs that have them (see `conv`).
+                            let split = unsafe { K::split4(inside) };
+                            for (k, p) in split.iter().enumerate() {
+                                ph[k * lp + g * LANES..][..LANES].copy_from_slice(p);
+                            }
+                            continue;
+                        }
                         let mut quad = [0f32; 4 * LANES];
                         if let Some(row) = row {
                             let (lo, hi) = (c0.max(pl), (c0 + 4 * LANES).min(pl + x.w).min(wp));
