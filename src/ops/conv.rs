@@ -685,40 +685,53 @@ fn transposed(weight: &Tensor, frozen: bool) -> candle::Result<Transposed> {
         let (cout, cin, kh, kw) = weight.dims4()?;
         let w = cpu_f32(weight)?;
         let mut f = vec![0f32; w.len()];
-        for co in 0..cout {
-            for ci in 0..cin {
-                let src = &w[(co * cin + ci) * kh * kw..][..kh * kw];
-                let dst = &mut f[(ci * cout + co) * kh * kw..][..kh * kw];
-                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                    *d = *s;
-                }
-            }
-        }
+        // Made at every step for a trained layer: on the pool, one input channel per task.
+        in_pool(|| {
+            f.par_chunks_mut(cout * kh * kw)
+                .enumerate()
+                .for_each(|(ci, row)| {
+                    for (co, dst) in row.chunks_exact_mut(kh * kw).enumerate() {
+                        let src = &w[(co * cin + ci) * kh * kw..][..kh * kw];
+                        for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                            *d = *s;
+                        }
+                    }
+                })
+        });
         let flipped = Tensor::from_vec(f, (cin, cout, kh, kw), &Device::Cpu)?;
         let prepared = WinogradWeights::new(&flipped)?;
         let ring = if (kh, kw) == (3, 3) {
-            let side = |row: bool, k: usize| -> Result<Tensor> {
-                let mut a = Vec::with_capacity(cin * cout * 3);
-                for ci in 0..cin {
-                    for co in 0..cout {
+            let side = |row: bool, k: usize| -> Vec<f32> {
+                let mut a = vec![0f32; cin * cout * 3];
+                for (ci, dst) in a.chunks_exact_mut(3 * cout).enumerate() {
+                    for (co, d) in dst.chunks_exact_mut(3).enumerate() {
                         let taps = &w[(co * cin + ci) * 9..][..9];
-                        for t in 0..3 {
-                            a.push(if row {
+                        for (t, d) in d.iter_mut().enumerate() {
+                            *d = if row {
                                 taps[k * 3 + t]
                             } else {
                                 taps[t * 3 + k]
-                            });
+                            };
                         }
                     }
                 }
-                Ok(Tensor::from_vec(a, (cin, 3 * cout), &Device::Cpu)?)
+                a
             };
-            Some(Arc::new([
-                side(true, 0)?,
-                side(true, 2)?,
-                side(false, 0)?,
-                side(false, 2)?,
-            ]))
+            // Top, bottom, left, right, made side by side.
+            let sides: Vec<Vec<f32>> = in_pool(|| {
+                [(true, 0), (true, 2), (false, 0), (false, 2)]
+                    .into_par_iter()
+                    .map(|(row, k)| side(row, k))
+                    .collect()
+            });
+            let ring = sides
+                .into_iter()
+                .map(|a| Tensor::from_vec(a, (cin, 3 * cout), &Device::Cpu))
+                .collect::<candle::Result<Vec<_>>>()?;
+            let ring: [Tensor; 4] = ring
+                .try_into()
+                .map_err(|_| Error::input(WHAT, "four ring sides expected"))?;
+            Some(Arc::new(ring))
         } else {
             None
         };
