@@ -651,16 +651,15 @@ fn fold_ring(
             .enumerate()
             .for_each(|(plane, o)| {
                 let (s, ci) = (plane / cin, plane % cin);
-                let at = |len: usize| (ci * n + s) * len;
-                let (t0, b0) = (at(wp), at(wp));
+                // This plane's run in the (Cin, N·len) products.
+                let (rows, cols) = ((ci * n + s) * wp, (ci * n + s) * hp);
                 for j in 0..wp {
-                    o[w + col(j)] += top[t0 + j];
-                    o[(h - 2) * w + col(j)] += bottom[b0 + j];
+                    o[w + col(j)] += top[rows + j];
+                    o[(h - 2) * w + col(j)] += bottom[rows + j];
                 }
-                let (l0, r0) = (at(hp), at(hp));
                 for i in 1..=h {
-                    o[(i - 1) * w + 1] += left[l0 + i];
-                    o[(i - 1) * w + w - 2] += right[r0 + i];
+                    o[(i - 1) * w + 1] += left[cols + i];
+                    o[(i - 1) * w + w - 2] += right[cols + i];
                 }
             })
     });

@@ -143,17 +143,19 @@ impl CustomOp3 for LayerOp {
         let w = w.detach();
         // A stride-1 3×3 layer padded by one pixel (reflection or zeros) gets dX of its
         // (upsampled) input straight from `input_grad3x3`: no padded gradient to fold.
-        let ring = match padding {
+        // `direct`: Some(whether the padding reflects).
+        let direct = match padding {
             Padding::Reflect(1) => Some(true),
             Padding::Same => Some(false),
             _ => None,
-        };
-        let direct = match ring {
-            Some(reflect) if need_dx && !self.depthwise(&w) && sides == (1, 1, 1, 1) => {
-                (self.spec.stride == 1 && (kh, kw) == (3, 3)).then_some(reflect)
-            }
-            _ => None,
-        };
+        }
+        .filter(|_| {
+            need_dx
+                && !self.depthwise(&w)
+                && self.spec.stride == 1
+                && (kh, kw) == (3, 3)
+                && sides == (1, 1, 1, 1)
+        });
         let (dxp, dw) = if self.depthwise(&w) {
             DepthwiseCore {
                 stride: self.spec.stride,
@@ -168,16 +170,13 @@ impl CustomOp3 for LayerOp {
         };
         // The gradient of the map the convolution read: (hu, wu) with no padding left, or
         // padded by `sides`.
-        let (grid, grid_sides) = match direct {
+        let (grid, (gh, gw), grid_sides) = match direct {
             Some(reflect) => (
                 Some(input_grad3x3(&g, &w, !need_dw, reflect)?),
+                (hu, wu),
                 (0, 0, 0, 0),
             ),
-            None => (dxp, sides),
-        };
-        let (gh, gw) = match direct {
-            Some(_) => (hu, wu),
-            None => (hp, wp),
+            None => (dxp, (hp, wp), sides),
         };
         let dx = grid
             .map(|d| -> candle::Result<Tensor> {
