@@ -5,8 +5,9 @@
 //! differences, squares, square roots, broadcasts) and twice as many in the backward, each a pass
 //! over the activations into a fresh buffer; in a training step on the CPU those passes cost more
 //! than the convolutions. Here the forward is three passes (sum, squared deviations, affine) and
-//! the backward three (recomputed statistics, per-plane sums, input gradient), planes in
-//! parallel, sums in f64 in a fixed order (bit-identical across runs and thread counts).
+//! the backward two (per-plane sums, input gradient; the forward's statistics are kept), planes
+//! in parallel, sums in f64 in eight interleaved lanes added in a fixed order (bit-identical
+//! across runs and thread counts), the ReLU's gradient masked without branches.
 //!
 //! With x̂ = (x − μ)·r, r = 1/sqrt(σ² + ε) over a set of M values and g the output gradient
 //! (zero where the ReLU cut): dβ_c = Σ g, dγ_c = Σ g·x̂ over channel c's values, and
@@ -16,7 +17,7 @@ use candle::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::PostOp;
-use crate::ops::shared::{sq_dev_sum, sum_f64, with_f32};
+use crate::ops::shared::{fold8, sq_dev_sum, sum_f64, with_f32};
 use crate::ops::{avx2_or_plain, in_pool};
 use crate::Result;
 
@@ -87,13 +88,6 @@ struct NormOp {
     /// The forward's statistics, which the backward reuses (the op is made per call, for one
     /// input).
     stats: std::sync::OnceLock<Stats>,
-}
-
-/// Eight interleaved f64 partial sums added in a fixed order (as `ops::shared::sum_f64`): the
-/// same bits on every run and thread count, and the adds vectorize.
-#[inline(always)]
-fn fold8(a: [f64; 8]) -> f64 {
-    ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 }
 
 /// dy where the fused ReLU passed (y > 0), else 0, without a branch (the mask is as random as

@@ -355,6 +355,12 @@ pub(crate) fn reference_conv(
     out
 }
 
+/// The eight partial sums of [`sum_f64`] and its kin, added in a fixed order.
+#[inline(always)]
+pub(crate) fn fold8(a: [f64; 8]) -> f64 {
+    ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+}
+
 crate::ops::isa::avx2_or_plain! {
     /// Σ v in f64 as eight interleaved partial sums added in a fixed order: the same bits on
     /// every run and thread count, and the adds vectorize (one chain of f64 adds waits ~4
@@ -372,8 +378,7 @@ fn sum_f64_in(v: &[f32]) -> f64 {
             *a += f64::from(x);
         }
     }
-    let mut total =
-        ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    let mut total = fold8(acc);
     for &x in rest {
         total += f64::from(x);
     }
@@ -396,8 +401,7 @@ fn sq_dev_sum_in(v: &[f32], m: f64) -> f64 {
             *a += d * d;
         }
     }
-    let mut total =
-        ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    let mut total = fold8(acc);
     for &x in rest {
         let d = f64::from(x) - m;
         total += d * d;
